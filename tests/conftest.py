@@ -1,0 +1,56 @@
+"""Shared fixtures: a fresh home and store per test, and the demo model built once per session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads or writes the real user's data or reaches a hub."""
+    monkeypatch.delenv("TUNEDECK_HOME", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A tunedeck home that does not exist yet."""
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def store(home: Path):
+    """An opened store in a fresh home."""
+    from store.db import open_store
+
+    s = open_store(home)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny demo Llama, built once per test session (read-only for tests)."""
+    from engine.demo import build_demo_model
+
+    return build_demo_model(tmp_path_factory.mktemp("demo") / "demo-llama")
+
+
+def run_cli(*args: str, home: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120):
+    """Run `python -m tui.cli ARGS` in a subprocess; returns the CompletedProcess."""
+    import subprocess
+
+    full_env = {**os.environ, **(env or {})}
+    cmd = [sys.executable, "-m", "tui.cli"]
+    if home is not None:
+        cmd += ["--home", str(home)]
+    return subprocess.run(
+        [*cmd, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=full_env, stdin=subprocess.DEVNULL
+    )
