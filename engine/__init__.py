@@ -1,0 +1,1 @@
+"""Training, merging, export and demo-fixture engine for tunedeck."""
