@@ -34,11 +34,19 @@ def can_move(current: JobStatus | str, new: JobStatus | str) -> bool:
     return JobStatus(new) in ALLOWED[JobStatus(current)]
 
 
+STALE_AFTER_S = 60.0  # engines beat every few seconds; a minute of silence means the process is gone
+
+
 def create_job(
-    session: Session, project_id: int, kind: str, config: dict[str, Any] | None = None, name: str = ""
+    session: Session,
+    project_id: int,
+    kind: str,
+    config: dict[str, Any] | None = None,
+    name: str = "",
+    slot: str = "cpu",
 ) -> Job:
-    """Insert a queued job and return it (with its id)."""
-    job = Job(project_id=project_id, kind=kind, name=name, config=config or {})
+    """Insert a queued job for runner slot `slot` and return it (with its id)."""
+    job = Job(project_id=project_id, kind=kind, name=name, config=config or {}, slot=slot)
     session.add(job)
     session.flush()
     return job
@@ -92,3 +100,75 @@ def jobs_changed_since(session: Session, since: float, project_id: int | None = 
     if project_id is not None:
         query = query.where(Job.project_id == project_id)
     return list(session.exec(query.order_by(Job.updated_at)))
+
+
+def next_queued(session: Session, slot: str) -> Job | None:
+    """The oldest queued job of a runner slot."""
+    query = select(Job).where(Job.slot == slot, Job.status == S.queued.value).order_by(Job.id)
+    return session.exec(query).first()
+
+
+def request_cancel(session: Session, job_id: int) -> str:
+    """Cancel a job: a queued one at once, a running one by asking its engine to stop.
+
+    Returns the job's status afterwards ("cancelled", or "running" while the engine winds down).
+    """
+    job = get_job(session, job_id)
+    if job.status == S.queued.value:
+        try:
+            transition(session, job_id, S.cancelled, error="cancelled before it started")
+            return S.cancelled.value
+        except IllegalTransition:
+            job = get_job(session, job_id)  # a runner took it meanwhile: ask the engine instead
+    if job.status != S.running.value:
+        raise IllegalTransition(f"job {job_id} is {job.status}; only queued or running jobs can be cancelled")
+    session.execute(
+        text("UPDATE jobs SET cancel_requested = 1, updated_at = :t WHERE id = :id"), {"t": now(), "id": job_id}
+    )
+    return S.running.value
+
+
+def cancel_requested(session: Session, job_id: int) -> bool:
+    """Whether someone asked this job to stop."""
+    row = session.execute(text("SELECT cancel_requested FROM jobs WHERE id = :id"), {"id": job_id}).first()
+    return bool(row and row[0])
+
+
+def heartbeat(session: Session, job_id: int, **fields: Any) -> None:
+    """Record that a running job's engine is alive, with optional progress fields (step, progress...)."""
+    values = {"heartbeat_at": now(), **fields}
+    values["updated_at"] = values["heartbeat_at"]
+    sets = ", ".join(f"{col} = :{col}" for col in values)
+    session.execute(
+        text(f"UPDATE jobs SET {sets} WHERE id = :id AND status = 'running'"),  # columns are ours
+        {**values, "id": job_id},
+    )
+
+
+def reap_stale(session: Session, stale_after: float = STALE_AFTER_S) -> list[int]:
+    """Mark running jobs whose heartbeat went stale as interrupted; returns their ids.
+
+    Whoever reads job state calls this first, so a job killed with -9 (or a machine
+    that lost power) never shows as running forever.
+    """
+    cutoff = now() - stale_after
+    stale = session.exec(
+        select(Job.id).where(Job.status == S.running.value, (Job.heartbeat_at.is_(None)) | (Job.heartbeat_at < cutoff))
+    ).all()
+    reaped = []
+    for job_id in stale:
+        try:
+            transition(session, job_id, S.interrupted, error="the engine stopped responding (no heartbeat)")
+            reaped.append(job_id)
+        except IllegalTransition:
+            pass  # it finished meanwhile
+    return reaped
+
+
+def set_result(session: Session, job_id: int, result: dict[str, Any]) -> None:
+    """Store what a job produced (dataset or artifact ids...)."""
+    job = get_job(session, job_id)
+    job.result = {**job.result, **result}
+    job.updated_at = now()
+    session.add(job)
+    session.flush()

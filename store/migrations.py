@@ -106,7 +106,16 @@ V2 = [
     "CREATE INDEX ix_jobs_updated ON jobs (updated_at)",
 ]
 
-MIGRATIONS: list[list[str]] = [V1, V2]
+# v3: what the runner and engine need: a resource slot per job (one runner per slot),
+# a cancel request the engine polls, and a JSON result (ids of what the job made).
+V3 = [
+    "ALTER TABLE jobs ADD COLUMN slot TEXT NOT NULL DEFAULT 'cpu'",
+    "ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE jobs ADD COLUMN result JSON NOT NULL DEFAULT '{}'",
+    "CREATE INDEX ix_jobs_slot_queue ON jobs (slot, status, id)",
+]
+
+MIGRATIONS: list[list[str]] = [V1, V2, V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -77,6 +77,9 @@ class Job(SQLModel, table=True):
     started_at: float | None = None
     finished_at: float | None = None
     updated_at: float = Field(default_factory=now)
+    slot: str = "cpu"
+    cancel_requested: bool = False
+    result: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
 class Metric(SQLModel, table=True):

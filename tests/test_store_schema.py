@@ -157,7 +157,7 @@ def test_concurrent_openers_and_writers(home: Path) -> None:
                 with s.write() as session:
                     session.add(Project(name=f"w{n}-{i}"))
             s.close()
-        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+        except BaseException as exc:  # collected and asserted below
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]

@@ -35,10 +35,13 @@ class _Parser(argparse.ArgumentParser):
 def _common() -> argparse.ArgumentParser:
     # SUPPRESS keeps a sub-command's default from overwriting a value given before the verb.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--home", default=argparse.SUPPRESS, metavar="DIR",
-                        help="data directory (default: $TUNEDECK_HOME, else the XDG data dir)")
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show tracebacks on errors")
+    common.add_argument(
+        "--home",
+        default=argparse.SUPPRESS,
+        metavar="DIR",
+        help="data directory (default: $TUNEDECK_HOME, else the XDG data dir)",
+    )
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
     return common
 
 
@@ -66,20 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_project_show)
-    p = pverbs.add_parser("delete", help="delete a project (refuses when it has runs unless --force)",
-                          parents=[common])
+    p = pverbs.add_parser("delete", help="delete a project (refuses when it has runs unless --force)", parents=[common])
     p.add_argument("name")
     p.add_argument("--force", action="store_true", help="also delete its runs and their files")
     p.set_defaults(func=cmd_project_delete)
 
-    p = verbs.add_parser("demo", help="create the demo project: a tiny local model and a dataset",
-                         parents=[common])
+    p = verbs.add_parser("demo", help="create the demo project: a tiny local model and a dataset", parents=[common])
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
     return parser
 
 
 # --- helpers -------------------------------------------------------------------------------
+
 
 def _open(args: argparse.Namespace) -> Store:
     from store.db import open_store
@@ -102,6 +104,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 # --- project -------------------------------------------------------------------------------
+
 
 def cmd_project_create(args: argparse.Namespace) -> int:
     from store.projects import create_project, project_summary
@@ -190,6 +193,7 @@ def cmd_project_delete(args: argparse.Namespace) -> int:
 
 # --- demo ----------------------------------------------------------------------------------
 
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from engine.demo_project import ensure_demo_project
 
@@ -200,6 +204,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # --- entry point ---------------------------------------------------------------------------
+
 
 def _launch_tui(args: argparse.Namespace) -> int:
     from tui.app import run_app
@@ -239,8 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         else:
-            print(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-                  file=sys.stderr)
+            print(
+                f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr
+            )
         return EXIT_ERROR
 
 

@@ -1,0 +1,1 @@
+"""Dataset import: reading sources, normalizing formats, linting, and writing snapshots."""

@@ -1,0 +1,86 @@
+"""What a running job's code sees: its config, progress reporting, cancellation and logging.
+
+Database writes are throttled so a tight loop can call `progress()` freely.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from store.db import Store
+from store.errors import TunedeckError
+from store.jobs import cancel_requested, heartbeat, set_result
+
+PROGRESS_EVERY_S = 0.5
+CANCEL_CHECK_EVERY_S = 1.0
+
+
+class JobCancelled(TunedeckError):
+    """Raised inside a job when a cancel was requested; the job ends `cancelled`."""
+
+
+class JobContext:
+    """Handle passed to each job handler."""
+
+    def __init__(self, store: Store, job_id: int, config: dict[str, Any], job_dir: Path) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.config = config
+        self.job_dir = job_dir
+        self.stop_event = threading.Event()  # set by SIGTERM
+        self._last_progress = 0.0
+        self._last_cancel_check = 0.0
+        self._cancelled = False
+
+    @property
+    def home(self) -> Path:
+        return self.store.home
+
+    def log(self, message: str) -> None:
+        """A line in the job's log (stdout is the log file)."""
+        stamp = time.strftime("%H:%M:%S")
+        print(f"[{stamp}] {message}", file=sys.stdout, flush=True)
+
+    def progress(
+        self, fraction: float | None = None, *, step: int | None = None, total: int | None = None,
+        force: bool = False,
+    ) -> None:
+        """Report progress (0..1) and/or step counts; written at most every 0.5 s unless `force`."""
+        now = time.monotonic()
+        if not force and now - self._last_progress < PROGRESS_EVERY_S:
+            return
+        self._last_progress = now
+        fields: dict[str, Any] = {}
+        if fraction is not None:
+            fields["progress"] = max(0.0, min(1.0, float(fraction)))
+        if step is not None:
+            fields["step"] = int(step)
+        if total is not None:
+            fields["total_steps"] = int(total)
+        with self.store.write() as session:
+            heartbeat(session, self.job_id, **fields)
+
+    def should_stop(self) -> bool:
+        """True once a cancel was requested (checked in the store at most once a second) or SIGTERM came."""
+        if self._cancelled or self.stop_event.is_set():
+            return True
+        now = time.monotonic()
+        if now - self._last_cancel_check >= CANCEL_CHECK_EVERY_S:
+            self._last_cancel_check = now
+            with self.store.read() as session:
+                self._cancelled = cancel_requested(session, self.job_id)
+        return self._cancelled
+
+    def check_cancel(self) -> None:
+        """Raise JobCancelled if the job should stop."""
+        if self.should_stop():
+            raise JobCancelled(f"job {self.job_id} was cancelled")
+
+    def set_result(self, **result: Any) -> None:
+        """Record what the job produced."""
+        with self.store.write() as session:
+            set_result(session, self.job_id, result)

@@ -1,0 +1,26 @@
+"""A diagnostic job: ticks for a while, reporting progress and honouring cancel.
+
+Exercises the runner, heartbeats, cancel and kill handling without loading a model;
+`config`: seconds (float), steps (int), fail_at (int step to fail at, optional).
+"""
+
+from __future__ import annotations
+
+import time
+
+from engine.jobctx import JobContext
+from store.errors import TunedeckError
+
+
+def run_selftest(ctx: JobContext) -> None:
+    steps = int(ctx.config.get("steps", 10))
+    pause = float(ctx.config.get("seconds", 1.0)) / max(steps, 1)
+    fail_at = ctx.config.get("fail_at")
+    for step in range(1, steps + 1):
+        ctx.check_cancel()
+        time.sleep(pause)
+        if fail_at is not None and step == int(fail_at):
+            raise TunedeckError(f"selftest failed at step {step} as asked")
+        ctx.progress(step / steps, step=step, total=steps, force=True)
+    ctx.set_result(steps=steps)
+    ctx.log(f"selftest done after {steps} steps")
