@@ -6,25 +6,16 @@ Errors go to stderr as one line with a non-zero exit code; `--debug` adds the tr
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
-import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
 
 from store.errors import TunedeckError
-
-if TYPE_CHECKING:
-    from store.db import Store
+from tui.commands import datasets, jobs, projects
+from tui.commands.common import UsageError, open_from_args
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-
-
-class UsageError(TunedeckError):
-    """The command line itself is wrong."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,152 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
 
-    project = verbs.add_parser("project", help="create, list, show and delete projects", parents=[common])
-    pverbs = project.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
-    p = pverbs.add_parser("create", help="create a project", parents=[common])
-    p.add_argument("name")
-    p.add_argument("--description", default="", metavar="TEXT")
-    p.add_argument("--json", action="store_true", help="print the new project as JSON")
-    p.set_defaults(func=cmd_project_create)
-    p = pverbs.add_parser("list", help="list projects with their counts", parents=[common])
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_project_list)
-    p = pverbs.add_parser("show", help="show a project and what it holds", parents=[common])
-    p.add_argument("name")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_project_show)
-    p = pverbs.add_parser("delete", help="delete a project (refuses when it has runs unless --force)", parents=[common])
-    p.add_argument("name")
-    p.add_argument("--force", action="store_true", help="also delete its runs and their files")
-    p.set_defaults(func=cmd_project_delete)
-
-    p = verbs.add_parser("demo", help="create the demo project: a tiny local model and a dataset", parents=[common])
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_demo)
+    for module in (projects, datasets, jobs):
+        module.register(verbs, common)
     return parser
-
-
-# --- helpers -------------------------------------------------------------------------------
-
-
-def _open(args: argparse.Namespace) -> Store:
-    from store.db import open_store
-
-    return open_store(getattr(args, "home", None))
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
-def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[str(c) for c in headers], *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
-
-
-# --- project -------------------------------------------------------------------------------
-
-
-def cmd_project_create(args: argparse.Namespace) -> int:
-    from store.projects import create_project, project_summary
-
-    store = _open(args)
-    with store.write() as session:
-        name = create_project(session, args.name, args.description).name
-    with store.read() as session:
-        summary = project_summary(session, name)
-    if args.json:
-        _print_json(summary.to_dict())
-    else:
-        print(f"created project {summary.name} (id {summary.id})")
-    return 0
-
-
-def cmd_project_list(args: argparse.Namespace) -> int:
-    from store.projects import list_projects
-
-    with _open(args).read() as session:
-        projects = list_projects(session)
-    if args.json:
-        _print_json([p.to_dict() for p in projects])
-    elif not projects:
-        print("no projects yet: `tunedeck project create NAME` or `tunedeck demo`")
-    else:
-        rows = [(p.name, p.datasets, p.runs, p.artifacts, p.active_jobs, _when(p.updated_at)) for p in projects]
-        print(_table(("NAME", "DATASETS", "RUNS", "ARTIFACTS", "ACTIVE", "UPDATED"), rows))
-    return 0
-
-
-def cmd_project_show(args: argparse.Namespace) -> int:
-    from sqlmodel import select
-
-    from store.models import Artifact, Dataset, Job
-    from store.projects import project_summary
-
-    with _open(args).read() as session:
-        summary = project_summary(session, args.name)
-        datasets = session.exec(select(Dataset).where(Dataset.project_id == summary.id)).all()
-        jobs = session.exec(select(Job).where(Job.project_id == summary.id).order_by(Job.id.desc())).all()
-        artifacts = session.exec(select(Artifact).where(Artifact.project_id == summary.id)).all()
-    if args.json:
-        data = summary.to_dict()
-        data["datasets_list"] = [d.model_dump() for d in datasets]
-        data["jobs"] = [j.model_dump() for j in jobs]
-        data["artifacts_list"] = [a.model_dump() for a in artifacts]
-        _print_json(data)
-        return 0
-    print(f"project {summary.name} (id {summary.id})")
-    if summary.description:
-        print(f"  {summary.description}")
-    print(f"  created {_when(summary.created_at)}, updated {_when(summary.updated_at)}")
-    print(f"\ndatasets ({len(datasets)})")
-    for d in datasets:
-        print(f"  {d.id:>4}  {d.name}  {d.format}  train {d.num_train} / val {d.num_val}")
-    print(f"\njobs ({len(jobs)})")
-    for j in jobs:
-        total = f"/{j.total_steps}" if j.total_steps else ""
-        print(f"  {j.id:>4}  {j.kind:<9} {j.status:<11} step {j.step}{total}  {j.name}")
-    print(f"\nartifacts ({len(artifacts)})")
-    for a in artifacts:
-        print(f"  {a.id:>4}  {a.kind:<9} {a.name}  {a.path}")
-    return 0
-
-
-def cmd_project_delete(args: argparse.Namespace) -> int:
-    from sqlmodel import select
-
-    from store.models import Dataset, Job
-    from store.projects import delete_project, get_project
-
-    store = _open(args)
-    with store.write() as session:
-        project = get_project(session, args.name)
-        job_ids = session.exec(select(Job.id).where(Job.project_id == project.id)).all()
-        dataset_ids = session.exec(select(Dataset.id).where(Dataset.project_id == project.id)).all()
-        delete_project(session, args.name, force=args.force)
-    # Rows are gone (committed); now the per-job and per-dataset folders tunedeck owns.
-    for sub, ids in (("jobs", job_ids), ("datasets", dataset_ids)):
-        for ident in ids:
-            shutil.rmtree(store.home / sub / str(ident), ignore_errors=True)
-    print(f"deleted project {args.name}")
-    return 0
-
-
-# --- demo ----------------------------------------------------------------------------------
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from engine.demo_project import ensure_demo_project
-
-    result = ensure_demo_project(_open(args), log=None if args.json else print)
-    if args.json:
-        _print_json(result)
-    return 0
 
 
 # --- entry point ---------------------------------------------------------------------------
@@ -209,7 +57,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _launch_tui(args: argparse.Namespace) -> int:
     from tui.app import run_app
 
-    run_app(_open(args))
+    run_app(open_from_args(args))
     return 0
 
 

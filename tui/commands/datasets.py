@@ -1,0 +1,150 @@
+"""`tunedeck dataset ...`: import (as a job), list and show datasets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from store.db import Store
+from store.errors import NotFound, TunedeckError
+from tui.commands.common import UsageError, open_from_args, print_json, table, when
+from tui.commands.jobs import wait_for_job
+
+FORMATS = ("auto", "alpaca", "chat", "sharegpt", "preference", "text")
+SOURCE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    ds = verbs.add_parser("dataset", help="import, list and show training datasets", parents=[common])
+    dverbs = ds.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(ds))
+    p = dverbs.add_parser("add", help="import a file, folder or Hugging Face dataset (runs as a job)",
+                          parents=[common])
+    p.add_argument("project")
+    p.add_argument("source", help=".jsonl/.json/.csv/.parquet file, a folder of them, or a hub id[:config[:split]]")
+    p.add_argument("--name", help="dataset name (default: the source's stem)")
+    p.add_argument("--format", default="auto", choices=FORMATS)
+    p.add_argument("--val-fraction", type=float, default=0.1, metavar="F")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dedup", default="exact", choices=("none", "exact", "near"))
+    p.add_argument("--near-threshold", type=float, default=0.85, metavar="J",
+                   help="Jaccard similarity above which two examples are near-duplicates")
+    p.add_argument("--on-error", default="fail", choices=("fail", "skip"))
+    p.add_argument("--tokenizer", metavar="MODEL", help="model whose tokenizer and chat template measure lengths")
+    p.add_argument("--max-length", type=int, default=2048, metavar="N")
+    p.add_argument("--no-wait", action="store_true", help="queue the import and return its job id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_dataset_add)
+    p = dverbs.add_parser("list", help="a project's datasets", parents=[common])
+    p.add_argument("project")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_dataset_list)
+    p = dverbs.add_parser("show", help="a dataset's lint report", parents=[common])
+    p.add_argument("ref", metavar="NAME|ID")
+    p.add_argument("--project", help="the project, when several datasets share the name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_dataset_show)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if not 0 <= args.val_fraction < 1:
+        raise UsageError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    if not 0 < args.near_threshold <= 1:
+        raise UsageError(f"--near-threshold must be in (0, 1], got {args.near_threshold}")
+    if args.max_length < 1:
+        raise UsageError(f"--max-length must be positive, got {args.max_length}")
+
+
+def _source_config(source: str) -> tuple[str, str]:
+    """(source as stored, default name): a local path made absolute, or a hub id as given."""
+    path = Path(source).expanduser()
+    if path.exists():
+        name = path.stem if path.is_file() else path.name
+        return str(path.resolve()), name
+    if path.suffix.lower() in SOURCE_SUFFIXES or source.startswith((".", "/", "~")):
+        raise NotFound(f"{source}: no such file or directory")
+    return source, source.split(":")[0].rsplit("/", 1)[-1]
+
+
+def queue_import(store: Store, project: str, source: str, **options) -> int:
+    """Validate what can be checked now, queue a dataset-import job and start the data runner."""
+    from engine.launch import start_runner
+    from store.datasets import dataset_name_taken
+    from store.jobs import create_job
+    from store.names import check_name
+    from store.projects import get_project
+
+    stored_source, default_name = _source_config(source)
+    name = check_name(options.pop("name", None) or default_name, "dataset name")
+    tokenizer = options.get("tokenizer")
+    if tokenizer and Path(tokenizer).expanduser().exists():
+        options["tokenizer"] = str(Path(tokenizer).expanduser().resolve())
+    with store.write() as session:
+        project_row = get_project(session, project)
+        if dataset_name_taken(session, project_row.id, name):
+            raise TunedeckError(f"project {project!r} already has a dataset named {name!r} (use --name)")
+        config = {"project_id": project_row.id, "source": stored_source, "name": name, **options}
+        job_id = create_job(session, project_row.id, "dataset-import", config, name=name, slot="data").id
+    start_runner(store.home, "data")
+    return job_id
+
+
+def cmd_dataset_add(args: argparse.Namespace) -> int:
+    _check_args(args)
+    store = open_from_args(args)
+    job_id = queue_import(
+        store, args.project, args.source, name=args.name, format=args.format, val_fraction=args.val_fraction,
+        seed=args.seed, dedup=args.dedup, near_threshold=args.near_threshold, on_error=args.on_error,
+        tokenizer=args.tokenizer, max_length=args.max_length,
+    )
+    if args.no_wait:
+        print_json({"job_id": job_id}) if args.json else print(f"queued import as job {job_id}")
+        return 0
+    job = wait_for_job(store, job_id, f"importing {args.source}", show_progress=not args.json)
+    if job.status != "completed":
+        print(f"error: import failed (job {job_id}, {job.status}): {job.error}", file=sys.stderr)
+        return 1
+    return _show(store, str(job.result["dataset_id"]), None, args.json)
+
+
+def cmd_dataset_list(args: argparse.Namespace) -> int:
+    from store.datasets import list_datasets
+    from store.projects import get_project
+
+    with open_from_args(args).read() as session:
+        rows = list_datasets(session, get_project(session, args.project).id)
+    if args.json:
+        print_json([d.model_dump() for d in rows])
+    elif not rows:
+        print(f"no datasets in {args.project} yet: `tunedeck dataset add {args.project} FILE`")
+    else:
+        print(table(("ID", "NAME", "FORMAT", "TRAIN", "VAL", "VERDICT", "CREATED"),
+                    [(d.id, d.name, d.format, d.num_train, d.num_val, d.lint.get("verdict", "-"),
+                      when(d.created_at)) for d in rows]))
+    return 0
+
+
+def _show(store: Store, ref: str, project: str | None, as_json: bool) -> int:
+    from engine.datasets.lint import format_report
+
+    from store.datasets import find_dataset
+
+    with store.read() as session:
+        dataset = find_dataset(session, ref, project)
+    report_path = Path(dataset.path) / "report.json"
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise TunedeckError(f"dataset {dataset.id}: cannot read its report {report_path} ({exc})") from None
+    if as_json:
+        print_json({**dataset.model_dump(), "report": report})
+        return 0
+    print(f"dataset {dataset.name} (id {dataset.id}), {dataset.format}, from {dataset.source}")
+    print(f"  snapshot {dataset.path}  hash {dataset.content_hash[:16]}")
+    print(format_report(report))
+    return 0
+
+
+def cmd_dataset_show(args: argparse.Namespace) -> int:
+    return _show(open_from_args(args), args.ref, args.project, args.json)

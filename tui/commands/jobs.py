@@ -1,0 +1,131 @@
+"""`tunedeck job ...`: every long task (imports, runs, conversions) is a job."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from store.db import Store
+from store.models import Job
+from tui.commands.common import open_from_args, print_json, table, when
+
+FINAL = {"completed", "failed", "cancelled", "interrupted"}
+
+
+def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    job = verbs.add_parser("job", help="list, show, follow and cancel jobs (every long task)", parents=[common])
+    jverbs = job.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(job))
+    p = jverbs.add_parser("list", help="jobs, newest first", parents=[common])
+    p.add_argument("project", nargs="?", help="only this project's jobs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_job_list)
+    p = jverbs.add_parser("show", help="one job's status, progress and result", parents=[common])
+    p.add_argument("id", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_job_show)
+    p = jverbs.add_parser("logs", help="a job's log", parents=[common])
+    p.add_argument("id", type=int)
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+    p.set_defaults(func=cmd_job_logs)
+    p = jverbs.add_parser("cancel", help="cancel a queued job, or ask a running one to stop", parents=[common])
+    p.add_argument("id", type=int)
+    p.set_defaults(func=cmd_job_cancel)
+
+
+def read_job(store: Store, job_id: int) -> Job:
+    """A job, after marking stale running jobs interrupted (every reader does)."""
+    from store.jobs import get_job, reap_stale
+
+    with store.write() as session:
+        reap_stale(session)
+        return get_job(session, job_id)
+
+
+def wait_for_job(store: Store, job_id: int, label: str, show_progress: bool) -> Job:
+    """Poll a job until it ends; a progress line on stderr when it is a terminal.
+
+    Ctrl+C stops the waiting, never the job (it runs detached).
+    """
+    tty = show_progress and sys.stderr.isatty()
+    try:
+        while True:
+            job = read_job(store, job_id)
+            if job.status in FINAL:
+                break
+            if tty:
+                pct = f"{job.progress * 100:3.0f}%" if job.progress else "   "
+                print(f"\r{label}: {job.status} {pct}", end="", file=sys.stderr, flush=True)
+            time.sleep(0.25)
+    except KeyboardInterrupt:
+        print(f"\nstopped waiting; job {job_id} goes on (`tunedeck job show {job_id}`)", file=sys.stderr)
+        raise
+    if tty:
+        print("\r" + " " * 60 + "\r", end="", file=sys.stderr, flush=True)
+    return job
+
+
+def cmd_job_list(args: argparse.Namespace) -> int:
+    from sqlmodel import select
+
+    from store.jobs import reap_stale
+    from store.projects import get_project
+
+    store = open_from_args(args)
+    with store.write() as session:
+        reap_stale(session)
+        query = select(Job).order_by(Job.id.desc())
+        if args.project:
+            query = query.where(Job.project_id == get_project(session, args.project).id)
+        jobs = session.exec(query.limit(500)).all()
+    if args.json:
+        print_json([j.model_dump() for j in jobs])
+        return 0
+    rows = [(j.id, j.kind, j.status, f"{j.progress * 100:.0f}%", j.name, when(j.updated_at)) for j in jobs]
+    print(table(("ID", "KIND", "STATUS", "PROGRESS", "NAME", "UPDATED"), rows) if rows else "no jobs")
+    return 0
+
+
+def cmd_job_show(args: argparse.Namespace) -> int:
+    job = read_job(open_from_args(args), args.id)
+    if args.json:
+        print_json(job.model_dump())
+        return 0
+    print(f"job {job.id}: {job.kind} {job.name}".rstrip())
+    print(f"  status   {job.status}" + (f" ({job.error})" if job.error else ""))
+    print(f"  progress {job.progress * 100:.0f}%  step {job.step}" + (f"/{job.total_steps}" if job.total_steps else ""))
+    print(f"  created  {when(job.created_at)}  started {when(job.started_at)}  ended {when(job.finished_at)}")
+    if job.log_path:
+        print(f"  log      {job.log_path}")
+    if job.result:
+        print(f"  result   {job.result}")
+    return 0
+
+
+def cmd_job_logs(args: argparse.Namespace) -> int:
+    store = open_from_args(args)
+    job = read_job(store, args.id)
+    path = Path(job.log_path) if job.log_path else store.home / "jobs" / str(job.id) / "job.log"
+    offset = 0
+    while True:
+        if path.exists():
+            with path.open("rb") as fh:
+                fh.seek(offset)
+                chunk = fh.read()
+            offset += len(chunk)
+            sys.stdout.write(chunk.decode("utf-8", "replace"))
+            sys.stdout.flush()
+        if not args.follow or job.status in FINAL:
+            return 0
+        time.sleep(0.5)
+        job = read_job(store, args.id)
+
+
+def cmd_job_cancel(args: argparse.Namespace) -> int:
+    from store.jobs import request_cancel
+
+    with open_from_args(args).write() as session:
+        status = request_cancel(session, args.id)
+    print(f"job {args.id} cancelled" if status == "cancelled" else f"job {args.id}: asked the engine to stop")
+    return 0

@@ -1,0 +1,130 @@
+"""`tunedeck project ...` and `tunedeck demo`."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+
+from tui.commands.common import open_from_args, print_json, table, when
+
+
+def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    project = verbs.add_parser("project", help="create, list, show and delete projects", parents=[common])
+    pverbs = project.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(project))
+    p = pverbs.add_parser("create", help="create a project", parents=[common])
+    p.add_argument("name")
+    p.add_argument("--description", default="", metavar="TEXT")
+    p.add_argument("--json", action="store_true", help="print the new project as JSON")
+    p.set_defaults(func=cmd_project_create)
+    p = pverbs.add_parser("list", help="list projects with their counts", parents=[common])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_project_list)
+    p = pverbs.add_parser("show", help="show a project and what it holds", parents=[common])
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_project_show)
+    p = pverbs.add_parser("delete", help="delete a project (refuses when it has runs unless --force)",
+                          parents=[common])
+    p.add_argument("name")
+    p.add_argument("--force", action="store_true", help="also delete its runs and their files")
+    p.set_defaults(func=cmd_project_delete)
+
+    p = verbs.add_parser("demo", help="create the demo project: a tiny local model and a dataset",
+                         parents=[common])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_project_create(args: argparse.Namespace) -> int:
+    from store.projects import create_project, project_summary
+
+    store = open_from_args(args)
+    with store.write() as session:
+        name = create_project(session, args.name, args.description).name
+    with store.read() as session:
+        summary = project_summary(session, name)
+    if args.json:
+        print_json(summary.to_dict())
+    else:
+        print(f"created project {summary.name} (id {summary.id})")
+    return 0
+
+
+def cmd_project_list(args: argparse.Namespace) -> int:
+    from store.projects import list_projects
+
+    with open_from_args(args).read() as session:
+        projects = list_projects(session)
+    if args.json:
+        print_json([p.to_dict() for p in projects])
+    elif not projects:
+        print("no projects yet: `tunedeck project create NAME` or `tunedeck demo`")
+    else:
+        rows = [(p.name, p.datasets, p.runs, p.artifacts, p.active_jobs, when(p.updated_at)) for p in projects]
+        print(table(("NAME", "DATASETS", "RUNS", "ARTIFACTS", "ACTIVE", "UPDATED"), rows))
+    return 0
+
+
+def cmd_project_show(args: argparse.Namespace) -> int:
+    from sqlmodel import select
+
+    from store.datasets import list_datasets
+    from store.models import Artifact, Job
+    from store.projects import project_summary
+
+    with open_from_args(args).read() as session:
+        summary = project_summary(session, args.name)
+        datasets = list_datasets(session, summary.id)
+        jobs = session.exec(select(Job).where(Job.project_id == summary.id).order_by(Job.id.desc())).all()
+        artifacts = session.exec(select(Artifact).where(Artifact.project_id == summary.id)).all()
+    if args.json:
+        data = summary.to_dict()
+        data["datasets_list"] = [d.model_dump() for d in datasets]
+        data["jobs"] = [j.model_dump() for j in jobs]
+        data["artifacts_list"] = [a.model_dump() for a in artifacts]
+        print_json(data)
+        return 0
+    print(f"project {summary.name} (id {summary.id})")
+    if summary.description:
+        print(f"  {summary.description}")
+    print(f"  created {when(summary.created_at)}, updated {when(summary.updated_at)}")
+    print(f"\ndatasets ({len(datasets)})")
+    for d in datasets:
+        print(f"  {d.id:>4}  {d.name}  {d.format}  train {d.num_train} / val {d.num_val}")
+    print(f"\njobs ({len(jobs)})")
+    for j in jobs:
+        total = f"/{j.total_steps}" if j.total_steps else ""
+        print(f"  {j.id:>4}  {j.kind:<14} {j.status:<11} step {j.step}{total}  {j.name}")
+    print(f"\nartifacts ({len(artifacts)})")
+    for a in artifacts:
+        print(f"  {a.id:>4}  {a.kind:<9} {a.name}  {a.path}")
+    return 0
+
+
+def cmd_project_delete(args: argparse.Namespace) -> int:
+    from sqlmodel import select
+
+    from store.models import Dataset, Job
+    from store.projects import delete_project, get_project
+
+    store = open_from_args(args)
+    with store.write() as session:
+        project = get_project(session, args.name)
+        job_ids = session.exec(select(Job.id).where(Job.project_id == project.id)).all()
+        dataset_ids = session.exec(select(Dataset.id).where(Dataset.project_id == project.id)).all()
+        delete_project(session, args.name, force=args.force)
+    # Rows are gone (committed); now the per-job and per-dataset folders tunedeck owns.
+    for sub, ids in (("jobs", job_ids), ("datasets", dataset_ids)):
+        for ident in ids:
+            shutil.rmtree(store.home / sub / str(ident), ignore_errors=True)
+    print(f"deleted project {args.name}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.demo_project import ensure_demo_project
+
+    result = ensure_demo_project(open_from_args(args), log=None if args.json else print)
+    if args.json:
+        print_json(result)
+    return 0
