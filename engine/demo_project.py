@@ -12,17 +12,19 @@ from typing import Any
 from sqlmodel import select
 
 from engine.artifacts import register_artifact
+from engine.datasets.queue import queue_import
 from engine.demo import build_demo_model, write_demo_dataset
 from store.db import Store
 from store.errors import NotFound
 from store.home import subdir
-from store.models import Artifact
+from store.models import Artifact, Dataset
 from store.projects import create_project, get_project
 
 DEMO_PROJECT = "demo"
 DEMO_MODEL = "demo-llama"
 DEMO_DATA = "demo-reverse-words.jsonl"
 DEMO_EXAMPLES = 400
+DEMO_DATASET = "demo"
 
 
 def ensure_demo_project(store: Store, log: Callable[[str], object] | None = None) -> dict[str, Any]:
@@ -53,11 +55,22 @@ def ensure_demo_project(store: Store, log: Callable[[str], object] | None = None
             session, project.id, "data", data_file, name=DEMO_DATA,
             meta={"format": "alpaca", "rows": DEMO_EXAMPLES, "source": "tunedeck demo"},
         )
-        result = {
+        result: dict[str, Any] = {
             "project": project.name,
             "project_id": project.id,
             "model": {"artifact_id": model.id, "path": model.path},
             "data": {"artifact_id": data.id, "path": data.path},
         }
+        existing = session.exec(
+            select(Dataset).where(Dataset.project_id == project.id, Dataset.name == DEMO_DATASET)
+        ).first()
+    if existing is not None:
+        result["dataset"] = {"id": existing.id, "path": existing.path}
+    else:
+        say(f"importing {data_file.name} as dataset {DEMO_DATASET!r} ...")
+        result["import_job_id"] = queue_import(
+            store, DEMO_PROJECT, str(data_file), name=DEMO_DATASET, format="alpaca", tokenizer=str(model_dir),
+            max_length=128, dedup="exact",
+        )
     say(f"demo project ready: model {model_dir}, data {data_file}")
     return result

@@ -8,12 +8,11 @@ import sys
 from pathlib import Path
 
 from store.db import Store
-from store.errors import NotFound, TunedeckError
+from store.errors import TunedeckError
 from tui.commands.common import UsageError, open_from_args, print_json, table, when
 from tui.commands.jobs import wait_for_job
 
 FORMATS = ("auto", "alpaca", "chat", "sharegpt", "preference", "text")
-SOURCE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
 def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -56,41 +55,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--max-length must be positive, got {args.max_length}")
 
 
-def _source_config(source: str) -> tuple[str, str]:
-    """(source as stored, default name): a local path made absolute, or a hub id as given."""
-    path = Path(source).expanduser()
-    if path.exists():
-        name = path.stem if path.is_file() else path.name
-        return str(path.resolve()), name
-    if path.suffix.lower() in SOURCE_SUFFIXES or source.startswith((".", "/", "~")):
-        raise NotFound(f"{source}: no such file or directory")
-    return source, source.split(":")[0].rsplit("/", 1)[-1]
-
-
-def queue_import(store: Store, project: str, source: str, **options) -> int:
-    """Validate what can be checked now, queue a dataset-import job and start the data runner."""
-    from engine.launch import start_runner
-    from store.datasets import dataset_name_taken
-    from store.jobs import create_job
-    from store.names import check_name
-    from store.projects import get_project
-
-    stored_source, default_name = _source_config(source)
-    name = check_name(options.pop("name", None) or default_name, "dataset name")
-    tokenizer = options.get("tokenizer")
-    if tokenizer and Path(tokenizer).expanduser().exists():
-        options["tokenizer"] = str(Path(tokenizer).expanduser().resolve())
-    with store.write() as session:
-        project_row = get_project(session, project)
-        if dataset_name_taken(session, project_row.id, name):
-            raise TunedeckError(f"project {project!r} already has a dataset named {name!r} (use --name)")
-        config = {"project_id": project_row.id, "source": stored_source, "name": name, **options}
-        job_id = create_job(session, project_row.id, "dataset-import", config, name=name, slot="data").id
-    start_runner(store.home, "data")
-    return job_id
-
-
 def cmd_dataset_add(args: argparse.Namespace) -> int:
+    from engine.datasets.queue import queue_import
+
     _check_args(args)
     store = open_from_args(args)
     job_id = queue_import(

@@ -123,8 +123,20 @@ def cmd_project_delete(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from engine.demo_project import ensure_demo_project
+    from store.datasets import find_dataset
+    from store.errors import TunedeckError
+    from tui.commands.jobs import wait_for_job
 
-    result = ensure_demo_project(open_from_args(args), log=None if args.json else print)
+    store = open_from_args(args)
+    result = ensure_demo_project(store, log=None if args.json else print)
+    job_id = result.pop("import_job_id", None)
+    if job_id is not None:
+        job = wait_for_job(store, job_id, "importing the demo dataset", show_progress=not args.json)
+        if job.status != "completed":
+            raise TunedeckError(f"the demo dataset import failed (job {job_id}): {job.error}")
+        with store.read() as session:
+            dataset = find_dataset(session, str(job.result["dataset_id"]))
+        result["dataset"] = {"id": dataset.id, "path": dataset.path}
     if args.json:
         print_json(result)
     return 0

@@ -1,0 +1,1 @@
+"""tunedeck's screens: the projects list, one project, help and the dialogs."""

@@ -1,0 +1,49 @@
+"""`?`: every key of the screen below and the app-wide keys, read from their BINDINGS."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.markup import escape
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Static
+
+from tui.screens.keys import KeyAction, key_actions, screen_title
+
+
+class HelpScreen(ModalScreen[None]):
+    """A scrollable list of key bindings; esc, ? or q closes it."""
+
+    HELP_TITLE = "Help"
+    BINDINGS = [
+        Binding("escape,question_mark,q", "close", "Close help"),
+    ]
+
+    def __init__(self, below: Screen) -> None:
+        super().__init__()
+        self.below_title = screen_title(below)
+        self.rows: list[KeyAction] = key_actions(below)
+
+    def compose(self) -> ComposeResult:
+        lines: list[str] = []
+        section = None
+        width = max((len(row.keys_text) for row in self.rows), default=0) + 2
+        for row in self.rows:
+            if row.section != section:
+                if section is not None:
+                    lines.append("")
+                lines.append(f"[b]{escape(row.section)}[/b]")
+                section = row.section
+            lines.append(f"  [b $accent]{escape(row.keys_text.ljust(width))}[/]{escape(row.description)}")
+        with Vertical(id="help-box"):
+            yield Static(f"Keys: {escape(self.below_title)}", id="help-title")
+            with VerticalScroll(id="help-body"):
+                yield Static("\n".join(lines), id="help-text")
+            yield Static("esc, ? or q closes this · ↑/↓ scroll", id="help-hint")
+
+    def on_mount(self) -> None:
+        self.query_one("#help-body").focus()
+
+    def action_close(self) -> None:
+        self.dismiss(None)

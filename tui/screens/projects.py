@@ -1,0 +1,253 @@
+"""The projects list: the screen tunedeck opens on."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.markup import escape
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Static
+from textual.worker import Worker, WorkerState
+
+from store.db import Store
+from store.errors import NotFound, TunedeckError
+from store.projects import ProjectSummary, delete_project, list_projects, project_summary
+from tui.screens._common import ago, clip
+from tui.screens.dialogs import ConfirmDeleteDialog, NewProjectDialog
+from tui.screens.project import ProjectScreen
+from tui.widgets.live_table import LiveTable
+
+NO_PROJECTS = "No projects yet. Press [b]n[/b] to create one."
+NAME_WIDTH = 24
+COLUMNS = [
+    ("name", "Name"),
+    ("datasets", "Datasets"),
+    ("runs", "Runs"),
+    ("artifacts", "Artifacts"),
+    ("active", "Active"),
+    ("updated", "Last change"),
+]
+
+
+def _load(store: Store) -> list[ProjectSummary]:
+    with store.read() as session:
+        return list_projects(session)
+
+
+def _delete(store: Store, name: str, force: bool) -> str:
+    with store.write() as session:
+        delete_project(session, name, force=force)
+    return name
+
+
+class ProjectsScreen(Screen[None]):
+    """Every project with its counts; refreshed from the store on a timer."""
+
+    HELP_TITLE = "Projects"
+    AUTO_FOCUS = ""  # focus is set once the first load shows (or hides) the tables
+    BINDINGS = [
+        Binding("n", "new_project", "New"),
+        # Priority, so that enter opens the highlighted project from the filter box too.
+        Binding("enter", "open_project", "Open", priority=True),
+        Binding("d", "delete_project", "Delete"),
+        Binding("slash", "filter", "Filter"),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.projects: list[ProjectSummary] | None = None  # None until the first load
+        self.filter_text = ""
+        self._visible: dict[str, ProjectSummary] = {}
+        self._select_name: str | None = None
+        self._last_error = ""
+
+    @property
+    def store(self) -> Store:
+        return self.app.store  # type: ignore[attr-defined]
+
+    def compose(self) -> ComposeResult:
+        yield Static("[b]tunedeck[/b] · projects", id="topbar")
+        yield Input(placeholder="filter by name · enter opens · esc clears", id="filter", compact=True)
+        yield LiveTable(COLUMNS, id="projects")
+        yield Static("Loading…", id="empty", classes="empty")
+        yield Static("", id="detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.set_interval(self.app.refresh_seconds, self._tick)  # type: ignore[attr-defined]
+
+    def on_screen_resume(self) -> None:
+        self.reload()
+
+    def _tick(self) -> None:
+        if self.is_current:
+            self.reload()
+
+    # -- loading -----------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Read the projects in a thread; `_show` puts them on screen."""
+        self.run_worker(partial(_load, self.store), group="load", thread=True, exclusive=True, exit_on_error=False)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if worker.group == "load":
+            if event.state == WorkerState.SUCCESS:
+                self._last_error = ""
+                self.projects = worker.result
+                self._show()
+            elif event.state == WorkerState.ERROR:
+                self._report(f"Could not read projects: {worker.error}")
+        elif worker.group == "delete":
+            if event.state == WorkerState.SUCCESS:
+                self.notify(f"Deleted project {worker.result}.")
+                self.reload()
+            elif event.state == WorkerState.ERROR:
+                error = worker.error
+                message = str(error) if isinstance(error, TunedeckError) else f"Could not delete: {error}"
+                self.notify(message, title="Not deleted", severity="error")
+                self.reload()
+
+    def _report(self, message: str) -> None:
+        if message != self._last_error:
+            self._last_error = message
+            self.notify(message, severity="error")
+
+    def _show(self) -> None:
+        if self.projects is None:
+            return
+        needle = self.filter_text.lower()
+        visible = [p for p in self.projects if needle in p.name.lower()]
+        self._visible = {str(p.id): p for p in visible}
+        rows = [
+            (
+                str(p.id),
+                (
+                    clip(p.name, NAME_WIDTH),
+                    str(p.datasets),
+                    str(p.runs),
+                    str(p.artifacts),
+                    str(p.active_jobs) if p.active_jobs else "-",
+                    ago(p.updated_at),
+                ),
+            )
+            for p in visible
+        ]
+        select = None
+        if self._select_name is not None:
+            select = next((key for key, p in self._visible.items() if p.name == self._select_name), None)
+            if select is not None:
+                self._select_name = None
+        table = self.query_one("#projects", LiveTable)
+        table.sync(rows, select=select)
+        table.display = bool(rows)
+        empty = self.query_one("#empty", Static)
+        empty.display = not rows
+        if not self.projects:
+            empty.update(NO_PROJECTS)
+        elif not rows:
+            needle = escape(repr(self.filter_text))
+            empty.update(f"No project name contains {needle}. Press [b]esc[/b] to clear the filter.")
+        if rows and self.focused is None:
+            table.focus()
+        self._show_detail()
+
+    def _show_detail(self) -> None:
+        detail = self.query_one("#detail", Static)
+        project = self.current_project
+        if project is None:
+            detail.update("")
+            return
+        text = f"[b]{escape(project.name)}[/b]"
+        text += f" — {escape(project.description)}" if project.description else " · no description"
+        if project.active_jobs:
+            text += f" · {project.active_jobs} job(s) queued or running"
+        detail.update(text)
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self) -> None:
+        self._show_detail()
+
+    @on(DataTable.RowSelected)
+    def _selected(self) -> None:
+        self.action_open_project()
+
+    @property
+    def current_project(self) -> ProjectSummary | None:
+        """The project under the cursor, if any is shown."""
+        key = self.query_one("#projects", LiveTable).current_key
+        return self._visible.get(key) if key is not None else None
+
+    # -- filter ------------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        if not box.display:
+            return
+        box.value = ""
+        box.display = False
+        self.filter_text = ""
+        self._show()
+        self.query_one("#projects").focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value.strip()
+        self._show()
+
+    # -- actions -----------------------------------------------------------------
+
+    def action_new_project(self) -> None:
+        self.app.push_screen(NewProjectDialog(self.store), self._created)
+
+    def _created(self, name: str | None) -> None:
+        if not name:
+            return
+        self.notify(f"Created project {name}.")
+        if self.filter_text and self.filter_text.lower() not in name.lower():
+            self.action_clear_filter()
+        self._select_name = name
+        self.reload()
+
+    def action_open_project(self) -> None:
+        project = self.current_project
+        if project is None:
+            self.notify("No project to open. Press n to create one.", severity="warning")
+            return
+        self.app.push_screen(ProjectScreen(project.name))
+
+    def action_delete_project(self) -> None:
+        project = self.current_project
+        if project is None:
+            return
+        try:
+            with self.store.read() as session:
+                project = project_summary(session, project.name)
+        except NotFound:
+            self.notify(f"Project {project.name} no longer exists.", severity="warning")
+            self.reload()
+            return
+        except TunedeckError as error:
+            self.notify(str(error), severity="error")
+            return
+        name = project.name
+
+        def confirmed(choice: str | None) -> None:
+            if choice in ("delete", "force"):
+                self.run_worker(
+                    partial(_delete, self.store, name, choice == "force"),
+                    group="delete",
+                    thread=True,
+                    exit_on_error=False,
+                )
+
+        self.app.push_screen(ConfirmDeleteDialog(project), confirmed)
