@@ -1,35 +1,50 @@
-"""Opening the store: file permissions, SQLite pragmas, migrations and sessions."""
+"""Opening the store, and SQLModel sessions over it.
+
+SQLAlchemy is imported on first use of `read()`/`write()`, not when the store opens:
+`raw()` serves the cheap, plain-SQL reads of `store.views` without it.
+"""
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
-from sqlmodel import Session, create_engine
+from store.home import DB_NAME
+from store.sqlite import BUSY_TIMEOUT_MS, apply_pragmas, connect, prepare_database
 
-from store.errors import SchemaError
-from store.home import DB_NAME, ensure_home, resolve_home
-from store.migrations import migrate
-
-BUSY_TIMEOUT_MS = 30_000
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from sqlmodel import Session
 
 
-def _create_db_file(path: Path) -> None:
-    """Create the database file 0600 before SQLite does, so it never exists with wider modes."""
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    os.close(fd)
-    os.chmod(path, 0o600)
+def _make_engine(path: Path) -> Engine:
+    from sqlalchemy import event
+    from sqlmodel import create_engine
 
+    engine = create_engine(
+        f"sqlite:///{path}",
+        connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
+    )
 
-def _apply_pragmas(conn: sqlite3.Connection) -> None:
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute("PRAGMA synchronous = NORMAL")
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+        # Take transaction control away from the sqlite3 module so BEGIN is ours.
+        dbapi_conn.isolation_level = None
+        apply_pragmas(dbapi_conn)
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get("tunedeck_write"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+    return engine
 
 
 class Store:
@@ -40,11 +55,21 @@ class Store:
     with "database is locked" when it upgrades a read lock.
     """
 
-    def __init__(self, home: Path, engine: Engine) -> None:
+    def __init__(self, home: Path) -> None:
         self.home = home
         self.path = home / DB_NAME
-        self.engine = engine
-        self._write_engine = engine.execution_options(tunedeck_write=True)
+        self._engine: Engine | None = None
+        self._write_engine: Engine | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, made (and SQLAlchemy imported) on first use."""
+        with self._lock:
+            if self._engine is None:
+                self._engine = _make_engine(self.path)
+                self._write_engine = self._engine.execution_options(tunedeck_write=True)
+            return self._engine
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -52,12 +77,17 @@ class Store:
 
         Objects loaded through it stay readable afterwards (close detaches, it does not expire).
         """
+        from sqlmodel import Session
+
         with Session(self.engine, expire_on_commit=False) as session:
             yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A short write transaction: committed on success, rolled back on any error."""
+        from sqlmodel import Session
+
+        self.engine  # noqa: B018 - makes _write_engine
         with Session(self._write_engine, expire_on_commit=False) as session:
             try:
                 yield session
@@ -66,31 +96,19 @@ class Store:
                 session.rollback()
                 raise
 
+    @contextmanager
+    def raw(self) -> Iterator[sqlite3.Connection]:
+        """A plain sqlite3 connection (autocommit) for `store.views` reads; closed afterwards."""
+        conn = connect(self.path)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
     def close(self) -> None:
         """Release the connection pool."""
-        self.engine.dispose()
-
-
-def _make_engine(path: Path) -> Engine:
-    engine = create_engine(
-        f"sqlite:///{path}",
-        connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
-    )
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
-        # Take transaction control away from the sqlite3 module so BEGIN is ours.
-        dbapi_conn.isolation_level = None
-        _apply_pragmas(dbapi_conn)
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn) -> None:
-        if conn.get_execution_options().get("tunedeck_write"):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        else:
-            conn.exec_driver_sql("BEGIN")
-
-    return engine
+        if self._engine is not None:
+            self._engine.dispose()
 
 
 def open_store(home: str | os.PathLike[str] | None = None, *, migrate_to: int | None = None) -> Store:
@@ -99,27 +117,4 @@ def open_store(home: str | os.PathLike[str] | None = None, *, migrate_to: int | 
     The database is put in WAL mode and migrated forward to the current schema
     (or to `migrate_to`, which tests use to build an old database).
     """
-    root = ensure_home(resolve_home(home))
-    path = root / DB_NAME
-    if not path.exists():
-        _create_db_file(path)
-    conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
-    try:
-        try:
-            _apply_pragmas(conn)
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            raise SchemaError(f"{path} is not a tunedeck database ({exc})") from None
-        if str(mode).lower() != "wal":
-            raise SchemaError(f"could not put {path} in WAL mode (got {mode})")
-        if migrate_to is None:
-            migrate(conn)
-        else:
-            migrate(conn, migrate_to)
-    finally:
-        conn.close()
-    for sidecar in ("-wal", "-shm"):
-        side = path.with_name(path.name + sidecar)
-        if side.exists():
-            os.chmod(side, 0o600)
-    return Store(root, _make_engine(path))
+    return Store(prepare_database(home, migrate_to))

@@ -2,36 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
-from sqlalchemy import func, text
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from store.errors import AlreadyExists, NotFound, Refused
-from store.jobs import ACTIVE
-from store.models import Artifact, Dataset, Job, Project, now
+from store.models import Project, now
 from store.names import check_name
+from store.views import PROJECT_SUMMARIES_SQL, ProjectSummary, summaries_from_rows
 
-RUN_KINDS = ("train",)
-
-
-@dataclass(frozen=True)
-class ProjectSummary:
-    """A project with the counts the projects screen and `project list` show."""
-
-    id: int
-    name: str
-    description: str
-    created_at: float
-    updated_at: float
-    datasets: int
-    runs: int
-    artifacts: int
-    active_jobs: int
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+__all__ = ["ProjectSummary", "create_project", "delete_project", "get_project", "list_projects"]
 
 
 def create_project(session: Session, name: str, description: str = "") -> Project:
@@ -56,48 +36,17 @@ def get_project(session: Session, name: str) -> Project:
     return project
 
 
-def _count(model: type, project_id_col, *where) -> object:
-    return (
-        select(func.count()).select_from(model).where(project_id_col == Project.id, *where).scalar_subquery()
-    )
-
-
 def list_projects(session: Session, name_filter: str = "") -> list[ProjectSummary]:
     """All projects (optionally whose name contains `name_filter`), newest first, with counts."""
-    query = select(
-        Project,
-        _count(Dataset, Dataset.project_id),
-        _count(Job, Job.project_id, Job.kind.in_(RUN_KINDS)),
-        _count(Artifact, Artifact.project_id),
-        _count(Job, Job.project_id, Job.status.in_([s.value for s in ACTIVE])),
-    ).order_by(Project.updated_at.desc(), Project.id.desc())
-    if name_filter:
-        query = query.where(Project.name.contains(name_filter))
-    out = []
-    for project, datasets, runs, artifacts, active in session.exec(query):
-        out.append(
-            ProjectSummary(
-                id=project.id,
-                name=project.name,
-                description=project.description,
-                created_at=project.created_at,
-                updated_at=project.updated_at,
-                datasets=datasets,
-                runs=runs,
-                artifacts=artifacts,
-                active_jobs=active,
-            )
-        )
-    return out
+    return summaries_from_rows(session.execute(text(PROJECT_SUMMARIES_SQL), {"name_filter": name_filter}))
 
 
 def project_summary(session: Session, name: str) -> ProjectSummary:
     """One project's summary, or NotFound."""
-    get_project(session, name)
     for summary in list_projects(session, name):
         if summary.name == name:
             return summary
-    raise NotFound(f"no project named {name!r}")
+    raise NotFound(f"no project named {name!r} (see `tunedeck project list`)")
 
 
 def delete_project(session: Session, name: str, force: bool = False) -> None:

@@ -79,3 +79,17 @@ def test_startup_imports_nothing_heavy() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_startup_defers_sqlalchemy() -> None:
+    """The first frame reads through plain sqlite3 (store.views); SQLAlchemy loads on the first write.
+
+    This keeps `tunedeck` within 1.5x of a bare Textual app (scripts/bench/startup.py).
+    """
+    code = (
+        "import sys, tui.cli, tui.app, store.db, store.views\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'sqlalchemy', 'sqlmodel'}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -7,43 +7,23 @@ llama_cpp or engine (a test checks this).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import partial
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
-from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import Screen
 
 from store.db import Store
 from tui.screens.help import HelpScreen
-from tui.screens.keys import key_actions
 from tui.screens.projects import ProjectsScreen
 
 REFRESH_SECONDS = 1.5
 
 
-class BindingCommands(Provider):
-    """Command palette entries for every key binding of the screen it was opened on."""
+def _binding_commands() -> type:
+    # Textual accepts a callable returning the provider: the palette's modules load on first use.
+    from tui.palette import BindingCommands
 
-    def _commands(self) -> list[tuple[str, str, partial]]:
-        out = []
-        for item in key_actions(self.screen):
-            if item.action == "command_palette":
-                continue
-            help_text = f"{item.section} · key: {item.keys_text}"
-            out.append((item.description, help_text, partial(self.app.run_action, item.action, item.namespace)))
-        return out
-
-    async def discover(self) -> Hits:
-        for title, help_text, command in self._commands():
-            yield DiscoveryHit(title, command, help=help_text)
-
-    async def search(self, query: str) -> Hits:
-        matcher = self.matcher(query)
-        for title, help_text, command in self._commands():
-            score = matcher.match(title)
-            if score > 0:
-                yield Hit(score, matcher.highlight(title), command, text=title, help=help_text)
+    return BindingCommands
 
 
 class TunedeckApp(App[None]):
@@ -51,7 +31,7 @@ class TunedeckApp(App[None]):
 
     TITLE = "tunedeck"
     CSS_PATH = "app.tcss"
-    COMMANDS = App.COMMANDS | {BindingCommands}
+    COMMANDS = App.COMMANDS | {_binding_commands}
     BINDINGS = [
         Binding("question_mark", "help", "Help"),
         # Not a priority binding: in a text box, q types a q.

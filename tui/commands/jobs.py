@@ -6,10 +6,13 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from store.db import Store
-from store.models import Job
 from tui.commands.common import open_from_args, print_json, table, when
+
+if TYPE_CHECKING:
+    from store.models import Job
 
 FINAL = {"completed", "failed", "cancelled", "interrupted"}
 
@@ -70,6 +73,7 @@ def cmd_job_list(args: argparse.Namespace) -> int:
     from sqlmodel import select
 
     from store.jobs import reap_stale
+    from store.models import Job
     from store.projects import get_project
 
     store = open_from_args(args)

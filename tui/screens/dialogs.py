@@ -15,10 +15,12 @@ from textual.worker import Worker, WorkerState
 
 from store.db import Store
 from store.errors import TunedeckError
-from store.projects import ProjectSummary, create_project
+from store.views import ProjectSummary
 
 
 def _create(store: Store, name: str, description: str) -> str:
+    from store.projects import create_project  # SQLAlchemy loads on the first write, in this worker
+
     with store.write() as session:
         return create_project(session, name, description).name
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import partial
 
-from sqlmodel import col, select
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -16,12 +15,9 @@ from textual.worker import Worker, WorkerState
 
 from store.db import Store
 from store.errors import NotFound
-from store.models import Artifact, ChatSession, Dataset, Job
-from store.projects import get_project
+from store.views import project_contents
 from tui.screens._common import ago, clip, size_text
 from tui.widgets.live_table import LiveTable, Row
-
-ROW_LIMIT = 500  # newest rows per tab; keeps each refresh cheap
 
 TABS: list[tuple[str, str]] = [
     ("datasets", "Datasets"),
@@ -64,24 +60,9 @@ class ProjectData:
 
 
 def _load(store: Store, name: str) -> ProjectData:
-    with store.read() as session:
-        project = get_project(session, name)
-        pid = project.id
-        datasets = session.exec(
-            select(Dataset).where(Dataset.project_id == pid).order_by(col(Dataset.id).desc()).limit(ROW_LIMIT)
-        ).all()
-        jobs = session.exec(
-            select(Job).where(Job.project_id == pid).order_by(col(Job.id).desc()).limit(ROW_LIMIT)
-        ).all()
-        artifacts = session.exec(
-            select(Artifact).where(Artifact.project_id == pid).order_by(col(Artifact.id).desc()).limit(ROW_LIMIT)
-        ).all()
-        chats = session.exec(
-            select(ChatSession)
-            .where(ChatSession.project_id == pid)
-            .order_by(col(ChatSession.updated_at).desc())
-            .limit(ROW_LIMIT)
-        ).all()
+    with store.raw() as conn:
+        project = project_contents(conn, name)
+    datasets, jobs, artifacts, chats = project.datasets, project.jobs, project.artifacts, project.chats
     data = ProjectData(project.name, project.description)
     data.rows["datasets"] = [
         (str(d.id), (clip(d.name, 30), d.format or "-", str(d.num_train), str(d.num_val), ago(d.created_at)))
