@@ -42,7 +42,8 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
 
 # What each empty tab says. Name only what works today; later issues add the ways to fill a tab.
 EMPTY: dict[str, str] = {
-    "datasets": "No datasets in this project yet.",
+    "datasets": "No datasets in this project yet. From a shell: tunedeck dataset add PROJECT FILE.jsonl "
+    "(tunedeck demo makes a demo project with a model and a dataset).",
     "runs": "No runs or other jobs in this project yet.",
     "artifacts": "No artifacts in this project yet. Models, adapters and exports made by runs appear here.",
     "chat": "No chat sessions in this project yet.",
