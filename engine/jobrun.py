@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import signal
 import threading
 import traceback
@@ -65,7 +66,12 @@ def execute_job(store: Store, job_id: int, pid: int) -> JobStatus:
         final, error = JobStatus.failed, f"{type(exc).__name__}: {exc}"
     finally:
         stop.set()
-    ctx.log(f"job {job_id} {final.value}" + (f": {error}" if error else ""))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    ctx.log(f"job {job_id} {final.value}" + (f": {error}" if error else "") + f" (peak RSS {peak_mb:.0f} MB)")
+    try:
+        ctx.set_result(peak_rss_mb=round(peak_mb, 1))
+    except TunedeckError as exc:
+        ctx.log(f"could not record the peak memory: {exc}")
     fields = {"error": error}
     if final is JobStatus.completed:
         fields["progress"] = 1.0

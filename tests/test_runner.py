@@ -51,7 +51,8 @@ def test_jobs_run_in_order_and_past_failures(store: Store) -> None:
     assert [j.status for j in jobs] == ["completed", "failed", "completed"]
     assert jobs[1].error == "selftest failed at step 2 as asked"
     assert jobs[0].finished_at <= jobs[1].started_at and jobs[1].finished_at <= jobs[2].started_at
-    assert jobs[2].progress == 1.0 and jobs[2].step == 2 and jobs[2].result == {"steps": 2}
+    assert jobs[2].progress == 1.0 and jobs[2].step == 2 and jobs[2].result["steps"] == 2
+    assert 10 < jobs[2].result["peak_rss_mb"] < 2000
     log = Path(jobs[1].log_path).read_text()
     assert "selftest failed at step 2 as asked" in log
 
