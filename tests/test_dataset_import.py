@@ -138,3 +138,22 @@ def test_duplicate_name_refused_before_queueing(home: Path, project: str, tmp_pa
     assert result.returncode == 1
     assert "project 'p' already has a dataset named 'd' (use --name)" in result.stderr
     assert len(json.loads(run_cli("job", "list", "--json", home=home).stdout)) == 1
+
+
+def test_flags_for_the_preview_filters(home: Path, project: str, tmp_path: Path, demo_model_dir: Path) -> None:
+    rows = [_chat(i) for i in range(30)]
+    rows[2]["messages"][0]["content"] += " mail me at jane.doe@example.org"
+    rows[5]["messages"][1]["content"] = "word " * 200  # long answer: truncated, still trainable
+    rows[8]["messages"][0]["content"] = "prompt " * 200  # long prompt: nothing left to learn
+    rows[11] = _chat(0)  # exact duplicate of record 0
+    src = _write_jsonl(tmp_path / "flags.jsonl", rows)
+    result = run_cli("dataset", "add", project, str(src), "--dedup", "none", "--tokenizer", str(demo_model_dir),
+                     "--max-length", "128", "--json", home=home, timeout=300)
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    flags = json.loads((Path(shown["path"]) / "flags.json").read_text())
+    assert flags["pii"] == [2]
+    assert flags["exact_duplicate"] == [0, 11]
+    assert flags["too_long"] == [5, 8]
+    assert flags["masked_out"] == [8]
+    assert "flags" not in shown["report"]

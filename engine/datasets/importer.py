@@ -27,7 +27,7 @@ from store.home import subdir
 from store.models import Dataset
 from store.names import check_name
 
-SNAPSHOT_FILES = ("train.jsonl", "val.jsonl", "report.json", "meta.json")
+SNAPSHOT_FILES = ("train.jsonl", "val.jsonl", "report.json", "meta.json", "flags.json")
 DEFAULTS: dict[str, Any] = {
     "format": "auto", "val_fraction": 0.1, "seed": 0, "dedup": "exact", "on_error": "fail",
     "tokenizer": None, "max_length": 2048, "near_threshold": 0.85,
@@ -114,16 +114,19 @@ def run_import_job(ctx: JobContext) -> None:
         max_length=int(cfg["max_length"]), near_threshold=float(cfg["near_threshold"]), dropped=dropped,
         progress=lambda _phase, frac: ctx.progress(0.55 + 0.4 * frac),
     )
+    flags = report.pop("flags", {})
     report["import"] = {
         "source": source, "records_read": loaded.total, "invalid": loaded.error_count,
         "errors": [e.to_dict() for e in loaded.errors], "dropped": dropped,
         "tokenizer": cfg["tokenizer"], "seed": cfg["seed"], "val_fraction": cfg["val_fraction"],
     }
     ctx.check_cancel()
-    _commit_snapshot(ctx, cfg, name, loaded.format, train, val, report)
+    _commit_snapshot(ctx, cfg, name, loaded.format, train, val, report, flags)
 
 
-def _commit_snapshot(ctx: JobContext, cfg: dict, name: str, fmt: str, train: list, val: list, report: dict) -> None:
+def _commit_snapshot(
+    ctx: JobContext, cfg: dict, name: str, fmt: str, train: list, val: list, report: dict, flags: dict
+) -> None:
     root = subdir(ctx.home, "datasets")
     tmp = root / f".tmp-job{ctx.job_id}"
     shutil.rmtree(tmp, ignore_errors=True)  # leftover of an earlier, killed attempt
@@ -133,6 +136,7 @@ def _commit_snapshot(ctx: JobContext, cfg: dict, name: str, fmt: str, train: lis
     committed = False
     try:
         content_hash = write_snapshot(tmp, train, val, report, meta)
+        _write_json(tmp / "flags.json", flags)
         with ctx.store.write() as session:
             if dataset_name_taken(session, cfg["project_id"], name):
                 raise AlreadyExists(f"the project already has a dataset named {name!r}")

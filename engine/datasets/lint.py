@@ -1,0 +1,684 @@
+"""The lint report of an imported dataset: structure, duplicates, personal data, token lengths, the
+label mask of a sample, and the checklist of a good fine-tuning set with an overall verdict.
+
+:func:`build_report` makes one streaming pass over the examples in chunks (canonical text, exact
+digest, MinHash signature, PII prefilter and token lengths per chunk), so beyond the examples
+themselves memory holds only digests, signatures and lengths. The report is plain JSON;
+:func:`format_report` renders it for an 80-column terminal.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import unicodedata
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from engine.datasets.dedup import VERIFY_MARGIN, NearDuplicateIndex, drop_set, exact_key, example_text, lsh_params
+from engine.datasets.pii import KINDS, PiiScanner
+
+REPORT_VERSION = 1
+CHUNK = 2000
+MAX_IDS = 50
+SIZE_OK, SIZE_MIN = 500, 100
+NUM_PERM = 64
+MASK_TOKENS = 512  # tokens of the label-mask sample kept in the report
+_SEVERE_PII = ("credit_card", "api_key", "private_key")
+_RANK = {"ok": 0, "warn": 1, "fail": 2}
+
+Progress = Callable[[str, float], None]
+
+
+def _snippet(text: str, width: int = 72) -> str:
+    s = " ".join(text.split())
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def _diff_snippets(a: str, b: str, width: int = 72) -> tuple[str, str]:
+    """Both texts from a little before their first difference."""
+    a, b = " ".join(a.split()), " ".join(b.split())
+    same = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    start = max(0, same - 24)
+
+    def cut(s: str) -> str:
+        return ("…" + _snippet(s[start:], width - 1)) if start else _snippet(s, width)
+
+    return cut(a), cut(b)
+
+
+class _Ids:
+    """A count and the first few ids."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.ids: list[int] = []
+
+    def add(self, i: int) -> None:
+        self.count += 1
+        if len(self.ids) < MAX_IDS:
+            self.ids.append(i)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "ids": list(self.ids)}
+
+
+class _Structure:
+    """Turns, roles and structural problems of normalized examples."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.turns: list[int] = []
+        self.chars: list[int] = []
+        self.roles: dict[str, list[int]] = {}  # role -> [turns, chars]
+        self.issues: dict[str, _Ids] = {}
+        self.system = 0
+        self.multi_turn = 0
+
+    def _issue(self, name: str, i: int) -> None:
+        self.issues.setdefault(name, _Ids()).add(i)
+
+    def _messages(self, msgs: Any, i: int) -> list[dict]:
+        msgs = [m for m in (msgs or ()) if isinstance(m, dict)]
+        for m in msgs:
+            c = m.get("content")
+            text = c if isinstance(c, str) else ("" if c is None else str(c))
+            r = self.roles.setdefault(str(m.get("role", "?")), [0, 0])
+            r[0] += 1
+            r[1] += len(text)
+        if any(not (m.get("content") if isinstance(m.get("content"), str) else str(m.get("content") or "")).strip()
+               for m in msgs):  # fmt: skip
+            self._issue("empty_content", i)
+        return msgs
+
+    def add(self, i: int, data: dict, text: str) -> None:
+        self.chars.append(len(text))
+        if self.kind == "sft":
+            msgs = self._messages(data.get("messages"), i)
+            self.turns.append(len(msgs))
+            roles = [m.get("role") for m in msgs]
+            if "system" in roles:
+                self.system += 1
+            n_assistant = roles.count("assistant")
+            if n_assistant == 0:
+                self._issue("no_assistant_turn", i)
+            elif roles[-1] != "assistant":
+                self._issue("ends_without_assistant", i)
+            if n_assistant > 1:
+                self.multi_turn += 1
+            if any(a == b for a, b in itertools.pairwise(roles)):
+                self._issue("repeated_role", i)
+        elif self.kind == "preference":
+            prompt = self._messages(data.get("prompt"), i)
+            chosen = self._messages(data.get("chosen"), i)
+            rejected = self._messages(data.get("rejected"), i)
+            self.turns.append(len(prompt) + len(chosen))
+            if any(m.get("role") == "system" for m in prompt):
+                self.system += 1
+            if not chosen or not rejected:
+                self._issue("missing_completion", i)
+            elif [m.get("content") for m in chosen] == [m.get("content") for m in rejected]:
+                self._issue("chosen_equals_rejected", i)
+        elif not text.strip():
+            self._issue("empty_text", i)
+
+    def result(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.turns:
+            t = np.asarray(self.turns)
+            out["turns"] = {"min": int(t.min()), "mean": round(float(t.mean()), 2), "max": int(t.max())}
+        else:
+            out["turns"] = None
+        c = np.asarray(self.chars) if self.chars else np.zeros(1, dtype=np.int64)
+        out["chars"] = {"min": int(c.min()), "mean": round(float(c.mean()), 1), "max": int(c.max())}
+        total_turns = sum(v[0] for v in self.roles.values()) or 1
+        total_chars = sum(v[1] for v in self.roles.values()) or 1
+        out["roles"] = {
+            role: {"turns": v[0], "turn_share": round(v[0] / total_turns, 4), "chars": v[1],
+                   "char_share": round(v[1] / total_chars, 4), "mean_chars": round(v[1] / v[0], 1) if v[0] else 0.0}
+            for role, v in sorted(self.roles.items(), key=lambda kv: -kv[1][0])
+        }  # fmt: skip
+        out["with_system_prompt"] = self.system
+        out["multi_turn"] = self.multi_turn
+        out["issues"] = {k: v.as_dict() for k, v in self.issues.items()}
+        return out
+
+
+def _check(check: str, status: str, detail: str) -> dict[str, str]:
+    return {"check": check, "status": status, "detail": detail}
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+def _ids_text(ids: Sequence[int], limit: int = 5) -> str:
+    shown = ", ".join(f"#{i}" for i in ids[:limit])
+    return shown + (", …" if len(ids) > limit else "")
+
+
+def _checklist(report: dict[str, Any], dropped: dict[str, int]) -> list[dict[str, str]]:
+    c = report["counts"]
+    n_train, n_val, total = c["train"], c["val"], c["total"]
+    checks = []
+
+    if n_train >= SIZE_OK:
+        checks.append(_check("size", "ok", f"{n_train:,} training examples (>= {SIZE_OK} recommended)"))
+    elif n_train >= SIZE_MIN:
+        checks.append(_check("size", "warn", f"{n_train:,} training examples: {SIZE_OK}+ recommended"))
+    else:
+        checks.append(_check("size", "fail", f"only {n_train:,} training examples: under {SIZE_MIN} rarely "
+                                             f"teaches anything, {SIZE_OK}+ recommended"))  # fmt: skip
+
+    fmt_drops = {k: v for k, v in dropped.items() if "dup" not in k and v}
+    n_bad = sum(fmt_drops.values())
+    why = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in fmt_drops.items())
+    if total == 0:
+        checks.append(_check("consistent format", "fail", "no valid examples"))
+    elif n_bad == 0:
+        checks.append(_check("consistent format", "ok", f"all {total:,} records are {report['format']}"))
+    else:
+        share = n_bad / (n_bad + total)
+        status = "fail" if share > 0.1 else "warn"
+        checks.append(_check("consistent format", status, f"{_plural(n_bad, 'record')} ({share:.1%}) left out: {why}"))
+
+    d = report["duplicates"]
+    n_exact, n_near = d["exact"]["duplicates"], d["near"]["duplicates"]
+    removed = sum(v for k, v in dropped.items() if "dup" in k)
+    note = f"; {removed:,} removed at import" if removed else ""
+    if n_exact + n_near == 0:
+        checks.append(_check("deduplicated", "ok", f"no exact or near duplicates (>= {d['near']['threshold']}){note}"))
+    else:
+        share = (n_exact + n_near) / max(total, 1)
+        parts = []
+        if n_exact:
+            parts.append(f"{_plural(n_exact, 'exact duplicate')} in {_plural(d['exact']['groups'], 'group')}")
+        if n_near:
+            parts.append(f"{_plural(n_near, 'near duplicate')} (>= {d['near']['threshold']})")
+        hint = "--dedup near" if n_near else "--dedup exact"
+        checks.append(_check("deduplicated", "fail" if share > 0.2 else "warn",
+                             f"{'; '.join(parts)} ({share:.1%}); use {hint}{note}"))  # fmt: skip
+
+    pii = report["pii"]
+    found = [(k, pii[k]) for k in KINDS if pii[k]["count"]]
+    if not found:
+        checks.append(_check("no PII", "ok", "no e-mails, phone or card numbers, IPs or secrets found"))
+    else:
+        severe = any(k in _SEVERE_PII for k, _ in found)
+        detail = "; ".join(f"{k.replace('_', ' ')}: {v['examples']:,} ex. ({_ids_text(v['ids'], 3)})" for k, v in found)
+        checks.append(_check("no PII", "fail" if severe else "warn", detail))
+
+    overlap = d["val_overlap"]
+    if n_val == 0:
+        checks.append(_check("validation split", "warn", "no validation split: loss on held-out data shows "
+                                                         "overfitting (e.g. --val-split 0.1)"))  # fmt: skip
+    elif overlap["count"]:
+        checks.append(_check("validation split", "warn", f"{_plural(overlap['count'], 'validation example')} "
+                                                         "duplicate training ones: validation loss will look "
+                                                         "too good"))  # fmt: skip
+    elif n_val < 10:
+        checks.append(_check("validation split", "warn", f"only {n_val} validation examples: too few to trust"))
+    else:
+        checks.append(_check("validation split", "ok", f"{n_val:,} examples ({n_val / max(total, 1):.0%})"))
+
+    issues = report["structure"]["issues"]
+    if report["kind"] == "sft" and total:
+        none = issues.get("no_assistant_turn", {}).get("count", 0)
+        ends = issues.get("ends_without_assistant", {}).get("count", 0)
+        if none:
+            share = none / total
+            checks.append(_check("trainable turns", "fail" if share > 0.1 else "warn",
+                                 f"{_plural(none, 'example')} without an assistant turn train nothing "
+                                 f"({_ids_text(issues['no_assistant_turn']['ids'], 3)})"))  # fmt: skip
+        elif ends:
+            checks.append(_check("trainable turns", "warn",
+                                 f"{_plural(ends, 'example')} end on a non-assistant turn, which trains nothing"))
+        else:
+            checks.append(_check("trainable turns", "ok", "every example ends with an assistant turn"))
+    if report["kind"] == "preference" and total:
+        same = issues.get("chosen_equals_rejected", {}).get("count", 0)
+        missing = issues.get("missing_completion", {}).get("count", 0)
+        if same or missing:
+            checks.append(_check("preference pairs", "warn", f"{same:,} with chosen == rejected, "
+                                                             f"{missing:,} missing a completion"))  # fmt: skip
+        else:
+            checks.append(_check("preference pairs", "ok", "every pair has two different completions"))
+
+    tok = report["tokens"]
+    if "skipped" not in tok and total:
+        over, ml = tok["over_max"], tok["max_length"]
+        if over == 0:
+            checks.append(_check("fits max_length", "ok", f"no example exceeds {ml:,} tokens (longest {tok['max']:,})"))
+        else:
+            share = over / total
+            checks.append(_check("fits max_length", "fail" if share > 0.25 else "warn",
+                                 f"{_plural(over, 'example')} ({share:.1%}) exceed {ml:,} tokens and will be "
+                                 "truncated"))  # fmt: skip
+        errors = tok["template_errors"]["count"]
+        if tok["note"] or errors:
+            detail = tok["note"] or f"the chat template rejects {_plural(errors, 'example')}: {tok['template_error']}"
+            checks.append(_check("chat template", "fail" if errors > 0.1 * total else "warn", detail[:200]))
+    return checks
+
+
+def build_report(
+    train: Sequence[dict],
+    val: Sequence[dict],
+    *,
+    fmt: str,
+    kind: str,
+    tokenizer: Any = None,
+    max_length: int = 2048,
+    near_threshold: float = 0.85,
+    dropped: dict[str, int] | None = None,
+    progress: Progress | None = None,
+    token_sample: int | None = None,
+) -> dict[str, Any]:
+    """The lint report (JSON-serializable) of normalized ``train`` and ``val`` examples.
+
+    Examples are referred to by their ``id`` (their position in ``train + val`` when absent).
+    Token lengths are exact for every example by default; with ``token_sample`` and a larger set,
+    min/median/p95/mean/histogram come from that many evenly spaced examples, while ``over_max``
+    stays exact (every example that could exceed ``max_length`` by its byte count is tokenized).
+    ``dropped`` counts records left out before this report, by reason (e.g. ``{"invalid": 3,
+    "mixed_format": 2, "exact_duplicate": 10}``): reasons containing "dup" count as deduplication,
+    all others as format problems. ``progress(stage, fraction)`` is called as the work advances.
+    """
+    t_start = time.perf_counter()
+    dropped = {str(k): int(v) for k, v in (dropped or {}).items()}
+    n_train, n_val = len(train), len(val)
+    total = n_train + n_val
+    say = progress or (lambda stage, fraction: None)
+    timings = dict.fromkeys(("structure", "exact", "near", "pii", "tokens", "label_mask"), 0.0)
+
+    def get(g: int) -> dict:
+        return train[g] if g < n_train else val[g - n_train]
+
+    ids = np.zeros(total, dtype=np.int64)
+    structure = _Structure(kind)
+    first_of: dict[bytes, int] = {}
+    groups: dict[int, list[int]] = {}
+    near = NearDuplicateIndex(NUM_PERM)
+    scanner = PiiScanner()
+    counter = None
+    lengths = np.zeros(total, dtype=np.int64)
+    sample_mask = None
+    if token_sample is not None and total > token_sample > 0:
+        sample_mask = np.zeros(total, dtype=bool)
+        sample_mask[np.linspace(0, total - 1, token_sample).round().astype(np.int64)] = True
+    if tokenizer is not None:
+        from engine.datasets.tokens import TokenCounter
+
+        counter = TokenCounter(tokenizer, kind)
+
+    say("scanning", 0.0)
+    for c0 in range(0, total, CHUNK):
+        chunk = [get(g) for g in range(c0, min(total, c0 + CHUNK))]
+        t = time.perf_counter()
+        texts = []
+        for k, ex in enumerate(chunk):
+            g = c0 + k
+            ids[g] = int(ex.get("id", g))
+            text = example_text(ex)
+            texts.append(text)
+            structure.add(int(ids[g]), ex, text)
+        t2 = time.perf_counter()
+        timings["structure"] += t2 - t
+        skip = []
+        for k, text in enumerate(texts):
+            key = exact_key(text)
+            first = first_of.setdefault(key, c0 + k)
+            if first != c0 + k:
+                groups.setdefault(first, [first]).append(c0 + k)
+            skip.append(first != c0 + k)
+        t3 = time.perf_counter()
+        timings["exact"] += t3 - t2
+        near.add(texts, skip)
+        t4 = time.perf_counter()
+        timings["near"] += t4 - t3
+        scanner.add_many(ids[c0 : c0 + len(chunk)].tolist(), texts)
+        t5 = time.perf_counter()
+        timings["pii"] += t5 - t4
+        if counter is not None:
+            if sample_mask is None:
+                lengths[c0 : c0 + len(chunk)] = counter.add(chunk)
+            else:
+                lengths[c0 : c0 + len(chunk)] = counter.add(chunk, sample_mask[c0 : c0 + len(chunk)], max_length)
+            timings["tokens"] += time.perf_counter() - t5
+        say("scanning", 0.9 * min(total, c0 + CHUNK) / total)
+
+    say("near-duplicates", 0.9)
+    t = time.perf_counter()
+    pairs = near.pairs(near_threshold, lambda g: example_text(get(g)))
+    timings["near"] += time.perf_counter() - t
+    group_list = sorted(groups.values())
+    exact_drop = drop_set(group_list)
+    near_drop = drop_set(group_list, pairs) - exact_drop
+
+    report: dict[str, Any] = {
+        "version": REPORT_VERSION,
+        "format": fmt,
+        "kind": kind,
+        "counts": {"train": n_train, "val": n_val, "total": total, "dropped": dropped},
+    }
+    report["structure"] = structure.result()
+
+    # duplicates, and validation examples that repeat training ones
+    val_overlap = _Ids()
+    leaked: set[int] = set()
+    for g in group_list:
+        if g[0] < n_train:
+            leaked.update(x for x in g if x >= n_train)
+    for a, b, _ in pairs:
+        if a < n_train <= b:
+            leaked.add(b)
+    for g in sorted(leaked):
+        val_overlap.add(int(ids[g]))
+    bands, rows = lsh_params(max(near_threshold - VERIFY_MARGIN, 0.05), NUM_PERM)
+    report["duplicates"] = {
+        "exact": {
+            "groups": len(group_list),
+            "duplicates": len(exact_drop),
+            "examples": [{"ids": [int(ids[g[0]]), int(ids[g[1]])], "group_size": len(g),
+                          "text": _snippet(example_text(get(g[0])))} for g in group_list[:5]],
+        },
+        "near": {
+            "threshold": near_threshold,
+            "pairs": len(pairs),
+            "duplicates": len(near_drop),
+            "method": f"Jaccard of word 3-grams; MinHash ({NUM_PERM} bins) + LSH {bands}x{rows} candidates",
+            "examples": [{"ids": [int(ids[a]), int(ids[b])], "similarity": s,
+                          "texts": list(_diff_snippets(example_text(get(a)), example_text(get(b))))}
+                         for a, b, s in pairs[:5]],
+        },
+        "val_overlap": val_overlap.as_dict(),
+    }
+    report["pii"] = scanner.result()
+
+    if counter is None:
+        report["tokens"] = {"skipped": "no tokenizer given"}
+    else:
+        stats = _length_stats(lengths, max_length, ids, sample_mask)
+        report["tokens"] = {
+            "tokenizer": str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__),
+            "chat_template": counter.renderer.template,
+            "note": counter.note,
+            **stats,
+            "template_errors": {"count": counter.template_errors, "ids": counter.template_error_ids},
+            "template_error": counter.template_error,
+            "control_tokens_in_content": {"count": counter.control_tokens, "ids": counter.control_token_ids},
+        }
+
+    say("label mask", 0.97)
+    t = time.perf_counter()
+    report["label_mask"] = _label_mask_section(tokenizer, kind, train, val)
+    timings["label_mask"] = time.perf_counter() - t
+
+    report["flags"] = {
+        "exact_duplicate": sorted({int(ids[x]) for g in group_list for x in g}),
+        "near_duplicate": sorted({int(ids[x]) for a, b, _ in pairs for x in (a, b)}),
+        "pii": sorted(scanner.flagged),
+        "too_long": [int(i) for i in ids[lengths > max_length]] if counter is not None else [],
+        "masked_out": _masked_out(tokenizer, kind, get, lengths, max_length, ids) if counter is not None else [],
+    }
+    report["checklist"] = _checklist(report, dropped)
+    report["verdict"] = max((c["status"] for c in report["checklist"]), key=_RANK.__getitem__, default="ok")
+    timings["total"] = time.perf_counter() - t_start
+    report["timings"] = {k: round(v, 3) for k, v in timings.items()}
+    say("done", 1.0)
+    return report
+
+
+def _masked_out(tokenizer: Any, kind: str, get: Callable[[int], dict], lengths: np.ndarray, max_length: int,
+                ids: np.ndarray) -> list[int]:
+    """Ids of SFT examples that truncation to max_length leaves with no assistant token to learn from.
+
+    Only examples longer than max_length can be affected; for those, the prompt before the
+    first assistant turn (with the generation prompt) is measured with the real template.
+    """
+    if kind != "sft":
+        return []
+    out = []
+    for g in np.flatnonzero(lengths > max_length):
+        messages = get(int(g)).get("messages") or []
+        first = next((k for k, m in enumerate(messages) if m.get("role") == "assistant"), None)
+        if first is None:
+            continue
+        try:
+            prefix = tokenizer.apply_chat_template(messages[:first], tokenize=False, add_generation_prompt=True)
+        except Exception:  # a template that cannot render is reported elsewhere
+            continue
+        if len(tokenizer(prefix, add_special_tokens=False)["input_ids"]) >= max_length:
+            out.append(int(ids[g]))
+    return out
+
+
+def _length_stats(lengths: np.ndarray, max_length: int, ids: np.ndarray, sample: np.ndarray | None) -> dict[str, Any]:
+    from engine.datasets.tokens import length_stats
+
+    if sample is None:
+        return {**length_stats(lengths, max_length, ids.tolist()), "sampled": None, "measured": len(lengths)}
+    stats = length_stats(lengths[sample], max_length, ids[sample].tolist())
+    over = np.flatnonzero(lengths > max_length)  # exact: every example that could exceed was measured
+    stats["over_max"] = len(over)
+    stats["over_max_ids"] = [int(i) for i in ids[over[:MAX_IDS]]]
+    stats["max"] = max(stats["max"], int(lengths.max()))
+    stats["total"] = round(stats["mean"] * len(lengths))  # an estimate
+    stats["count"] = len(lengths)
+    return {**stats, "sampled": int(sample.sum()), "measured": int((lengths >= 0).sum())}
+
+
+def _label_mask_section(tokenizer: Any, kind: str, train: Sequence[dict], val: Sequence[dict]) -> dict[str, Any]:
+    if kind != "sft":
+        why = "preference data trains on the chosen/rejected completions" if kind == "preference" else \
+            "plain text trains on every token"  # fmt: skip
+        return {"skipped": why}
+    if tokenizer is None:
+        return {"skipped": "no tokenizer given"}
+    from engine.datasets.tokens import has_chat_template, label_mask, mask_runs, mask_summary, render_mask
+
+    if not has_chat_template(tokenizer):
+        return {"skipped": "the tokenizer has no chat template"}
+    sample = next((ex for split in (train, val) for ex in split
+                   if any(isinstance(m, dict) and m.get("role") == "assistant" for m in ex.get("messages") or ())),
+                  None)  # fmt: skip
+    if sample is None:
+        return {"skipped": "no example with an assistant turn"}
+    try:
+        pairs = label_mask(tokenizer, sample["messages"], max_tokens=MASK_TOKENS + 1)
+    except Exception as e:  # a template that rejects the sample, a slow tokenizer
+        return {"skipped": f"{type(e).__name__}: {e}"[:300]}
+    truncated = len(pairs) > MASK_TOKENS
+    pairs = pairs[:MASK_TOKENS]
+    summary = mask_summary(pairs)
+    return {
+        "sample_id": int(sample.get("id", 0)),
+        "rendered": render_mask(pairs, legend=False),
+        "runs": [[text, trained] for text, trained in mask_runs(pairs)],
+        "trained": summary["trained"],
+        "masked": summary["masked"],
+        "tokens": summary["tokens"],
+        "truncated": truncated,
+    }
+
+
+# ----------------------------------------------------------------------------- text rendering
+
+WIDTH = 80
+
+
+def _width(s: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 0 if unicodedata.combining(ch) else 1 for ch in s)
+
+
+def _cols(ch: str) -> int:
+    return 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+
+
+def _hard_wrap(line: str, width: int) -> list[str]:
+    """Split a line into pieces of at most ``width`` display columns, after a space where one is near.
+
+    The pieces concatenate back to the line (control characters shown as U+FFFD).
+    """
+    line = "".join(ch if ch.isprintable() or ch == " " else "\ufffd" for ch in line)
+    out: list[str] = []
+    while line:
+        w, cut = 0, len(line)
+        for k, ch in enumerate(line):
+            w += _cols(ch)
+            if w > width:
+                cut = k
+                break
+        if cut < len(line):
+            space = line.rfind(" ", 0, cut)
+            if space >= cut // 2:
+                cut = space + 1
+        out.append(line[: max(cut, 1)])
+        line = line[max(cut, 1) :]
+    return out or [""]
+
+
+def _wrap(text: str, width: int, indent: str = "", first: str = "") -> list[str]:
+    """Word-wrap ``text`` to ``width`` columns: ``first`` before line one, ``indent`` before the rest."""
+    import textwrap
+
+    lines = textwrap.wrap(text, width=width, initial_indent=first, subsequent_indent=indent,
+                          break_long_words=True, break_on_hyphens=False) or [first.rstrip()]  # fmt: skip
+    return [piece for ln in lines for piece in _hard_wrap(ln, width)]
+
+
+def _n(x: float | int) -> str:
+    return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.1f}"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A plain-text rendering of a lint report, at most 80 columns wide (``tunedeck dataset show``)."""
+    out: list[str] = []
+    add = out.append
+    c = report["counts"]
+    head = f"Dataset lint: {report['format']} ({report['kind']})"
+    verdict = f"verdict: {report['verdict'].upper()}"
+    add(head + " " * max(1, WIDTH - len(head) - len(verdict)) + verdict)
+    line = f"  train {c['train']:,}   val {c['val']:,}   total {c['total']:,}"
+    dropped = {k: v for k, v in c.get("dropped", {}).items() if v}
+    if dropped:
+        line += f"   dropped {sum(dropped.values()):,} (" + ", ".join(f"{k} {v:,}" for k, v in dropped.items()) + ")"
+    out.extend(_wrap(line, WIDTH, "    "))
+
+    add("")
+    add("Checklist")
+    for ch in report["checklist"]:
+        tag = f"  [{ch['status']}]".ljust(9) + ch["check"].ljust(19)
+        out.extend(_wrap(ch["detail"], WIDTH, " " * 28, tag))
+
+    s = report["structure"]
+    add("")
+    add("Structure")
+    if s["turns"]:
+        t = s["turns"]
+        out.extend(_wrap(f"turns per example: min {t['min']}  mean {t['mean']}  max {t['max']};  with a system "
+                         f"prompt: {s['with_system_prompt']:,};  multi-turn: {s['multi_turn']:,}", WIDTH, "    ", "  "))
+    ch = s["chars"]
+    add(f"  characters per example: min {ch['min']:,}  mean {_n(ch['mean'])}  max {ch['max']:,}")
+    if s["roles"]:
+        add(f"  {'role':<12}{'turns':>10}{'share':>8}{'chars':>14}{'share':>8}{'mean chars':>12}")
+        for role, r in s["roles"].items():
+            add(f"  {role[:12]:<12}{r['turns']:>10,}{r['turn_share']:>8.1%}{r['chars']:>14,}{r['char_share']:>8.1%}"
+                f"{_n(r['mean_chars']):>12}")
+    for name, v in s["issues"].items():
+        out.extend(_wrap(f"{name.replace('_', ' ')}: {v['count']:,} ({_ids_text(v['ids'])})", WIDTH, "      ", "  ! "))
+
+    d = report["duplicates"]
+    add("")
+    add("Duplicates")
+    e = d["exact"]
+    add(f"  exact: {_plural(e['groups'], 'group')}, {_plural(e['duplicates'], 'duplicate')}")
+    for ex in e["examples"]:
+        a, b = ex["ids"]
+        out.extend(_wrap(f"#{a} = #{b} (x{ex['group_size']}): {ex['text']}", WIDTH, "      ", "    "))
+    nr = d["near"]
+    add(f"  near (>= {nr['threshold']}): {_plural(nr['pairs'], 'pair')}, {_plural(nr['duplicates'], 'duplicate')}"
+        " beyond exact")
+    for ex in nr["examples"]:
+        a, b = ex["ids"]
+        add(f"    #{a} ~ #{b} ({ex['similarity']:.2f})")
+        for txt in ex["texts"]:
+            out.extend(_wrap(txt, WIDTH, "        ", "      "))
+    if d["val_overlap"]["count"]:
+        add(f"  validation examples repeating training ones: {d['val_overlap']['count']:,} "
+            f"({_ids_text(d['val_overlap']['ids'])})"[:WIDTH])
+
+    add("")
+    add("PII")
+    pii = report["pii"]
+    if not any(pii[k]["count"] for k in KINDS):
+        add("  none found")
+    for k in KINDS:
+        v = pii[k]
+        if v["count"]:
+            line = f"  {k.replace('_', ' '):<12}{v['count']:>7,} in {_plural(v['examples'], 'example')} " \
+                   f"({_ids_text(v['ids'], 4)})"  # fmt: skip
+            out.extend(_wrap(line, WIDTH, " " * 14))
+            out.extend(_wrap("e.g. " + ", ".join(v["samples"]), WIDTH, " " * 14, " " * 14))
+
+    tok = report["tokens"]
+    add("")
+    if "skipped" in tok:
+        add(f"Token lengths: skipped ({tok['skipped']})")
+    else:
+        out.extend(_wrap(f"Token lengths (tokenizer {tok['tokenizer']})", WIDTH, "  "))
+        if tok["note"]:
+            out.extend(_wrap("! " + tok["note"], WIDTH, "    ", "  "))
+        add(f"  min {tok['min']:,}  median {_n(tok['median'])}  p95 {_n(tok['p95'])}  max {tok['max']:,}"
+            f"  mean {_n(tok['mean'])}  total {tok['total']:,}"[:WIDTH])
+        if tok.get("sampled"):
+            out.extend(_wrap(f"(min, median, p95, mean, total and histogram from {tok['sampled']:,} evenly spaced "
+                             f"examples; max and truncation from all {tok['measured']:,} that could be long)",
+                             WIDTH, "   ", "  "))  # fmt: skip
+        over = tok["over_max"]
+        if over:
+            out.extend(_wrap(f"{_plural(over, 'example')} exceed max_length {tok['max_length']:,} and will be "
+                             f"truncated ({_ids_text(tok['over_max_ids'])})", WIDTH, "    ", "  "))  # fmt: skip
+        else:
+            add(f"  all examples fit max_length {tok['max_length']:,}")
+        out.extend(_histogram_lines(tok["histogram"], tok["max_length"]))
+        if tok["template_errors"]["count"]:
+            out.extend(_wrap(f"! the chat template rejects {_plural(tok['template_errors']['count'], 'example')} "
+                             f"({_ids_text(tok['template_errors']['ids'])}): {tok['template_error']}",
+                             WIDTH, "    ", "  "))  # fmt: skip
+        if tok["control_tokens_in_content"]["count"]:
+            cc = tok["control_tokens_in_content"]
+            out.extend(_wrap(f"! {_plural(cc['count'], 'example')} contain special tokens in message text, "
+                             f"which encode as control tokens ({_ids_text(cc['ids'])})", WIDTH, "    ", "  "))
+
+    lm = report["label_mask"]
+    add("")
+    if "skipped" in lm:
+        out.extend(_wrap(f"Label mask: skipped ({lm['skipped']})", WIDTH, "  "))
+    else:
+        more = " (first tokens)" if lm.get("truncated") else ""
+        add(f"Label mask of example #{lm['sample_id']}: {lm['trained']:,} tokens trained, "
+            f"{lm['masked']:,} masked{more}"[:WIDTH])
+        add("  plain = trained (assistant), [bracketed] = masked, ↵ = newline")
+        for ln in lm["rendered"].split("\n"):
+            out.extend("  " + piece for piece in _hard_wrap(ln, WIDTH - 2))
+    return "\n".join(out) + "\n"
+
+
+def _histogram_lines(hist: list[dict[str, int]], max_length: int, bar: int = 36) -> list[str]:
+    if not hist:
+        return []
+    top = max(h["count"] for h in hist) or 1
+    lo_w = max(len(f"{h['lo']:,}") for h in hist)
+    hi_w = max(len(f"{h['hi']:,}") for h in hist)
+    lines = []
+    for h in hist:
+        n = round(h["count"] / top * bar)
+        if h["count"] and not n:
+            n = 1
+        mark = "  <- max_length" if h["lo"] <= max_length < h["hi"] else ""
+        label = f"{h['lo']:>{lo_w},}-{h['hi']:<{hi_w},}"
+        lines.append(f"  {label} |{'#' * n:<{bar}} {h['count']:,}{mark}"[:WIDTH])
+    return lines
