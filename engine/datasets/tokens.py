@@ -349,13 +349,8 @@ def assistant_spans(tokenizer: Any, messages: list[dict], full: str | None = Non
     return spans
 
 
-def label_mask(tokenizer: Any, messages: list[dict], max_tokens: int | None = None) -> list[tuple[str, bool]]:
-    """``(token text, trained?)`` for every token of the rendered chat (the first ``max_tokens``).
-
-    Trained tokens are those overlapping an assistant span (:func:`assistant_spans`); everything
-    else (system and user turns, role headers, template boilerplate) is masked from the loss.
-    Token texts are slices of the rendered chat, so they concatenate back to it.
-    """
+def _encode_masked(tokenizer: Any, messages: list[dict]) -> tuple[str, list[int], list[tuple[int, int]], list[bool]]:
+    """(rendered chat, token ids, character offsets, trained flags): the one place the mask rule lives."""
     if not has_chat_template(tokenizer):
         raise ValueError("the tokenizer has no chat template")
     if not getattr(tokenizer, "is_fast", False):
@@ -364,21 +359,41 @@ def label_mask(tokenizer: Any, messages: list[dict], max_tokens: int | None = No
     full = _Renderer(tokenizer).public(messages)
     spans = assistant_spans(tokenizer, messages, full)
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
-    offsets = enc["offset_mapping"]
-    if max_tokens is not None:
-        offsets = offsets[:max_tokens]
+    offsets = [(int(s), int(e)) for s, e in enc["offset_mapping"]]
     starts = np.array([s for s, _ in spans], dtype=np.int64)
     ends = np.array([e for _, e in spans], dtype=np.int64)
+    trained = [
+        bool(((starts < e) & (ends > s)).any()) if e > s else bool(((starts <= s) & (ends > s)).any())
+        for s, e in offsets
+    ]
+    return full, list(enc["input_ids"]), offsets, trained
+
+
+def encode_chat(tokenizer: Any, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """Token ids of a chat rendered with the tokenizer's template, and its assistant mask (1 = trained).
+
+    Training uses this, and the lint report's label mask shows the same rule, so what a
+    person sees in the report is exactly what the loss is computed on.
+    """
+    _full, ids, _offsets, trained = _encode_masked(tokenizer, messages)
+    return ids, [int(t) for t in trained]
+
+
+def label_mask(tokenizer: Any, messages: list[dict], max_tokens: int | None = None) -> list[tuple[str, bool]]:
+    """``(token text, trained?)`` for every token of the rendered chat (the first ``max_tokens``).
+
+    Trained tokens are those overlapping an assistant span (:func:`assistant_spans`); everything
+    else (system and user turns, role headers, template boilerplate) is masked from the loss.
+    Token texts are slices of the rendered chat, so they concatenate back to it.
+    """
+    full, _ids, offsets, flags = _encode_masked(tokenizer, messages)
+    if max_tokens is not None:
+        offsets, flags = offsets[:max_tokens], flags[:max_tokens]
     pairs: list[tuple[str, bool]] = []
     covered = 0
-    for s, e in offsets:
-        s, e = int(s), int(e)
+    for (_s, e), trained in zip(offsets, flags, strict=True):
         text = full[covered:e] if e > covered else ""  # a gap before the token goes with it
         covered = max(covered, e)
-        if e > s:
-            trained = bool(((starts < e) & (ends > s)).any())
-        else:
-            trained = bool(((starts <= s) & (ends > s)).any())
         pairs.append((text, trained))
     if max_tokens is None and pairs and covered < len(full):
         pairs[-1] = (pairs[-1][0] + full[covered:], pairs[-1][1])

@@ -1,0 +1,1 @@
+"""Training runs: the run configuration, its presets, and (later) the trainer that executes it."""
