@@ -10,6 +10,7 @@ from engine.jobctx import JobContext
 HANDLERS: dict[str, str] = {
     "dataset-import": "engine.datasets.importer:run_import_job",
     "selftest": "engine.selftest:run_selftest",
+    "train": "engine.train.trainer:run_train_job",
 }
 
 

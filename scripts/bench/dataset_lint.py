@@ -60,11 +60,15 @@ def generate(n: int, seed: int = 0) -> tuple[list[dict], dict[str, set[int]]]:
     truth: dict[str, set[int]] = {"exact": set(), "near": set(), **{k: set() for k in PII}}
     for i in range(n):
         if i > 100 and r.random() < 0.02:
-            rows.append(json.loads(json.dumps(rows[r.randrange(i)])))
+            src = r.randrange(i)
+            rows.append(json.loads(json.dumps(rows[src])))
             truth["exact"].add(i)
+            _inherit_pii(truth, src, i)
             continue
         if i > 100 and r.random() < 0.02:
-            base = json.loads(json.dumps(rows[r.randrange(i)]))
+            src = r.randrange(i)
+            _inherit_pii(truth, src, i)
+            base = json.loads(json.dumps(rows[src]))
             words = base["messages"][1]["content"].split()
             words[r.randrange(len(words))] = "edited"
             base["messages"][1]["content"] = " ".join(words)
@@ -83,6 +87,13 @@ def generate(n: int, seed: int = 0) -> tuple[list[dict], dict[str, set[int]]]:
             truth[kind].add(i)
         rows.append({"messages": turns})
     return rows, truth
+
+
+def _inherit_pii(truth: dict[str, set[int]], src: int, dst: int) -> None:
+    """A copy of a record that holds planted PII holds it too."""
+    for kind in PII:
+        if src in truth[kind]:
+            truth[kind].add(dst)
 
 
 def _prf(found: set[int], truth: set[int]) -> str:

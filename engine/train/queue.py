@@ -1,0 +1,100 @@
+"""Queueing a training run from the CLI or the TUI (light: no torch here).
+
+Everything that can be refused before any work starts is refused here: an incomplete or
+invalid config, a missing model or dataset, a dataset whose format does not fit the objective.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from engine.launch import start_runner
+from engine.train.config import RunConfig, dump_yaml, require_complete
+from store.datasets import find_dataset
+from store.db import Store
+from store.errors import NotFound, Refused
+from store.jobs import create_job
+from store.projects import get_project
+
+DEMO_MODEL_NAME = "demo-llama"
+
+
+def gpu_slot(cfg: RunConfig) -> str:
+    """The runner slot a run needs: its GPUs (one run per card), else the CPU slot."""
+    if cfg.devices:
+        return "gpu:" + ",".join(str(d) for d in sorted(cfg.devices))
+    if Path("/proc/driver/nvidia/gpus").is_dir() and any(Path("/proc/driver/nvidia/gpus").iterdir()):
+        return "gpu:0"
+    return "cpu"
+
+
+def resolve_model(store: Store, model: str) -> tuple[str, int | None]:
+    """(path or hub id to load, model artifact id if it is one of ours)."""
+    from sqlmodel import select
+
+    from store.models import Artifact
+
+    if model.isdigit():
+        with store.read() as session:
+            artifact = session.get(Artifact, int(model))
+        if artifact is None or artifact.kind not in {"model", "merged"}:
+            raise NotFound(f"no model artifact with id {model}")
+        return artifact.path, artifact.id
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise NotFound(f"{path}: not a model folder (no config.json)")
+        with store.read() as session:
+            found = session.exec(select(Artifact).where(Artifact.path == str(path.resolve()))).first()
+        return str(path.resolve()), found.id if found else None
+    if model.startswith((".", "/", "~")) or model.count("/") != 1:
+        raise NotFound(f"model {model!r}: no such folder, and not a hub id (org/name)")
+    return model, None
+
+
+def queue_run(store: Store, project: str, cfg: RunConfig, *, start: bool = True) -> int:
+    """Validate a run against the store, queue a `train` job and start its runner; returns the job id."""
+    from sqlmodel import select
+
+    from store.models import Artifact
+
+    with store.read() as session:
+        project_row = get_project(session, project)
+        if project == "demo" and (not cfg.model or not cfg.dataset):
+            demo = session.exec(select(Artifact).where(Artifact.project_id == project_row.id,
+                                                       Artifact.name == DEMO_MODEL_NAME)).first()
+            cfg = cfg.model_copy(update={"model": cfg.model or (demo.path if demo else ""),
+                                         "dataset": cfg.dataset or "demo"})
+    require_complete(cfg, "run config")
+    model_path, model_artifact = resolve_model(store, cfg.model)
+    with store.read() as session:
+        dataset = find_dataset(session, cfg.dataset, project)
+    if dataset.project_id != project_row.id:
+        raise Refused(f"dataset {cfg.dataset} belongs to another project")
+    if cfg.objective == "dpo" and dataset.format != "preference":
+        raise Refused(f"DPO needs a preference dataset (prompt, chosen, rejected); {dataset.name!r} is "
+                      f"{dataset.format}")
+    if cfg.objective == "sft" and dataset.format == "preference":
+        raise Refused(f"dataset {dataset.name!r} is preference data: use objective dpo, or an SFT dataset")
+    config: dict[str, Any] = {
+        "run": cfg.model_dump(mode="json"), "run_yaml": dump_yaml(cfg), "project_id": project_row.id,
+        "dataset_id": dataset.id, "dataset_path": dataset.path, "dataset_hash": dataset.content_hash,
+        "model_path": model_path, "model_artifact_id": model_artifact,
+    }
+    slot = gpu_slot(cfg)
+    with store.write() as session:
+        job_id = create_job(session, project_row.id, "train", config, name=cfg.name, slot=slot).id
+    if start:
+        start_runner(store.home, slot)
+    return job_id
+
+
+def reset_checkpoints(store: Store, job_id: int) -> None:
+    """Forget a job's checkpoints and metrics (retry starts over; resume keeps them)."""
+    from sqlalchemy import text
+
+    shutil.rmtree(store.home / "jobs" / str(job_id) / "checkpoints", ignore_errors=True)
+    with store.write() as session:
+        session.execute(text("DELETE FROM metrics WHERE job_id = :id"), {"id": job_id})

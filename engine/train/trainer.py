@@ -1,0 +1,192 @@
+"""The `train` job: SFT or DPO with LoRA, QLoRA (bitsandbytes 4-bit) or full fine-tuning.
+
+Checkpoints go to `jobs/<id>/checkpoints/`; a job that is queued again after a cancel,
+a kill or a crash resumes from the newest complete checkpoint. On success the adapter (or
+the full model) is saved with its tokenizer under `jobs/<id>/output/` and registered as an
+artifact whose lineage names the job, the dataset and the base model.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from engine.jobctx import JobCancelled, JobContext
+from engine.train.config import RunConfig, parse_config, resolve_precision
+from engine.train.data import dpo_rows, read_split, sft_features
+from store.errors import TunedeckError
+
+SUGGESTIONS = ("a smaller per_device_batch with more grad_accum", "a shorter max_length",
+               "gradient_checkpointing: true", "method: qlora", "a lower lora.r")
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint (it has trainer_state.json, written last), if any."""
+    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def _dtype(name: str) -> Any:
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+def load_model(cfg: RunConfig, model_path: str, precision: str, cuda: bool) -> tuple[Any, Any]:
+    """The tokenizer and the (possibly 4-bit, possibly LoRA-wrapped) model to train."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code, "dtype": _dtype(precision)}
+    if cfg.method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        compute = precision if cfg.quant.compute_dtype == "auto" else cfg.quant.compute_dtype
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type=cfg.quant.quant_type,
+            bnb_4bit_use_double_quant=cfg.quant.double_quant, bnb_4bit_compute_dtype=_dtype(compute),
+        )
+        if cuda:
+            kwargs["device_map"] = {"": 0}
+    model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    if cfg.method == "full":
+        return tokenizer, model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if cfg.method == "qlora":
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.training.gradient_checkpointing
+        )
+    lora = LoraConfig(
+        r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+        target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM",
+    )
+    return tokenizer, get_peft_model(model, lora)
+
+
+def trainer_args(cfg: RunConfig, out: Path, precision: str, cuda: bool, has_eval: bool) -> dict[str, Any]:
+    """Keyword arguments shared by SFTConfig and DPOConfig."""
+    t = cfg.training
+    return {
+        "output_dir": str(out), "num_train_epochs": t.epochs, "max_steps": t.max_steps,
+        "per_device_train_batch_size": t.per_device_batch, "per_device_eval_batch_size": t.per_device_batch,
+        "gradient_accumulation_steps": t.grad_accum, "learning_rate": t.learning_rate,
+        "lr_scheduler_type": t.scheduler, "warmup_steps": t.warmup, "weight_decay": t.weight_decay,
+        "max_length": t.max_length, "activation_checkpointing": t.gradient_checkpointing,
+        "bf16": precision == "bf16", "fp16": precision == "fp16", "use_cpu": not cuda,
+        "logging_steps": t.logging_steps, "logging_first_step": True,
+        "eval_strategy": "steps" if has_eval and t.eval_steps else "no", "eval_steps": t.eval_steps or None,
+        "save_strategy": "steps", "save_steps": t.save_steps, "save_total_limit": t.save_total_limit,
+        "seed": t.seed, "data_seed": t.seed, "report_to": "none", "disable_tqdm": True,
+    }
+
+
+def _oom_message(step: int, exc: BaseException) -> str:
+    from engine.train.callback import peak_memory_mb
+
+    capacity = ""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            capacity = f" of {torch.cuda.get_device_properties(0).total_memory / 2**30:.1f} GiB"
+    except Exception:  # the message matters more than the figure
+        pass
+    return (f"out of memory at step {step} (peak {peak_memory_mb() / 1024:.1f} GiB{capacity}): try "
+            + ", ".join(SUGGESTIONS) + f". ({type(exc).__name__})")
+
+
+def run_train_job(ctx: JobContext) -> None:
+    """Job handler for kind `train` (config: run, dataset_path, dataset_id, model_path)."""
+    import torch
+
+    cfg = parse_config(ctx.config["run"], source=f"job {ctx.job_id} config")
+    cuda = torch.cuda.is_available()
+    precision = resolve_precision(cfg, cuda, cuda and torch.cuda.is_bf16_supported())
+    folder = Path(ctx.config["dataset_path"])
+    train_rows, val_rows = read_split(folder, "train"), read_split(folder, "val")
+    ckpt_dir = ctx.job_dir / "checkpoints"
+    resume = latest_checkpoint(ckpt_dir)
+    ctx.log(f"{cfg.objective}/{cfg.method} on {ctx.config['model_path']} with dataset {folder.name} "
+            f"({len(train_rows)} train, {len(val_rows)} val), precision {precision}, "
+            f"{'cuda' if cuda else 'cpu'}" + (f"; resuming from {resume.name}" if resume else ""))
+    tokenizer, model = load_model(cfg, ctx.config["model_path"], precision, cuda)
+    ctx.check_cancel()
+
+    from datasets import Dataset
+
+    from engine.train.callback import store_callback
+
+    callback = store_callback(ctx)
+    args = trainer_args(cfg, ckpt_dir, precision, cuda, bool(val_rows))
+    if cfg.objective == "sft":
+        from trl import SFTConfig, SFTTrainer
+
+        t = cfg.training
+        train_ds = Dataset.from_list(sft_features(tokenizer, train_rows, t.max_length, t.assistant_only_loss))
+        eval_ds = Dataset.from_list(sft_features(tokenizer, val_rows, t.max_length, t.assistant_only_loss)) \
+            if val_rows else None
+        if len(train_ds) == 0:
+            raise TunedeckError("no training example has an assistant token left within max_length")
+        trainer = SFTTrainer(model=model, args=SFTConfig(packing=t.packing, **args), train_dataset=train_ds,
+                             eval_dataset=eval_ds, processing_class=tokenizer, callbacks=[callback])
+    else:
+        from trl import DPOConfig, DPOTrainer
+
+        train_ds = Dataset.from_list(dpo_rows(train_rows))
+        eval_ds = Dataset.from_list(dpo_rows(val_rows)) if val_rows else None
+        trainer = DPOTrainer(model=model, ref_model=None, args=DPOConfig(beta=cfg.dpo.beta, **args),
+                             train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
+                             callbacks=[callback])
+    try:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except torch.cuda.OutOfMemoryError as exc:
+        raise TunedeckError(_oom_message(trainer.state.global_step, exc)) from None
+    except RuntimeError as exc:
+        if "out of memory" in str(exc).lower():
+            raise TunedeckError(_oom_message(trainer.state.global_step, exc)) from None
+        raise
+    if callback.cancelled:
+        raise JobCancelled(f"cancelled at step {trainer.state.global_step}; checkpoint saved")
+    _finish(ctx, cfg, trainer, tokenizer, bool(val_rows))
+
+
+def _finish(ctx: JobContext, cfg: RunConfig, trainer: Any, tokenizer: Any, has_eval: bool) -> None:
+    from engine.artifacts import register_artifact
+    from store.metrics import upsert_metrics
+
+    step = trainer.state.global_step
+    final: dict[str, float] = {}
+    if has_eval:
+        metrics = trainer.evaluate()
+        final["eval_loss"] = float(metrics["eval_loss"])
+        if final["eval_loss"] < 50:
+            import math
+
+            final["eval_perplexity"] = math.exp(final["eval_loss"])
+    out = ctx.job_dir / "output"
+    tmp = ctx.job_dir / ".output-tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    (tmp / "tunedeck_run.json").write_text(json.dumps(ctx.config, indent=2, default=str))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    kind = "model" if cfg.method == "full" else "adapter"
+    with ctx.store.write() as session:
+        if final:
+            upsert_metrics(session, ctx.job_id, step, final)
+        artifact = register_artifact(
+            session, ctx.config["project_id"], kind, out, name=f"run{ctx.job_id}-{kind}", job_id=ctx.job_id,
+            parent_id=ctx.config.get("model_artifact_id"),
+            meta={"base_model": ctx.config["model_path"], "dataset_id": ctx.config.get("dataset_id"),
+                  "dataset_hash": ctx.config.get("dataset_hash"), "method": cfg.method,
+                  "objective": cfg.objective, "steps": step, **final},
+        )
+    ctx.set_result(artifact_id=artifact.id, steps=step, **final)
+    ctx.log(f"saved {kind} to {out} (artifact {artifact.id})" + (f", eval loss {final['eval_loss']:.4f}"
+                                                                   if final else ""))
