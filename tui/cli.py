@@ -6,12 +6,13 @@ Errors go to stderr as one line with a non-zero exit code; `--debug` adds the tr
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 
 from store.errors import TunedeckError
-from tui.commands import datasets, jobs, projects
+from tui.commands import datasets, jobs, projects, runs
 from tui.commands.common import UsageError, open_from_args
 
 EXIT_ERROR = 1
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
 
-    for module in (projects, datasets, jobs):
+    for module in (projects, datasets, runs, jobs):
         module.register(verbs, common)
     return parser
 
@@ -79,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:  # `tunedeck ... | head`: the reader left; nothing to report
+        sys.stdout = open(os.devnull, "w")
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

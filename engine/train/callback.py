@@ -65,6 +65,10 @@ def store_callback(ctx: JobContext) -> Any:
             with self.ctx.store.write() as session:
                 upsert_metrics(session, self.ctx.job_id, state.global_step, values)
 
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.ctx.progress(state.global_step / max(state.max_steps, 1), step=state.global_step,
+                              total=state.max_steps, force=True)
+
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             frac = state.global_step / max(state.max_steps, 1)
             self.ctx.progress(frac, step=state.global_step, total=state.max_steps)

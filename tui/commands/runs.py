@@ -1,0 +1,235 @@
+"""`tunedeck run ...` (training runs) and `tunedeck model modules`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from store.db import Store
+from store.errors import TunedeckError
+from tui.commands.common import UsageError, open_from_args, print_json, table, when
+from tui.commands.jobs import cmd_job_cancel, cmd_job_logs, read_job, wait_for_job
+
+if TYPE_CHECKING:
+    from engine.train.config import RunConfig
+
+PRESET_CHOICES = ("smoke", "lora", "qlora", "full", "dpo")
+
+
+def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    run = verbs.add_parser("run", help="training runs: new, list, show, logs, cancel, resume, retry, export",
+                           parents=[common])
+    rverbs = run.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(run))
+    p = rverbs.add_parser("template", help="print a commented run config (YAML)", parents=[common])
+    p.add_argument("--preset", choices=PRESET_CHOICES, default="lora")
+    p.set_defaults(func=cmd_run_template)
+    p = rverbs.add_parser("new", help="queue a training run; prints its job id", parents=[common])
+    p.add_argument("project")
+    p.add_argument("--config", metavar="FILE", help="a run config YAML (see `tunedeck run template`)")
+    p.add_argument("--preset", choices=PRESET_CHOICES, help="start from a preset (default: lora)")
+    p.add_argument("--dataset", metavar="NAME|ID")
+    p.add_argument("--model", metavar="PATH|ID")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a field, e.g. --set lr=1e-4 --set lora.r=32 (repeatable)")
+    p.add_argument("--wait", action="store_true", help="wait for the run to end; exit non-zero unless it completed")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_run_new)
+    p = rverbs.add_parser("list", help="training runs, newest first", parents=[common])
+    p.add_argument("project", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_run_list)
+    p = rverbs.add_parser("show", help="a run's status, progress, latest metrics and config", parents=[common])
+    p.add_argument("id", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_run_show)
+    p = rverbs.add_parser("logs", help="a run's log", parents=[common])
+    p.add_argument("id", type=int)
+    p.add_argument("--follow", "-f", action="store_true")
+    p.set_defaults(func=cmd_job_logs)
+    p = rverbs.add_parser("cancel", help="stop a run (it saves a checkpoint first)", parents=[common])
+    p.add_argument("id", type=int)
+    p.set_defaults(func=cmd_job_cancel)
+    p = rverbs.add_parser("resume", help="continue an interrupted, failed or cancelled run from its last checkpoint",
+                          parents=[common])
+    p.add_argument("id", type=int)
+    p.set_defaults(func=cmd_run_resume)
+    p = rverbs.add_parser("retry", help="run a failed, cancelled or interrupted run again from the start",
+                          parents=[common])
+    p.add_argument("id", type=int)
+    p.set_defaults(func=cmd_run_retry)
+    p = rverbs.add_parser("export", help="write a standalone YAML and print the command that reproduces the run",
+                          parents=[common])
+    p.add_argument("id", type=int)
+    p.add_argument("--output", "-o", metavar="FILE", help="default: run-ID.yaml in the current folder")
+    p.set_defaults(func=cmd_run_export)
+
+    model = verbs.add_parser("model", help="inspect models", parents=[common])
+    mverbs = model.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(model))
+    p = mverbs.add_parser("modules", help="a model's linear layer names (for lora.target_modules)", parents=[common])
+    p.add_argument("model", metavar="PATH|ID")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_model_modules)
+
+
+def _build_config(args: argparse.Namespace) -> RunConfig:
+    from engine.train.config import apply_overrides, load_config, merge
+    from engine.train.presets import preset_config
+
+    if args.config and args.preset:
+        raise UsageError("give --config or --preset, not both (use --set to change a config's fields)")
+    cfg = load_config(args.config) if args.config else preset_config(args.preset or "lora")
+    updates = {k: v for k, v in (("dataset", args.dataset), ("model", args.model)) if v}
+    if updates:
+        cfg = merge(cfg, updates, source="command line")
+    return apply_overrides(cfg, args.overrides) if args.overrides else cfg
+
+
+def cmd_run_template(args: argparse.Namespace) -> int:
+    from engine.train.config import template_yaml
+    from engine.train.presets import preset_config
+
+    sys.stdout.write(template_yaml(preset_config(args.preset)))
+    return 0
+
+
+def cmd_run_new(args: argparse.Namespace) -> int:
+    from engine.train.config import warnings
+    from engine.train.queue import queue_run
+
+    cfg = _build_config(args)
+    notes = warnings(cfg)
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    store = open_from_args(args)
+    job_id = queue_run(store, args.project, cfg)
+    if args.json and not args.wait:
+        print_json({"job_id": job_id, "warnings": notes})
+    elif not args.wait:
+        print(job_id)
+    if not args.wait:
+        return 0
+    job = wait_for_job(store, job_id, f"run {job_id}", show_progress=not args.json)
+    if args.json:
+        print_json(_run_dict(store, job_id))
+    else:
+        print(f"run {job_id} {job.status}" + (f": {job.error}" if job.error else ""))
+    return 0 if job.status == "completed" else 1
+
+
+def _run_dict(store: Store, job_id: int) -> dict:
+    from store.metrics import latest_metrics
+
+    job = read_job(store, job_id)
+    if job.kind != "train":
+        raise TunedeckError(f"job {job_id} is a {job.kind} job, not a training run")
+    with store.raw() as conn:
+        latest = latest_metrics(conn, job_id)
+    data = job.model_dump()
+    data["metrics"] = {name: {"step": step, "value": value} for name, (step, value) in sorted(latest.items())}
+    return data
+
+
+def cmd_run_list(args: argparse.Namespace) -> int:
+    from sqlmodel import select
+
+    from store.jobs import reap_stale
+    from store.models import Job
+    from store.projects import get_project
+
+    store = open_from_args(args)
+    with store.write() as session:
+        reap_stale(session)
+        query = select(Job).where(Job.kind == "train").order_by(Job.id.desc())
+        if args.project:
+            query = query.where(Job.project_id == get_project(session, args.project).id)
+        jobs = session.exec(query.limit(500)).all()
+    if args.json:
+        print_json([j.model_dump() for j in jobs])
+        return 0
+    rows = [(j.id, j.status, f"{j.step}/{j.total_steps or '?'}", j.config.get("run", {}).get("method", "-"),
+             j.name or "-", when(j.updated_at)) for j in jobs]
+    print(table(("ID", "STATUS", "STEP", "METHOD", "NAME", "UPDATED"), rows) if rows else "no runs")
+    return 0
+
+
+def cmd_run_show(args: argparse.Namespace) -> int:
+    store = open_from_args(args)
+    data = _run_dict(store, args.id)
+    if args.json:
+        print_json(data)
+        return 0
+    run = data["config"].get("run", {})
+    print(f"run {data['id']} ({run.get('objective')}/{run.get('method')}): {data['status']}"
+          + (f" - {data['error']}" if data.get("error") else ""))
+    print(f"  step {data['step']}/{data['total_steps'] or '?'}  pid {data['pid'] or '-'}  "
+          f"model {data['config'].get('model_path')}")
+    for name, point in data["metrics"].items():
+        print(f"  {name:<24} {point['value']:.6g}  (step {point['step']})")
+    return 0
+
+
+def _requeue(args: argparse.Namespace, fresh: bool) -> int:
+    from engine.launch import start_runner
+    from engine.train.queue import reset_checkpoints
+    from store.jobs import transition
+
+    store = open_from_args(args)
+    job = read_job(store, args.id)
+    if job.kind != "train":
+        raise TunedeckError(f"job {args.id} is a {job.kind} job, not a training run")
+    if fresh:
+        if job.status not in {"failed", "cancelled", "interrupted"}:
+            raise TunedeckError(f"run {args.id} is {job.status}; only failed, cancelled or interrupted runs "
+                                "can be retried")
+        reset_checkpoints(store, args.id)
+    with store.write() as session:
+        transition(session, args.id, "queued", cancel_requested=False, step=0 if fresh else job.step)
+    start_runner(store.home, job.slot)
+    print(f"run {args.id} queued again" + (" from the start" if fresh else " (resumes from its last checkpoint)"))
+    return 0
+
+
+def cmd_run_resume(args: argparse.Namespace) -> int:
+    return _requeue(args, fresh=False)
+
+
+def cmd_run_retry(args: argparse.Namespace) -> int:
+    return _requeue(args, fresh=True)
+
+
+def cmd_run_export(args: argparse.Namespace) -> int:
+    import shlex
+
+    from store.models import Project
+
+    store = open_from_args(args)
+    job = read_job(store, args.id)
+    if job.kind != "train":
+        raise TunedeckError(f"job {args.id} is a {job.kind} job, not a training run")
+    with store.read() as session:
+        project = session.get(Project, job.project_id)
+    out = Path(args.output or f"run-{job.id}.yaml")
+    command = f"tunedeck run new {shlex.quote(project.name)} --config {shlex.quote(str(out))}"
+    header = (f"# tunedeck run {job.id} of project {project.name}\n# reproduce: {command}\n"
+              f"# dataset {job.config.get('dataset_id')} content hash {job.config.get('dataset_hash')}\n")
+    body = job.config.get("run_yaml", "")
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(header + body, encoding="utf-8")
+    tmp.replace(out)
+    print(f"wrote {out}\n{command}")
+    return 0
+
+
+def cmd_model_modules(args: argparse.Namespace) -> int:
+    from engine.train.modules import linear_module_names
+    from engine.train.queue import resolve_model
+
+    path, _ = resolve_model(open_from_args(args), args.model)
+    names = linear_module_names(path)
+    if args.json:
+        print_json(names)
+    else:
+        print("\n".join(f"{n}  ({count} layers)" for n, count in names.items()))
+    return 0
