@@ -109,3 +109,32 @@ def project_contents(conn: sqlite3.Connection, name: str) -> ProjectContents:
         )
     finally:
         conn.execute("COMMIT")
+
+
+@dataclass(frozen=True)
+class DatasetDetail:
+    """One dataset's row with its project's name: what the dataset screen shows above its tabs."""
+
+    id: int
+    project: str
+    name: str
+    format: str
+    source: str
+    path: str
+    num_train: int
+    num_val: int
+    content_hash: str
+    lint: str  # the JSON text of the verdict and checklist
+    created_at: float
+
+
+def dataset_detail(conn: sqlite3.Connection, dataset_id: int) -> DatasetDetail:
+    """The dataset with id `dataset_id`, or NotFound."""
+    row = conn.execute(
+        "SELECT d.id, p.name, d.name, d.format, d.source, d.path, d.num_train, d.num_val, d.content_hash, d.lint, "
+        "d.created_at FROM datasets d JOIN projects p ON p.id = d.project_id WHERE d.id = ?",
+        (dataset_id,),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no dataset with id {dataset_id}")
+    return DatasetDetail(*row)

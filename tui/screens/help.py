@@ -5,11 +5,16 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
-from textual.markup import escape
+from textual.markup import escape as _markup_escape
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
 from tui.screens.keys import KeyAction, key_actions, screen_title
+
+
+def escape(text: str) -> str:
+    """Markup-escape text, including a `[` that Textual's escape leaves alone (e.g. `[ / pgup`)."""
+    return _markup_escape(text).replace("[", "\\[").replace("\\\\[", "\\[")
 
 
 class HelpScreen(ModalScreen[None]):

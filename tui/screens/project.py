@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.markup import escape
 from textual.screen import Screen
-from textual.widgets import Footer, Static, TabbedContent, TabPane, Tabs
+from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane, Tabs
 from textual.worker import Worker, WorkerState
 
 from store.db import Store
 from store.errors import NotFound
 from store.views import project_contents
 from tui.screens._common import ago, clip, size_text
+from tui.screens.import_dialog import ImportDialog, ImportErrorDialog, Queued
+from tui.widgets.badges import verdict_badge
 from tui.widgets.live_table import LiveTable, Row
 
 TABS: list[tuple[str, str]] = [
@@ -27,7 +31,14 @@ TABS: list[tuple[str, str]] = [
 ]
 
 COLUMNS: dict[str, list[tuple[str, str]]] = {
-    "datasets": [("name", "Name"), ("format", "Format"), ("train", "Train"), ("val", "Val"), ("created", "Added")],
+    "datasets": [
+        ("name", "Name"),
+        ("format", "Format"),
+        ("train", "Train"),
+        ("val", "Val"),
+        ("verdict", "Verdict"),
+        ("created", "Added"),
+    ],
     "runs": [
         ("id", "ID"),
         ("kind", "Kind"),
@@ -42,13 +53,32 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
 
 # What each empty tab says. Name only what works today; later issues add the ways to fill a tab.
 EMPTY: dict[str, str] = {
-    "datasets": "No datasets in this project yet. From a shell: tunedeck dataset add PROJECT FILE.jsonl "
-    "(tunedeck demo makes a demo project with a model and a dataset).",
+    "datasets": "No datasets in this project yet. Press [b]i[/b] to import a dataset "
+    "(from a shell: tunedeck dataset add PROJECT FILE.jsonl).",
     "runs": "No runs or other jobs in this project yet.",
     "artifacts": "No artifacts in this project yet. Models, adapters and exports made by runs appear here.",
     "chat": "No chat sessions in this project yet.",
 }
 EMPTY_KEYS = "Press [b]1[/b]-[b]4[/b] to switch tabs, [b]esc[/b] to go back to the projects, [b]?[/b] for all keys."
+
+
+IMPORT_KIND = "dataset-import"
+ACTIVE = ("queued", "running")
+FAILED = ("failed", "cancelled", "interrupted")
+
+
+@dataclass(frozen=True)
+class DatasetItem:
+    """What one row of the Datasets tab stands for: a dataset, or an import in progress or failed."""
+
+    kind: str  # "dataset", "import" (queued or running) or "failed"
+    id: int  # the dataset id, or the import job's id
+    name: str
+    status: str = ""
+    progress: float = 0.0
+    error: str = ""
+    verdict: str = ""
+    summary: str = ""  # the first checklist item that is not ok
 
 
 @dataclass
@@ -58,6 +88,65 @@ class ProjectData:
     name: str
     description: str
     rows: dict[str, list[Row]] = field(default_factory=dict)
+    datasets: dict[str, DatasetItem] = field(default_factory=dict)
+    imports: dict[int, DatasetItem] = field(default_factory=dict)  # every import job read, by job id
+
+
+def _lint(text: Any) -> dict[str, Any]:
+    if isinstance(text, dict):
+        return text
+    try:
+        value = json.loads(text or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _first_problem(lint: dict[str, Any]) -> str:
+    for item in lint.get("checklist") or ():
+        if isinstance(item, dict) and item.get("status") in ("warn", "fail"):
+            return f"{item.get('check', '')}: {item.get('detail', '')}"
+    return ""
+
+
+def _dataset_rows(datasets: list[Any], jobs: list[Any]) -> tuple[list[Row], dict[str, DatasetItem], dict]:
+    """The Datasets tab: imports in progress, then failed imports not retried since, then the datasets."""
+    names = {d.name for d in datasets}
+    imports: dict[int, DatasetItem] = {}
+    for j in jobs:
+        if j.kind == IMPORT_KIND:
+            kind = "import" if j.status in ACTIVE else "failed" if j.status in FAILED else "done"
+            imports[j.id] = DatasetItem(kind, j.id, j.name or f"job {j.id}", j.status, j.progress or 0.0, j.error or "")
+    rows: list[Row] = []
+    items: dict[str, DatasetItem] = {}
+    latest: set[str] = set()  # jobs come newest first: only each name's latest import counts
+    for j in jobs:
+        if j.kind != IMPORT_KIND or j.name in latest:
+            continue
+        latest.add(j.name)
+        item = imports[j.id]
+        if item.kind == "done" or j.name in names:
+            continue
+        key = f"job-{j.id}"
+        if item.kind == "import":
+            state = "[dim]queued[/]" if j.status == "queued" else f"[cyan]⧗ {round(100 * item.progress)}%[/]"
+            cells = (escape(clip(item.name, 24)), "import", "…", "…", state, ago(j.updated_at))
+        else:
+            cells = (escape(clip(item.name, 24)), "import", "-", "-", f"[red]✗ {j.status}[/]", ago(j.updated_at))
+        rows.append((key, cells))
+        items[key] = item
+    rows.sort(key=lambda row: items[row[0]].kind != "import")  # in progress first (a stable sort)
+    for d in datasets:
+        lint = _lint(d.lint)
+        verdict = str(lint.get("verdict") or "")
+        key = str(d.id)
+        items[key] = DatasetItem("dataset", d.id, d.name, verdict=verdict, summary=_first_problem(lint))
+        rows.append((
+            key,
+            (escape(clip(d.name, 24)), d.format or "-", str(d.num_train), str(d.num_val), verdict_badge(verdict),
+             ago(d.created_at)),
+        ))  # fmt: skip
+    return rows, items, imports
 
 
 def _load(store: Store, name: str) -> ProjectData:
@@ -65,10 +154,7 @@ def _load(store: Store, name: str) -> ProjectData:
         project = project_contents(conn, name)
     datasets, jobs, artifacts, chats = project.datasets, project.jobs, project.artifacts, project.chats
     data = ProjectData(project.name, project.description)
-    data.rows["datasets"] = [
-        (str(d.id), (clip(d.name, 30), d.format or "-", str(d.num_train), str(d.num_val), ago(d.created_at)))
-        for d in datasets
-    ]
+    data.rows["datasets"], data.datasets, data.imports = _dataset_rows(datasets, jobs)
     data.rows["runs"] = [
         (
             str(j.id),
@@ -103,6 +189,8 @@ class ProjectScreen(Screen[None]):
     AUTO_FOCUS = ""  # focus is set once the first load shows (or hides) the tables
     BINDINGS = [
         Binding("escape,backspace", "back", "Back"),
+        Binding("i", "import_dataset", "Import dataset"),
+        Binding("enter", "open_dataset", "Open dataset", show=False),
         Binding("1", "show_tab('datasets')", "Datasets tab", show=False),
         Binding("2", "show_tab('runs')", "Runs tab", show=False),
         Binding("3", "show_tab('artifacts')", "Artifacts tab", show=False),
@@ -115,6 +203,9 @@ class ProjectScreen(Screen[None]):
         self.data: ProjectData | None = None
         self._shown_once = False
         self._last_error = ""
+        self._select: dict[str, str] = {}  # tab -> row key to put the cursor on when it shows up
+        self._follow_job: int | None = None  # the import queued from here: its dataset gets the cursor
+        self._watched: set[int] = set()  # imports queued from here: their end is announced
 
     @property
     def store(self) -> Store:
@@ -128,6 +219,8 @@ class ProjectScreen(Screen[None]):
                 with TabPane(f"{number} {title}", id=tab_id):
                     yield LiveTable(COLUMNS[tab_id], id=f"{tab_id}-table")
                     yield Static("Loading…", id=f"{tab_id}-empty", classes="empty")
+                    if tab_id == "datasets":
+                        yield Static("", id="datasets-detail", classes="tab-detail")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -160,7 +253,8 @@ class ProjectScreen(Screen[None]):
             return
         if event.state == WorkerState.SUCCESS:
             self._last_error = ""
-            self.data = worker.result
+            previous, self.data = self.data, worker.result
+            self._announce_imports(previous, self.data)
             self._show()
         elif event.state == WorkerState.ERROR:
             if isinstance(worker.error, NotFound):
@@ -182,13 +276,19 @@ class ProjectScreen(Screen[None]):
         for tab_id, _ in TABS:
             rows = data.rows.get(tab_id, [])
             table = self.query_one(f"#{tab_id}-table", LiveTable)
-            table.sync(rows)
+            select = self._select.get(tab_id)
+            if select is not None and select in {key for key, _ in rows}:
+                del self._select[tab_id]
+            else:
+                select = None
+            table.sync(rows, select=select)
             table.display = bool(rows)
             empty = self.query_one(f"#{tab_id}-empty", Static)
             empty.display = not rows
             empty.update(f"{EMPTY[tab_id]}\n\n{EMPTY_KEYS}")
         self._fix_focus(force=not self._shown_once)
         self._shown_once = True
+        self._show_dataset_detail()
 
     def _fix_focus(self, force: bool = False) -> None:
         """Focus the active tab's table when it has rows, else the tab bar.
@@ -212,3 +312,98 @@ class ProjectScreen(Screen[None]):
 
     def action_back(self) -> None:
         self.dismiss()
+
+    # -- datasets ----------------------------------------------------------------
+
+    @property
+    def current_dataset_item(self) -> DatasetItem | None:
+        """The Datasets tab's row under the cursor: a dataset, an import in progress or a failed one."""
+        if self.data is None:
+            return None
+        table = self.query_one("#datasets-table", LiveTable)
+        key = table.current_key if table.display else None
+        return self.data.datasets.get(key) if key is not None else None
+
+    def _show_dataset_detail(self) -> None:
+        detail = self.query_one("#datasets-detail", Static)
+        item = self.current_dataset_item
+        if item is None:
+            detail.update("")
+            detail.display = False
+            return
+        detail.display = True
+        if item.kind == "import":
+            state = "waiting for the data runner" if item.status == "queued" else f"{round(100 * item.progress)}% done"
+            text = f"Importing [b]{escape(item.name)}[/b] (job {item.id}): {state}."
+        elif item.kind == "failed":
+            lines = [line.strip() for line in item.error.strip().splitlines() if line.strip()]
+            first = escape(" · ".join(lines[:2])) if lines else "no error message was recorded"
+            text = f"[red]Import {item.status}[/red] (job {item.id}): {first}\n[dim]enter shows the whole error[/dim]"
+        else:
+            text = f"[b]{escape(item.name)}[/b] · enter opens the report, token lengths and a preview"
+            if item.summary:
+                text = f"{escape(item.summary)}\n[dim]enter opens the report, token lengths and a preview[/dim]"
+        detail.update(text)
+
+    @on(DataTable.RowHighlighted, "#datasets-table")
+    def _dataset_highlighted(self) -> None:
+        self._show_dataset_detail()
+
+    @on(DataTable.RowSelected, "#datasets-table")
+    def _dataset_selected(self) -> None:
+        self.action_open_dataset()
+
+    def _announce_imports(self, before: ProjectData | None, after: ProjectData) -> None:
+        """Notify about imports that ended since the last read (only those seen running, or queued from here)."""
+        follow = self._follow_job
+        for job_id, item in after.imports.items():
+            if item.kind == "import":
+                continue
+            seen = before.imports.get(job_id) if before is not None else None
+            if not ((seen is not None and seen.kind == "import") or (seen is None and job_id in self._watched)):
+                continue
+            self._watched.discard(job_id)
+            if item.kind == "failed":
+                lines = [line for line in item.error.strip().splitlines() if line.strip()]
+                message = escape("\n".join(lines[:6]) + ("\n…" if len(lines) > 6 else "")) or "no error recorded"
+                self.notify(message, title=f"Import of {item.name} {item.status}", severity="error", timeout=12)
+                if follow == job_id:
+                    self._select["datasets"] = f"job-{job_id}"
+            else:
+                self.notify(f"Imported dataset {item.name}.", title="Import done")
+                if follow == job_id:
+                    key = next((k for k, d in after.datasets.items() if d.kind == "dataset" and d.name == item.name),
+                               None)  # fmt: skip
+                    if key is not None:
+                        self._select["datasets"] = key
+            if follow == job_id:
+                self._follow_job = None
+
+    def action_import_dataset(self) -> None:
+        self.app.push_screen(ImportDialog(self.store, self.project_name), self._queued)
+
+    def _queued(self, queued: Queued | None) -> None:
+        if queued is None:
+            return
+        job_id = queued.job_id
+        self.notify(f"Import queued as job {job_id}.")
+        self._watched.add(job_id)
+        self._follow_job = job_id
+        self._select["datasets"] = f"job-{job_id}"
+        self.action_show_tab("datasets")
+        self.reload()
+
+    def action_open_dataset(self) -> None:
+        if self.active_tab != "datasets":
+            return
+        item = self.current_dataset_item
+        if item is None:
+            self.notify("No dataset to open. Press i to import one.", severity="warning")
+        elif item.kind == "dataset":
+            from tui.screens.datasets import DatasetScreen
+
+            self.app.push_screen(DatasetScreen(item.id))
+        elif item.kind == "failed":
+            self.app.push_screen(ImportErrorDialog(item.name, item.id, item.error))
+        else:
+            self.notify(f"{item.name} is still importing; it opens once the import is done.")
