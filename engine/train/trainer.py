@@ -114,7 +114,14 @@ def run_train_job(ctx: JobContext) -> None:
     ctx.log(f"{cfg.objective}/{cfg.method} on {ctx.config['model_path']} with dataset {folder.name} "
             f"({len(train_rows)} train, {len(val_rows)} val), precision {precision}, "
             f"{'cuda' if cuda else 'cpu'}" + (f"; resuming from {resume.name}" if resume else ""))
+    from transformers import set_seed
+
+    set_seed(cfg.training.seed)  # LoRA's A matrices are drawn when the model is wrapped, before the Trainer seeds
     tokenizer, model = load_model(cfg, ctx.config["model_path"], precision, cuda)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    four_bit = sum(1 for m in model.modules() if type(m).__name__ == "Linear4bit")
+    ctx.log(f"model loaded: {trainable:,} trainable parameters" + (f", {four_bit} Linear4bit layers "
+            f"({cfg.quant.quant_type}, double quant {cfg.quant.double_quant})" if four_bit else ""))
     ctx.check_cancel()
 
     from datasets import Dataset

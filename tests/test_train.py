@@ -1,0 +1,156 @@
+"""Training runs for real on CPU with the demo model: LoRA, QLoRA, full and DPO, plus the faults a
+remote run must survive (kill -9 then resume, cancel)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from engine.demo import demo_chat_messages, make_demo_examples
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("train") / "home"
+    result = run_cli("demo", "--json", home=home, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return home
+
+
+def _run(home: Path, *args: str, timeout: float = 600) -> dict:
+    result = run_cli("run", "new", "demo", "--wait", "--json", *args, home=home, timeout=timeout)
+    data = json.loads(result.stdout)
+    assert data["status"] == "completed" and result.returncode == 0, (data["error"], result.stderr)
+    return data
+
+
+def _series(home: Path, job_id: int, name: str) -> list[tuple[int, float]]:
+    with sqlite3.connect(home / "tunedeck.db") as conn:
+        return conn.execute("SELECT step, value FROM metrics WHERE job_id = ? AND name = ? ORDER BY step",
+                            (job_id, name)).fetchall()
+
+
+def _artifact(home: Path, artifact_id: int) -> dict:
+    shown = json.loads(run_cli("project", "show", "demo", "--json", home=home).stdout)
+    return next(a for a in shown["artifacts_list"] if a["id"] == artifact_id)
+
+
+def test_lora_sft_learns_and_registers_an_adapter(demo_home: Path) -> None:
+    data = _run(demo_home, "--preset", "smoke", "--set", "max_steps=60", "--set", "lr=5e-3",
+                "--set", "batch=8", "--set", "eval_steps=20", "--set", "save_steps=20", "--set", "logging_steps=1")
+    assert (data["step"], data["total_steps"]) == (60, 60)
+    assert {"loss", "eval_loss", "learning_rate", "grad_norm", "step_time", "peak_memory_mb",
+            "eval_perplexity"} <= set(data["metrics"])
+    losses = [v for _, v in _series(demo_home, data["id"], "loss")]
+    assert len(losses) == 60
+    assert sum(losses[-10:]) / 10 < losses[0] - 0.2, losses
+    evals = [v for _, v in _series(demo_home, data["id"], "eval_loss")]
+    assert evals[-1] < evals[0]
+    artifact = _artifact(demo_home, data["result"]["artifact_id"])
+    assert artifact["kind"] == "adapter" and artifact["job_id"] == data["id"]
+    assert artifact["parent_id"] is not None  # the demo model it was trained from
+    assert artifact["meta"]["dataset_id"] == data["config"]["dataset_id"]
+    out = Path(artifact["path"])
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    assert (out / "tokenizer_config.json").is_file()
+
+
+def test_qlora_loads_4bit_and_trains(demo_home: Path) -> None:
+    data = _run(demo_home, "--preset", "qlora", "--set", "max_steps=4", "--set", "batch=2", "--set", "grad_accum=1",
+                "--set", "max_length=128", "--set", "logging_steps=1", "--set", "gradient_checkpointing=false")
+    log = Path(data["log_path"]).read_text()
+    assert "Linear4bit layers (nf4, double quant True)" in log
+    assert all(v == v for _, v in _series(demo_home, data["id"], "loss"))  # finite, not NaN
+    assert _artifact(demo_home, data["result"]["artifact_id"])["kind"] == "adapter"
+
+
+def test_full_fine_tune_saves_a_model(demo_home: Path) -> None:
+    data = _run(demo_home, "--preset", "full", "--set", "max_steps=4", "--set", "batch=2", "--set", "grad_accum=1",
+                "--set", "max_length=128", "--set", "gradient_checkpointing=false")
+    artifact = _artifact(demo_home, data["result"]["artifact_id"])
+    assert artifact["kind"] == "model"
+    assert (Path(artifact["path"]) / "config.json").is_file()
+    assert (Path(artifact["path"]) / "model.safetensors").is_file()
+
+
+def test_dpo_on_a_preference_set(demo_home: Path, tmp_path: Path) -> None:
+    rows = []
+    for ex in make_demo_examples(60, seed=9):
+        prompt = demo_chat_messages(ex)[:1]
+        rows.append({"prompt": prompt, "chosen": ex["output"], "rejected": ex["input"]})
+    src = tmp_path / "prefs.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert run_cli("dataset", "add", "demo", str(src), home=demo_home, timeout=300).returncode == 0
+    refused = run_cli("run", "new", "demo", "--preset", "dpo", home=demo_home)
+    assert refused.returncode == 1 and "DPO needs a preference dataset" in refused.stderr
+    data = _run(demo_home, "--preset", "dpo", "--dataset", "prefs", "--set", "max_steps=4", "--set", "batch=2",
+                "--set", "grad_accum=1", "--set", "max_length=128", "--set", "logging_steps=1",
+                "--set", "gradient_checkpointing=false")
+    assert "rewards/accuracies" in data["metrics"]
+
+
+def _wait(home: Path, job_id: int, statuses: set[str], timeout: float = 300) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        data = json.loads(run_cli("run", "show", str(job_id), "--json", home=home).stdout)
+        if data["status"] in statuses:
+            return data
+        time.sleep(0.2)
+    raise AssertionError(f"run {job_id} still {data['status']}")
+
+
+RESUME_ARGS = ("--preset", "smoke", "--set", "max_steps=80", "--set", "save_steps=10", "--set", "logging_steps=1",
+               "--set", "eval_steps=0", "--set", "batch=4", "--set", "save_total_limit=2", "--set", "lr=3e-3")
+
+
+def test_kill_9_then_resume_matches_an_uninterrupted_run(demo_home: Path) -> None:
+    reference = _run(demo_home, *RESUME_ARGS)
+    ref_losses = dict(_series(demo_home, reference["id"], "loss"))
+
+    job_id = int(run_cli("run", "new", "demo", *RESUME_ARGS, home=demo_home).stdout.strip())
+    ckpts = demo_home / "jobs" / str(job_id) / "checkpoints"
+    deadline = time.time() + 300
+    while not (ckpts / "checkpoint-20" / "trainer_state.json").exists():
+        assert time.time() < deadline, "no checkpoint-20"
+        time.sleep(0.02)
+    running = json.loads(run_cli("run", "show", str(job_id), "--json", home=demo_home).stdout)
+    os.kill(running["pid"], signal.SIGKILL)
+    killed = _wait(demo_home, job_id, {"interrupted", "completed"})
+    assert killed["status"] == "interrupted", "the run finished before the kill; make it longer"
+    assert "killed by signal 9" in killed["error"]
+
+    assert run_cli("run", "resume", str(job_id), home=demo_home).returncode == 0
+    done = _wait(demo_home, job_id, {"completed", "failed", "interrupted"})
+    assert done["status"] == "completed", done["error"]
+    assert done["step"] == 80
+    losses = _series(demo_home, job_id, "loss")
+    assert [s for s, _ in losses] == list(range(1, 81))  # every step once: no duplicates, no gaps
+    for step, value in losses:
+        assert value == pytest.approx(ref_losses[step], rel=1e-5, abs=1e-6), step
+    log = Path(done["log_path"]).read_text()
+    assert "resuming from checkpoint-" in log
+
+
+def test_cancel_saves_a_checkpoint(demo_home: Path) -> None:
+    job_id = int(run_cli("run", "new", "demo", "--preset", "smoke", "--set", "max_steps=5000", "--set",
+                         "save_steps=1000", "--set", "eval_steps=0", home=demo_home).stdout.strip())
+    deadline = time.time() + 300
+    while json.loads(run_cli("run", "show", str(job_id), "--json", home=demo_home).stdout)["step"] < 5:
+        assert time.time() < deadline
+        time.sleep(0.2)
+    result = run_cli("run", "cancel", str(job_id), home=demo_home)
+    assert result.returncode == 0 and "asked the engine to stop" in result.stdout
+    done = _wait(demo_home, job_id, {"cancelled", "failed", "completed"}, timeout=120)
+    assert done["status"] == "cancelled"
+    ckpts = sorted((demo_home / "jobs" / str(job_id) / "checkpoints").glob("checkpoint-*"))
+    assert ckpts and (ckpts[-1] / "trainer_state.json").is_file()
+    assert int(ckpts[-1].name.split("-")[1]) >= 5
