@@ -63,6 +63,7 @@ class LoadResult:
     error_count: int = 0  # all problems (a record may have several)
     dropped: dict[str, int] = field(default_factory=dict)  # dropped records by category of their first problem
     total: int = 0  # records read (blank lines not counted)
+    valid: int = 0  # valid examples (kept in `examples`, or handed to the sink)
 
 
 def detect_format(record: dict[str, Any]) -> str | None:
@@ -305,19 +306,23 @@ _NORMALIZERS: dict[str, Callable[[dict[str, Any], _Errors], dict[str, Any] | Non
 
 def load_examples(source: str | Path, fmt: str = "auto", on_error: str = "fail", max_errors: int = 20,
                   progress: Callable[[int], None] | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> LoadResult:
+                  should_stop: Callable[[], bool] | None = None,
+                  sink: Callable[[Example], None] | None = None) -> LoadResult:
     """Read, validate and normalize every record of SOURCE.
 
     FMT is one of ``FORMATS`` or "auto" (detected from the first object record). ON_ERROR "fail" raises
     :class:`DataError` if any record is bad; "skip" keeps the valid ones and reports the rest. Either way
     a source without a valid example raises :class:`DataError`. PROGRESS gets the number of records read
     every ``CHECK_EVERY`` records and at the end; SHOULD_STOP returning True raises :class:`ImportCancelled`.
+    With SINK, each valid example goes to it as it is read and none is kept (constant memory); the
+    result's ``examples`` is then empty and ``valid`` counts them.
     """
     if fmt != "auto" and fmt not in FORMATS:
         raise DataError(f"unknown format '{fmt}', expected auto or one of {', '.join(FORMATS)}")
     if on_error not in ON_ERROR:
         raise DataError(f"unknown on-error policy '{on_error}', expected fail or skip")
-    loader = _Loader(None if fmt == "auto" else fmt, keep_examples=True, max_errors=max_errors)
+    loader = _Loader(None if fmt == "auto" else fmt, keep_examples=sink is None, max_errors=max_errors)
+    loader.sink = sink
     with _no_gc():
         for n, (loc, record) in enumerate(iter_records(source), 1):
             if n % CHECK_EVERY == 0:
@@ -359,6 +364,8 @@ class _Loader:
         self.error_count = 0
         self.dropped: dict[str, int] = {}
         self.total = 0
+        self.valid = 0
+        self.sink: Callable[[Example], None] | None = None
 
     def add(self, loc: Location, record: dict[str, Any] | RecordError) -> None:
         self.total += 1
@@ -371,7 +378,10 @@ class _Loader:
             return
         result = normalize(record, fmt, loc)
         if isinstance(result, Example):
-            if self.keep_examples:
+            self.valid += 1
+            if self.sink is not None:
+                self.sink(result)
+            elif self.keep_examples:
                 self.examples.append(result)
         else:
             self._drop(result)
@@ -404,11 +414,11 @@ class _Loader:
     def result(self, source: str, on_error: str) -> LoadResult:
         if self.error_count and on_error == "fail":
             raise DataError(f"{source}: {self._summary()}:\n{self._listing()}", self.errors, self.error_count)
-        if not self.examples:
+        if not self.valid:
             why = ": it holds no records" if self.total == 0 else f" ({self._summary()}):\n{self._listing()}"
             raise DataError(f"no valid examples in {source}{why}", self.errors, self.error_count)
         return LoadResult(format=self.fmt or "", examples=self.examples, errors=self.errors,
-                          error_count=self.error_count, dropped=self.dropped, total=self.total)
+                          error_count=self.error_count, dropped=self.dropped, total=self.total, valid=self.valid)
 
     def _summary(self) -> str:
         bad = sum(self.dropped.values())
