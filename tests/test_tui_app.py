@@ -30,18 +30,6 @@ SIZE = (80, 24)
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def store(home: Path):
-    store = open_store(home)
-    yield store
-    store.close()
-
-
 def add_project(store: Store, name: str, description: str = "") -> int:
     with store.write() as session:
         return create_project(session, name, description).id
