@@ -80,6 +80,7 @@ def trainer_args(cfg: RunConfig, out: Path, precision: str, cuda: bool, has_eval
         "bf16": precision == "bf16", "fp16": precision == "fp16", "use_cpu": not cuda,
         "logging_steps": t.logging_steps, "logging_first_step": True,
         "eval_strategy": "steps" if has_eval and t.eval_steps else "no", "eval_steps": t.eval_steps or None,
+        "eval_on_start": bool(has_eval and t.eval_steps),  # the baseline every later eval is compared with
         "save_strategy": "steps", "save_steps": t.save_steps, "save_total_limit": t.save_total_limit,
         "seed": t.seed, "data_seed": t.seed, "report_to": "none", "disable_tqdm": True,
     }
