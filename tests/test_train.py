@@ -156,3 +156,50 @@ def test_cancel_saves_a_checkpoint(demo_home: Path) -> None:
     ckpts = sorted((demo_home / "jobs" / str(job_id) / "checkpoints").glob("checkpoint-*"))
     assert ckpts and (ckpts[-1] / "trainer_state.json").is_file()
     assert int(ckpts[-1].name.split("-")[1]) >= 5
+
+
+def test_sighup_to_the_starting_process_group_leaves_the_run_running(demo_home: Path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "--home", str(demo_home), "run", "new", "demo", "--preset", "smoke",
+         "--set", "max_steps=3000", "--set", "eval_steps=0", "--set", "save_steps=1000", "--wait"],
+        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, like a terminal's
+    )
+    deadline = time.time() + 300
+    job_id = None
+    while job_id is None:
+        assert time.time() < deadline
+        runs = json.loads(run_cli("run", "list", "--json", home=demo_home).stdout)
+        job_id = next((r["id"] for r in runs if r["status"] == "running" and r["total_steps"] == 3000), None)
+        time.sleep(0.2)
+    before = _wait(demo_home, job_id, {"running"})["step"]
+    os.killpg(cli.pid, signal.SIGHUP)  # what a dropped SSH session does to the terminal's process group
+    cli.wait(timeout=30)
+    time.sleep(2)
+    after = json.loads(run_cli("run", "show", str(job_id), "--json", home=demo_home).stdout)
+    assert after["status"] == "running" and after["step"] > before
+    assert run_cli("run", "cancel", str(job_id), home=demo_home).returncode == 0
+    assert _wait(demo_home, job_id, {"cancelled"}, timeout=120)["status"] == "cancelled"
+
+
+def test_queued_runs_run_in_order_past_a_failure(demo_home: Path, tmp_path: Path) -> None:
+    import shutil
+
+    shown = json.loads(run_cli("project", "show", "demo", "--json", home=demo_home).stdout)
+    model = Path(next(a["path"] for a in shown["artifacts_list"] if a["kind"] == "model"))
+    doomed = tmp_path / "doomed-model"
+    shutil.copytree(model, doomed)
+    args = ("--preset", "smoke", "--set", "max_steps=2", "--set", "eval_steps=0")
+    first = int(run_cli("run", "new", "demo", *args, home=demo_home).stdout)
+    second = int(run_cli("run", "new", "demo", *args, "--model", str(doomed), home=demo_home).stdout)
+    third = int(run_cli("run", "new", "demo", *args, home=demo_home).stdout)
+    (doomed / "config.json").write_text("{ broken")  # breaks only the second run, after it was queued
+    done = [_wait(demo_home, j, {"completed", "failed", "interrupted"}) for j in (first, second, third)]
+    assert [d["status"] for d in done] == ["completed", "failed", "completed"]
+    assert done[0]["finished_at"] <= done[1]["started_at"] <= done[1]["finished_at"] <= done[2]["started_at"]
+    assert done[1]["error"]
