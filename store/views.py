@@ -6,6 +6,7 @@ SQLModel side (`store.projects`) runs the same SQL through its sessions.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections import namedtuple
 from dataclasses import asdict, dataclass
@@ -138,3 +139,132 @@ def dataset_detail(conn: sqlite3.Connection, dataset_id: int) -> DatasetDetail:
     if row is None:
         raise NotFound(f"no dataset with id {dataset_id}")
     return DatasetDetail(*row)
+
+
+# ----------------------------------------------------------------------------- training runs
+
+IMPORT_KIND = "dataset-import"
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One row of a project's Runs tab: a job (training runs and the other non-import jobs) with its latest
+    train loss and ETA. `eta_s` is the engine's estimate written at `eta_at` (epoch seconds)."""
+
+    id: int
+    kind: str
+    name: str
+    status: str
+    step: int
+    total_steps: int | None
+    progress: float
+    error: str | None
+    slot: str
+    objective: str | None
+    method: str | None
+    model: str | None
+    dataset: str | None
+    loss: float | None
+    eta_s: float | None
+    eta_at: float | None
+    updated_at: float
+
+
+# The latest value of one metric per job: (job_id, step, name) is unique and indexed in that order, so each
+# subquery walks that job's index entries backwards from its newest step and stops at the first match.
+_LATEST = "(SELECT {col} FROM metrics m WHERE m.job_id = j.id AND m.name = '{name}' ORDER BY m.step DESC LIMIT 1)"
+
+PROJECT_RUNS_SQL = f"""
+SELECT j.id, j.kind, j.name, j.status, j.step, j.total_steps, j.progress, j.error, j.slot,
+    json_extract(j.config, '$.run.objective'), json_extract(j.config, '$.run.method'),
+    json_extract(j.config, '$.run.model'), json_extract(j.config, '$.run.dataset'),
+    {_LATEST.format(col="value", name="loss")},
+    {_LATEST.format(col="value", name="eta_s")},
+    {_LATEST.format(col="created_at", name="eta_s")},
+    j.updated_at
+FROM jobs j
+WHERE j.project_id = ? AND j.kind != '{IMPORT_KIND}'
+ORDER BY j.id DESC
+LIMIT ?
+"""
+
+
+def project_runs(conn: sqlite3.Connection, project_id: int, limit: int = ROW_LIMIT) -> list[RunRow]:
+    """A project's jobs other than dataset imports (those show with the datasets), newest first, with each
+    one's latest `loss` and `eta_s` metric: one query, cheap for any number of metric points."""
+    rows = conn.execute(PROJECT_RUNS_SQL, (project_id, limit))
+    return [RunRow(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    """One job as the run screen shows it; `config` and `result` are decoded JSON."""
+
+    id: int
+    project: str
+    kind: str
+    name: str
+    status: str
+    step: int
+    total_steps: int | None
+    progress: float
+    error: str | None
+    log_path: str | None
+    slot: str
+    cancel_requested: bool
+    config: dict[str, Any]
+    result: dict[str, Any]
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    heartbeat_at: float | None
+    updated_at: float
+
+
+def _json_dict(text: Any) -> dict[str, Any]:
+    if isinstance(text, dict):
+        return text
+    try:
+        value = json.loads(text or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def run_detail(conn: sqlite3.Connection, job_id: int) -> RunDetail:
+    """The job with id `job_id` and its project's name, or NotFound."""
+    row = conn.execute(
+        "SELECT j.id, p.name, j.kind, j.name, j.status, j.step, j.total_steps, j.progress, j.error, j.log_path, "
+        "j.slot, j.cancel_requested, j.config, j.result, j.created_at, j.started_at, j.finished_at, j.heartbeat_at, "
+        "j.updated_at FROM jobs j JOIN projects p ON p.id = j.project_id WHERE j.id = ?",
+        (job_id,),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no job with id {job_id}")
+    values = list(row)
+    values[11] = bool(values[11])
+    values[12] = _json_dict(values[12])
+    values[13] = _json_dict(values[13])
+    return RunDetail(*values)
+
+
+@dataclass(frozen=True)
+class RunChoices:
+    """What the new-run form offers for a project: its datasets and its model artifacts."""
+
+    project_id: int
+    datasets: list[Any]  # DatasetChoice(id, name, format, num_train, num_val), newest first
+    models: list[Any]  # ModelChoice(id, kind, name, path), newest first
+
+
+def run_choices(conn: sqlite3.Connection, project: str) -> RunChoices:
+    """The datasets and model artifacts (kind model or merged) of project `project`, or NotFound."""
+    row = conn.execute("SELECT id FROM projects WHERE name = ?", (project,)).fetchone()
+    if row is None:
+        raise NotFound(f"no project named {project!r}")
+    pid = row[0]
+    datasets = _rows(conn, "DatasetChoice", "SELECT id, name, format, num_train, num_val FROM datasets "
+                     "WHERE project_id = ? ORDER BY id DESC LIMIT ?", (pid, ROW_LIMIT))  # fmt: skip
+    models = _rows(conn, "ModelChoice", "SELECT id, kind, name, path FROM artifacts WHERE project_id = ? "
+                   "AND kind IN ('model', 'merged') ORDER BY id DESC LIMIT ?", (pid, ROW_LIMIT))  # fmt: skip
+    return RunChoices(pid, datasets, models)

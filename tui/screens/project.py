@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -17,11 +18,12 @@ from textual.worker import Worker, WorkerState
 
 from store.db import Store
 from store.errors import NotFound
-from store.views import project_contents
+from store.views import RunRow, project_contents, project_runs
 from tui.screens._common import ago, clip, size_text
 from tui.screens.import_dialog import ImportDialog, ImportErrorDialog, Queued
 from tui.widgets.badges import verdict_badge
 from tui.widgets.live_table import LiveTable, Row
+from tui.widgets.metric_chart import eta_text, fmt_value, progress_bar
 
 TABS: list[tuple[str, str]] = [
     ("datasets", "Datasets"),
@@ -39,13 +41,18 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("verdict", "Verdict"),
         ("created", "Added"),
     ],
+    # Training runs and the other jobs but dataset imports (those show on the Datasets tab). Kind is the
+    # method of a training run (lora, qlora, full, dpo) when its config says, else the job's kind.
     "runs": [
         ("id", "ID"),
         ("kind", "Kind"),
         ("name", "Name"),
         ("status", "Status"),
         ("steps", "Step"),
-        ("updated", "Updated"),
+        ("progress", "Progress"),
+        ("loss", "Loss"),
+        ("eta", "ETA"),
+        ("device", "Dev"),
     ],
     "artifacts": [("kind", "Kind"), ("name", "Name"), ("size", "Size"), ("path", "Path")],
     "chat": [("title", "Title"), ("model", "Model"), ("updated", "Updated")],
@@ -55,7 +62,8 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
 EMPTY: dict[str, str] = {
     "datasets": "No datasets in this project yet. Press [b]i[/b] to import a dataset "
     "(from a shell: tunedeck dataset add PROJECT FILE.jsonl).",
-    "runs": "No runs or other jobs in this project yet.",
+    "runs": "No runs in this project yet. Press [b]n[/b] to start a training run "
+    "(from a shell: tunedeck run new PROJECT --preset smoke).",
     "artifacts": "No artifacts in this project yet. Models, adapters and exports made by runs appear here.",
     "chat": "No chat sessions in this project yet.",
 }
@@ -65,6 +73,9 @@ EMPTY_KEYS = "Press [b]1[/b]-[b]4[/b] to switch tabs, [b]esc[/b] to go back to t
 IMPORT_KIND = "dataset-import"
 ACTIVE = ("queued", "running")
 FAILED = ("failed", "cancelled", "interrupted")
+REAP_EVERY_S = 5.0  # how often a tab with running jobs checks for engines that stopped beating
+PROGRESS_STYLE = {"running": "cyan", "completed": "green", "failed": "red", "interrupted": "red",
+                  "cancelled": "yellow", "queued": "dim"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,7 @@ class ProjectData:
     rows: dict[str, list[Row]] = field(default_factory=dict)
     datasets: dict[str, DatasetItem] = field(default_factory=dict)
     imports: dict[int, DatasetItem] = field(default_factory=dict)  # every import job read, by job id
+    runs: dict[str, RunRow] = field(default_factory=dict)  # the Runs tab's rows, by key
 
 
 def _lint(text: Any) -> dict[str, Any]:
@@ -149,26 +161,44 @@ def _dataset_rows(datasets: list[Any], jobs: list[Any]) -> tuple[list[Row], dict
     return rows, items, imports
 
 
+def run_cells(run: RunRow, now: float | None = None) -> tuple[str, ...]:
+    """One Runs-tab row: id, kind, name, status, step, progress bar, latest loss, ETA, device."""
+    from tui.screens.run import remaining_eta
+
+    kind = run.kind
+    if kind == "train" and run.method:
+        kind = "dpo" if run.objective == "dpo" else run.method
+    if run.name:
+        name = escape(clip(run.name, 10))
+    elif run.dataset:
+        name = f"[dim]{escape(clip(str(run.dataset), 10))}[/dim]"
+    else:
+        name = "-"
+    eta = eta_text(remaining_eta(run.eta_s, run.eta_at, now)) if run.status == "running" else "-"
+    style = PROGRESS_STYLE.get(run.status, "dim")
+    return (
+        str(run.id),
+        kind,
+        name,
+        run.status,
+        f"{run.step}/{run.total_steps}" if run.total_steps else str(run.step),
+        f"[{style}]{progress_bar(run.progress, 5)}[/{style}]",
+        fmt_value(run.loss),
+        eta,
+        run.slot,
+    )
+
+
 def _load(store: Store, name: str) -> ProjectData:
     with store.raw() as conn:
         project = project_contents(conn, name)
+        runs = project_runs(conn, project.id)
     datasets, jobs, artifacts, chats = project.datasets, project.jobs, project.artifacts, project.chats
     data = ProjectData(project.name, project.description)
     data.rows["datasets"], data.datasets, data.imports = _dataset_rows(datasets, jobs)
-    data.rows["runs"] = [
-        (
-            str(j.id),
-            (
-                str(j.id),
-                j.kind,
-                clip(j.name, 24) or "-",
-                j.status,
-                f"{j.step}/{j.total_steps}" if j.total_steps else str(j.step),
-                ago(j.updated_at),
-            ),
-        )
-        for j in jobs
-    ]
+    now = time.time()
+    data.runs = {str(r.id): r for r in runs}
+    data.rows["runs"] = [(str(r.id), run_cells(r, now)) for r in runs]
     data.rows["artifacts"] = [
         (str(a.id), (a.kind, clip(a.name, 24) or "-", size_text(a.size), a.path)) for a in artifacts
     ]
@@ -190,7 +220,8 @@ class ProjectScreen(Screen[None]):
     BINDINGS = [
         Binding("escape,backspace", "back", "Back"),
         Binding("i", "import_dataset", "Import dataset"),
-        Binding("enter", "open_dataset", "Open dataset", show=False),
+        Binding("n", "new_run", "New run"),
+        Binding("enter", "open_row", "Open", show=False),
         Binding("1", "show_tab('datasets')", "Datasets tab", show=False),
         Binding("2", "show_tab('runs')", "Runs tab", show=False),
         Binding("3", "show_tab('artifacts')", "Artifacts tab", show=False),
@@ -206,6 +237,7 @@ class ProjectScreen(Screen[None]):
         self._select: dict[str, str] = {}  # tab -> row key to put the cursor on when it shows up
         self._follow_job: int | None = None  # the import queued from here: its dataset gets the cursor
         self._watched: set[int] = set()  # imports queued from here: their end is announced
+        self._last_reap = 0.0
 
     @property
     def store(self) -> Store:
@@ -219,8 +251,8 @@ class ProjectScreen(Screen[None]):
                 with TabPane(f"{number} {title}", id=tab_id):
                     yield LiveTable(COLUMNS[tab_id], id=f"{tab_id}-table")
                     yield Static("Loading…", id=f"{tab_id}-empty", classes="empty")
-                    if tab_id == "datasets":
-                        yield Static("", id="datasets-detail", classes="tab-detail")
+                    if tab_id in ("datasets", "runs"):
+                        yield Static("", id=f"{tab_id}-detail", classes="tab-detail")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -232,6 +264,20 @@ class ProjectScreen(Screen[None]):
     def _tick(self) -> None:
         if self.is_current:
             self.reload()
+            self._reap()
+
+    def _reap(self) -> None:
+        """Every few seconds while a job shows as running: mark those whose engine stopped beating interrupted."""
+        data = self.data
+        if data is None or not any(r.status == "running" for r in data.runs.values()):
+            return
+        if time.monotonic() - self._last_reap < REAP_EVERY_S:
+            return
+        self._last_reap = time.monotonic()
+        from tui.screens.run import reap_stale_jobs
+
+        self.run_worker(partial(reap_stale_jobs, self.store), group="reap", thread=True, exclusive=True,
+                        exit_on_error=False)  # fmt: skip
 
     @property
     def active_tab(self) -> str:
@@ -289,6 +335,7 @@ class ProjectScreen(Screen[None]):
         self._fix_focus(force=not self._shown_once)
         self._shown_once = True
         self._show_dataset_detail()
+        self._show_run_detail()
 
     def _fix_focus(self, force: bool = False) -> None:
         """Focus the active tab's table when it has rows, else the tab bar.
@@ -393,6 +440,13 @@ class ProjectScreen(Screen[None]):
         self.action_show_tab("datasets")
         self.reload()
 
+    def action_open_row(self) -> None:
+        """enter on a tab without rows (the tab bar has focus): nothing to open, or the highlighted row."""
+        if self.active_tab == "runs":
+            self.action_open_run()
+        else:
+            self.action_open_dataset()
+
     def action_open_dataset(self) -> None:
         if self.active_tab != "datasets":
             return
@@ -407,3 +461,63 @@ class ProjectScreen(Screen[None]):
             self.app.push_screen(ImportErrorDialog(item.name, item.id, item.error))
         else:
             self.notify(f"{item.name} is still importing; it opens once the import is done.")
+
+    # -- runs --------------------------------------------------------------------
+
+    @property
+    def current_run(self) -> RunRow | None:
+        """The Runs tab's row under the cursor."""
+        if self.data is None:
+            return None
+        table = self.query_one("#runs-table", LiveTable)
+        key = table.current_key if table.display else None
+        return self.data.runs.get(key) if key is not None else None
+
+    def _show_run_detail(self) -> None:
+        detail = self.query_one("#runs-detail", Static)
+        run = self.current_run
+        if run is None:
+            detail.update("")
+            detail.display = False
+            return
+        detail.display = True
+        if run.status in FAILED and run.error:
+            first = next((line.strip() for line in run.error.splitlines() if line.strip()), "")
+            text = f"[red]{escape(clip(first, 70))}[/red]\n[dim]enter opens run {run.id} · n starts a new run[/dim]"
+        elif run.kind == "train":
+            model = (run.model or "?").rstrip("/").rsplit("/", 1)[-1]
+            what = f"{run.objective or '?'}/{run.method or '?'} · model {model} · dataset {run.dataset or '?'}"
+            text = f"{escape(clip(what, 76))}\n[dim]enter opens run {run.id}: charts, metrics, log, config[/dim]"
+        else:
+            text = f"[dim]enter opens job {run.id} ({escape(run.kind)}): its log and config[/dim]"
+        detail.update(text)
+
+    @on(DataTable.RowHighlighted, "#runs-table")
+    def _run_highlighted(self) -> None:
+        self._show_run_detail()
+
+    @on(DataTable.RowSelected, "#runs-table")
+    def _run_selected(self) -> None:
+        self.action_open_run()
+
+    def action_open_run(self) -> None:
+        run = self.current_run
+        if run is None:
+            self.notify("No run to open. Press n to start one.", severity="warning")
+            return
+        from tui.screens.run import RunScreen
+
+        self.app.push_screen(RunScreen(run.id))
+
+    def action_new_run(self) -> None:
+        from tui.screens.new_run import NewRunForm
+
+        self.app.push_screen(NewRunForm(self.store, self.project_name), self._run_queued)
+
+    def _run_queued(self, job_id: int | None) -> None:
+        if job_id is None:
+            return
+        self.notify(f"Run {job_id} queued.")
+        self._select["runs"] = str(job_id)
+        self.action_show_tab("runs")
+        self.reload()

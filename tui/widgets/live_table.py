@@ -52,7 +52,7 @@ class LiveTable(DataTable):
             for (key, old), (_, new) in zip(self._shown, rows, strict=True):
                 for column, before, after in zip(column_keys, old, new, strict=True):
                     if before != after:
-                        self.update_cell(key, column, after)
+                        self.update_cell(key, column, after, update_width=True)  # a column may widen
             self._shown = rows
             if select is not None:
                 self._select(select, self.cursor_row)

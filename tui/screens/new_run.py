@@ -1,0 +1,547 @@
+"""The new-run form: dataset, model, objective, method, preset and the common training fields.
+
+Every field shows its recommended range; the focused one shows its full description from the schema.
+Problems and recipe warnings are recomputed as fields change; ctrl+y shows the YAML the run will save.
+The engine's config module is imported in a worker (it is light, but never needed at start-up).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.markup import escape
+from textual.screen import ModalScreen
+from textual.widget import Widget
+from textual.widgets import Checkbox, Input, Label, Select, Static
+from textual.worker import Worker, WorkerState
+
+from store.db import Store
+from store.errors import TunedeckError
+from store.views import run_choices
+from tui.widgets.path_input import PathInput
+
+PRESETS = ("smoke", "lora", "qlora", "full", "dpo")
+OBJECTIVES = ("sft", "dpo")
+METHODS = ("lora", "qlora", "full")
+SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+DEMO_PROJECT = "demo"
+DEMO_MODEL = "demo-llama"
+MAX_MESSAGES = 4  # lines of problems and warnings under the form
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One training field of the form: its config path, label, recommended range and widget kind."""
+
+    path: str
+    label: str
+    hint: str
+    kind: str = "value"  # value (typed text, read as a YAML scalar), choice or bool
+    choices: tuple[str, ...] = ()
+
+    @property
+    def widget_id(self) -> str:
+        return "f-" + self.path.replace(".", "-")
+
+
+FIELDS: list[FieldSpec] = [
+    FieldSpec("training.learning_rate", "Learning rate", "1e-5..3e-4 for LoRA/QLoRA"),  # follows the method
+    FieldSpec("training.epochs", "Epochs", "1..5 (ignored when max steps > 0)"),
+    FieldSpec("training.max_steps", "Max steps", "-1 = train for the epochs; else > 0"),
+    FieldSpec("training.per_device_batch", "Batch", "per device; batch x accum: 8..64"),
+    FieldSpec("training.grad_accum", "Grad accum", "effective batch = batch x accum: 8..64"),
+    FieldSpec("training.max_length", "Max length", "tokens, >= 16; longer examples are cut"),
+    FieldSpec("training.warmup", "Warmup", "fraction of the steps: 0.03..0.1"),
+    FieldSpec("training.scheduler", "Scheduler", "cosine or linear are usual", "choice", SCHEDULERS),
+    FieldSpec("lora.r", "LoRA r", "rank 8..64 (lora, qlora)"),
+    FieldSpec("lora.alpha", "LoRA alpha", "r..4r; 2r is common"),
+    FieldSpec("lora.dropout", "LoRA dropout", "0 <= dropout < 1; 0.05 is typical"),
+    FieldSpec("dpo.beta", "DPO beta", "0.01..0.5; 0.1 is typical (dpo only)"),
+    FieldSpec("training.eval_steps", "Eval steps", "evaluate every N steps; 0 = never"),
+    FieldSpec("training.save_steps", "Save steps", "checkpoint every N steps (>= 1)"),
+    FieldSpec("training.logging_steps", "Logging steps", "log loss every N steps (>= 1)"),
+    FieldSpec("training.seed", "Seed", "0..4294967295"),
+    FieldSpec("training.gradient_checkpointing", "Grad checkpoint", "less memory, ~30% slower", "bool"),
+    FieldSpec("training.precision", "Precision", "auto = bf16/fp16 on a GPU, fp32 on CPU", "choice", PRECISIONS),
+]
+SPECS = {spec.path: spec for spec in FIELDS}
+LR_HINTS = {"dpo": "5e-7..5e-6 for DPO", "full": "5e-6..1e-4 for full fine-tuning", "lora": "1e-5..3e-4 for LoRA/QLoRA"}
+TOP_FIELDS = ("name", "model", "dataset", "objective", "method")
+
+
+@dataclass
+class Prepared:
+    """What the form needs from the store and the schema, read in a worker."""
+
+    base: dict[str, Any]  # the full config the fields start from
+    preset: str | None  # the preset it came from (None for a copy of a run)
+    datasets: list[Any]
+    models: list[Any]
+    descriptions: dict[str, str] = field(default_factory=dict)
+    titles: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Checked:
+    """The form read and validated: the config (None when invalid), its problems and warnings."""
+
+    data: dict[str, Any]
+    config: Any = None  # a RunConfig
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _descriptions() -> dict[str, str]:
+    from pydantic import BaseModel
+
+    from engine.train.config import RunConfig
+
+    out: dict[str, str] = {}
+    for name, info in RunConfig.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            for sub, sub_info in annotation.model_fields.items():
+                out[f"{name}.{sub}"] = sub_info.description or ""
+        else:
+            out[name] = info.description or ""
+    return out
+
+
+def prepare(store: Store, project: str, initial: dict[str, Any] | None) -> Prepared:
+    """The project's datasets and models, the schema's descriptions and the starting config."""
+    from engine.train.config import ConfigError, parse_config
+    from engine.train.presets import PRESET_TITLES, preset_config
+
+    with store.raw() as conn:
+        choices = run_choices(conn, project)
+    if initial is not None:
+        try:
+            base = parse_config(initial).model_dump(mode="python")
+        except ConfigError:
+            base = dict(initial)
+        preset = None
+    else:
+        model = ""
+        if project == DEMO_PROJECT:
+            model = next((m.path for m in choices.models if m.name == DEMO_MODEL), "")
+        dataset = choices.datasets[0].name if choices.datasets else ""
+        preset = "smoke" if project == DEMO_PROJECT else "lora"
+        base = preset_config(preset, model=model, dataset=dataset).model_dump(mode="python")
+    return Prepared(base, preset, choices.datasets, choices.models, _descriptions(), dict(PRESET_TITLES))
+
+
+def preset_base(preset: str, model: str, dataset: str, name: str) -> dict[str, Any]:
+    """The full config of a preset for this model, dataset and name."""
+    from engine.train.presets import preset_config
+
+    return preset_config(preset, model=model, dataset=dataset, name=name).model_dump(mode="python")
+
+
+def _scalar(text: str) -> Any:
+    """A typed value read as YAML does (2e-4 and 0.0002 are numbers; abc stays text for the schema to refuse)."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, int | float | str | bool) else text
+
+
+def check(data: dict[str, Any]) -> Checked:
+    """Validate form data: the config, or its problems (one line each); recipe warnings when valid."""
+    from engine.train.config import ConfigError, parse_config, warnings
+
+    checked = Checked(data)
+    try:
+        checked.config = parse_config(data, source="form")
+    except ConfigError as error:
+        checked.problems = [p.removeprefix("form: ") for p in error.problems]
+        return checked
+    checked.warnings = warnings(checked.config)
+    return checked
+
+
+def config_yaml(config: Any) -> str:
+    from engine.train.config import dump_yaml
+
+    return dump_yaml(config)
+
+
+def queue(store: Store, project: str, data: dict[str, Any]) -> int:
+    """Validate again and queue the run (the engine checks the model, the dataset and their fit)."""
+    from engine.train.config import parse_config
+    from engine.train.queue import queue_run
+
+    return queue_run(store, project, parse_config(data, source="form"))
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _select(options: tuple[str, ...], value: str, widget_id: str, blank: bool = False) -> Select[str]:
+    kwargs: dict[str, Any] = {"prompt": "custom"} if blank else {}
+    return Select([(o, o) for o in options], value=value if value in options else Select.NULL,
+                  allow_blank=blank, compact=True, id=widget_id, **kwargs)  # fmt: skip
+
+
+def _field_path(widget: Widget | None) -> str | None:
+    """The config path a form widget edits."""
+    if widget is None or not widget.id:
+        return None
+    if widget.id in TOP_FIELDS or widget.id == "preset":
+        return widget.id
+    if widget.id.startswith("f-"):
+        return widget.id[2:].replace("-", ".")
+    return None
+
+
+class NewRunForm(ModalScreen[int | None]):
+    """Queue a training run; result: its job id, or None when cancelled.
+
+    `initial` (a run's config) prefills a copy of that run; otherwise the form starts from a preset
+    (smoke for the demo project, else lora). Problems stay in the form; it closes once the run is queued.
+    """
+
+    HELP_TITLE = "New run"
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel"),
+        Binding("ctrl+s", "submit", "Queue run", priority=True),
+        # Priority, so that enter queues from any field; an open list takes enter itself.
+        Binding("enter", "submit", "Queue run", show=False, priority=True),
+        Binding("ctrl+y", "toggle_yaml", "Show YAML", priority=True),
+    ]
+
+    def __init__(self, store: Store, project: str, initial: dict[str, Any] | None = None, title: str = "") -> None:
+        super().__init__()
+        self.store = store
+        self.project = project
+        self.initial = initial
+        self.title_text = title or f"New run in [b]{escape(project)}[/b]"
+        self.prepared: Prepared | None = None
+        self.checked: Checked | None = None
+        self._base: dict[str, Any] = {}
+        self._preset_applied: str | None = None
+        self._busy = False
+
+    # -- layout ------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="new-run", classes="dialog"):
+            yield Static(self.title_text, classes="dialog-title")
+            with VerticalScroll(id="run-form"):
+                with Horizontal(classes="field"):
+                    yield Label("Preset", classes="field-label")
+                    yield _select(PRESETS, "", "preset", blank=True)
+                    yield Static("", id="preset-hint", classes="field-hint")
+                with Horizontal(classes="field"):
+                    yield Label("Dataset", classes="field-label")
+                    yield Select([], allow_blank=True, prompt="no dataset", compact=True, id="dataset")
+                    yield Static("", id="dataset-hint", classes="field-hint")
+                with Horizontal(classes="field"):
+                    yield Label("Model", classes="field-label")
+                    yield PathInput(placeholder="a model folder or a hub id (org/name)", id="model", compact=True,
+                                    suffixes=())  # fmt: skip
+                with Horizontal(classes="field"):
+                    yield Label("Name", classes="field-label")
+                    yield Input(placeholder="optional", id="name", compact=True, max_length=200)
+                with Horizontal(classes="field"):
+                    yield Label("Objective", classes="field-label")
+                    yield _select(OBJECTIVES, "sft", "objective")
+                    yield Label("Method", classes="field-label2")
+                    yield _select(METHODS, "lora", "method")
+                for spec in FIELDS:
+                    with Horizontal(classes="field"):
+                        yield Label(spec.label, classes="field-label")
+                        if spec.kind == "choice":
+                            yield _select(spec.choices, spec.choices[0], spec.widget_id)
+                        elif spec.kind == "bool":
+                            yield Checkbox("", compact=True, id=spec.widget_id)
+                        else:
+                            yield Input(id=spec.widget_id, compact=True, classes="value")
+                        yield Static(escape(spec.hint), id=f"{spec.widget_id}-hint", classes="field-hint")
+            with VerticalScroll(id="yaml-view"):
+                yield Static("", id="yaml-text")
+            yield Static("", id="field-help")
+            yield Static("", id="messages")
+            yield Static("", id="error", classes="error")
+            yield Static("ctrl+s queue · ctrl+y YAML · tab next · space opens a list · esc cancel", classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one("#yaml-view").display = False
+        self.show_error("")
+        self.query_one("#messages", Static).update("[dim]Loading…[/dim]")
+        self.query_one("#run-form").disabled = True
+        self.run_worker(partial(prepare, self.store, self.project, self.initial), group="prepare", thread=True,
+                        exit_on_error=False)  # fmt: skip
+
+    # -- filling -----------------------------------------------------------------
+
+    def _fill(self, base: dict[str, Any]) -> None:
+        """Put a full config into the fields."""
+        self._base = base
+        self.query_one("#name", Input).value = str(base.get("name") or "")
+        self.query_one("#model", Input).value = str(base.get("model") or "")
+        self._set_dataset(str(base.get("dataset") or ""))
+        for key in ("objective", "method"):
+            self.query_one(f"#{key}", Select).value = base.get(key) or Select.NULL
+        for spec in FIELDS:
+            section, _, leaf = spec.path.partition(".")
+            value = (base.get(section) or {}).get(leaf)
+            widget = self.query_one(f"#{spec.widget_id}")
+            if isinstance(widget, Select):
+                widget.value = value if value in spec.choices else spec.choices[0]
+            elif isinstance(widget, Checkbox):
+                widget.value = bool(value)
+            elif isinstance(widget, Input):
+                widget.value = _show(value)
+
+    def _set_dataset(self, name: str) -> None:
+        prepared = self.prepared
+        select = self.query_one("#dataset", Select)
+        options = [(f"{d.name} ({d.format}, {d.num_train:,} train)", d.name) for d in (prepared.datasets if
+                   prepared else ())]  # fmt: skip
+        if name and name not in {value for _, value in options}:
+            options.append((name, name))  # a run's dataset given by id, or one deleted since
+        select.set_options(options)
+        select.value = name if name else (options[0][1] if options else Select.NULL)
+        hint = "" if options else "none yet: import one on the Datasets tab (i)"
+        self.query_one("#dataset-hint", Static).update(hint)
+
+    def _preset_hint(self, preset: str | None) -> None:
+        titles = self.prepared.titles if self.prepared else {}
+        text = titles.get(preset or "", "") if preset else "fields as given (choose a preset to refill them)"
+        self.query_one("#preset-hint", Static).update(escape(text))
+
+    # -- reading and checking ----------------------------------------------------
+
+    def form_data(self) -> dict[str, Any]:
+        """The config the fields describe: the base config with every field laid over it.
+
+        An emptied box means the schema's default for that field.
+        """
+        data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._base.items()}
+        data["name"] = self.query_one("#name", Input).value.strip()
+        data["model"] = self.query_one("#model", Input).value.strip()
+        dataset = self.query_one("#dataset", Select).value
+        data["dataset"] = "" if dataset is Select.NULL else str(dataset)
+        for key in ("objective", "method"):
+            value = self.query_one(f"#{key}", Select).value
+            if value is not Select.NULL:
+                data[key] = value
+        for spec in FIELDS:
+            section, _, leaf = spec.path.partition(".")
+            node = data.setdefault(section, {})
+            widget = self.query_one(f"#{spec.widget_id}")
+            if isinstance(widget, Select):
+                if widget.value is not Select.NULL:
+                    node[leaf] = widget.value
+            elif isinstance(widget, Checkbox):
+                node[leaf] = widget.value
+            elif isinstance(widget, Input):
+                text = widget.value.strip()
+                if text:
+                    node[leaf] = _scalar(text)
+                else:
+                    node.pop(leaf, None)
+        return data
+
+    def recheck(self) -> Checked | None:
+        """Validate the fields now: mark the bad ones, list problems and warnings, refresh the YAML."""
+        if self.prepared is None:
+            return None
+        checked = self.checked = check(self.form_data())
+        bad = {p.split(":", 1)[0].strip() for p in checked.problems}
+        for spec in FIELDS:
+            self.query_one(f"#{spec.widget_id}").set_class(spec.path in bad, "bad")
+        for key in TOP_FIELDS:
+            self.query_one(f"#{key}").set_class(key in bad, "bad")
+        lines = [f"[red]✗ {escape(p)}[/red]" for p in checked.problems]
+        lines += [f"[yellow]! {escape(w)}[/yellow]" for w in checked.warnings]
+        if len(lines) > MAX_MESSAGES:
+            more = len(lines) - (MAX_MESSAGES - 1)
+            lines = [*lines[: MAX_MESSAGES - 1], f"[dim]… and {more} more (ctrl+y lists them all)[/dim]"]
+        if not lines:
+            lines = ["[green]✓ valid, within the recommended ranges[/green]"]
+        self.query_one("#messages", Static).update("\n".join(lines))
+        self._effective_batch(checked)
+        self._lr_hint(checked.data)
+        if self.query_one("#yaml-view").display:
+            self._show_yaml()
+        return checked
+
+    def _effective_batch(self, checked: Checked) -> None:
+        hint = self.query_one("#f-training-grad_accum-hint", Static)
+        cfg = checked.config
+        if cfg is None:
+            hint.update(escape(SPECS["training.grad_accum"].hint))
+            return
+        t = cfg.training
+        effective = t.per_device_batch * t.grad_accum * max(1, len(cfg.devices))
+        colour = "green" if 8 <= effective <= 64 else "yellow"
+        hint.update(f"effective batch [{colour}]{effective}[/{colour}] (recommended 8..64)")
+
+    def _lr_hint(self, data: dict[str, Any]) -> None:
+        kind = "dpo" if data.get("objective") == "dpo" else "full" if data.get("method") == "full" else "lora"
+        self.query_one("#f-training-learning_rate-hint", Static).update(escape(LR_HINTS[kind]))
+
+    def _show_yaml(self) -> None:
+        checked = self.checked
+        box = self.query_one("#yaml-text", Static)
+        if checked is None:
+            box.update("Loading…")
+            return
+        if checked.config is None:
+            lines = "\n".join(f"  ✗ {p}" for p in checked.problems)
+            box.update(escape(f"# Fix these first; the YAML shows once the form is valid:\n{lines}"))
+            return
+        notes = "".join(f"# warning: {w}\n" for w in checked.warnings)
+        box.update(escape(notes + config_yaml(checked.config)))
+
+    # -- events ------------------------------------------------------------------
+
+    @on(Input.Changed)
+    @on(Checkbox.Changed)
+    def _field_changed(self) -> None:
+        self.show_error("")
+        self.recheck()
+
+    @on(Select.Changed)
+    def _select_changed(self, event: Select.Changed) -> None:
+        self.show_error("")
+        if event.select.id == "preset":
+            value = None if event.value is Select.NULL else str(event.value)
+            self._preset_hint(value)
+            self._show_field_help()
+            if value is not None and value != self._preset_applied and self.prepared is not None:
+                self._apply_preset(value)
+                return
+        self.recheck()
+
+    def _apply_preset(self, preset: str) -> None:
+        data = self.form_data()
+        try:
+            base = preset_base(preset, data.get("model", ""), data.get("dataset", ""), data.get("name", ""))
+        except TunedeckError as error:
+            self.show_error(str(error))
+            return
+        self._preset_applied = preset
+        self._fill(base)
+        self.recheck()
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_submit()
+
+    def on_descendant_focus(self, event: object) -> None:
+        self._show_field_help()
+
+    def _show_field_help(self) -> None:
+        """The focused field's description from the schema, under the form."""
+        path = _field_path(self.focused)
+        help_box = self.query_one("#field-help", Static)
+        if path is None or self.prepared is None:
+            help_box.update("")
+            return
+        text = self.prepared.descriptions.get(path, "")
+        if path == "preset":
+            value = self.query_one("#preset", Select).value
+            title = self.prepared.titles.get(str(value), "") if value is not Select.NULL else ""
+            text = (f"{title}. " if title else "") + "Choosing a preset refills every field below but the dataset, "
+            text += "model and name."
+        help_box.update(f"[b]{escape(path)}[/b]: {escape(text)}" if text else "")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "submit" and any(select.expanded for select in self.query(Select)):
+            return False  # enter picks the highlighted choice of an open list
+        return True
+
+    def show_error(self, message: str) -> None:
+        error = self.query_one("#error", Static)
+        error.update(escape(message))
+        error.display = bool(message)
+
+    # -- actions -----------------------------------------------------------------
+
+    def action_toggle_yaml(self) -> None:
+        view = self.query_one("#yaml-view")
+        form = self.query_one("#run-form")
+        showing = not view.display
+        view.display = showing
+        form.display = not showing
+        if showing:
+            self._show_yaml()
+            view.focus()
+        else:
+            self.query_one("#preset").focus()
+
+    def action_submit(self) -> None:
+        if self._busy or self.prepared is None:
+            return
+        checked = self.recheck()
+        if checked is None:
+            return
+        if checked.config is None:
+            first = checked.problems[0].split(":", 1)[0].strip() if checked.problems else ""
+            target = SPECS[first].widget_id if first in SPECS else first if first in TOP_FIELDS else None
+            self.show_error("Fix the fields marked in red first.")
+            if target:
+                if self.query_one("#yaml-view").display:
+                    self.action_toggle_yaml()
+                self.query_one(f"#{target}").focus()
+            return
+        self._busy = True
+        self.show_error("")
+        self.query_one("#messages", Static).update("[dim]Queueing…[/dim]")
+        self.run_worker(partial(queue, self.store, self.project, checked.data), group="queue", thread=True,
+                        exit_on_error=False)  # fmt: skip
+
+    def action_cancel(self) -> None:
+        if self.query_one("#yaml-view").display:
+            self.action_toggle_yaml()
+            return
+        self.dismiss(None)
+
+    # -- workers -----------------------------------------------------------------
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if worker.group == "prepare":
+            if event.state == WorkerState.SUCCESS:
+                self.prepared = worker.result
+                self.query_one("#run-form").disabled = False
+                preset = self.prepared.preset
+                self._preset_applied = preset
+                self._fill(self.prepared.base)
+                self.query_one("#preset", Select).value = preset or Select.NULL
+                self._preset_hint(preset)
+                self.recheck()
+                self.query_one("#dataset" if self.prepared.datasets else "#preset").focus()
+            elif event.state == WorkerState.ERROR:
+                self.query_one("#messages", Static).update("")
+                self.show_error(f"Could not open the form: {worker.error}")
+        elif worker.group == "queue":
+            if event.state == WorkerState.SUCCESS:
+                self.dismiss(worker.result)
+            elif event.state in (WorkerState.ERROR, WorkerState.CANCELLED):
+                self._busy = False
+                error = worker.error
+                if self.checked is not None:
+                    self.recheck()
+                if isinstance(error, TunedeckError):
+                    self.show_error(str(error))
+                else:
+                    self.show_error(f"could not queue the run: {error}")

@@ -1,0 +1,526 @@
+"""One run: its status, live charts, metrics, log and config, and cancel / resume / retry / duplicate-and-edit.
+
+A worker polls the store about once a second: the job row, the metric points since the last step it
+has (charts and the metrics table grow incrementally) and the log file from the last byte offset
+read. Nothing here waits on the engine; reopening the screen (or the TUI) during a run picks it up live.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.markup import escape
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Footer, Static, TabbedContent, TabPane
+from textual.worker import Worker, WorkerState
+
+from store.db import Store
+from store.errors import NotFound, TunedeckError
+from store.views import RunDetail, run_detail
+from tui.screens._common import ago, clip
+from tui.widgets.live_table import LiveTable
+from tui.widgets.log_tail import LogChunk, LogTail, read_log
+from tui.widgets.metric_chart import MetricChart, eta_text, fmt_value, progress_bar
+
+POLL_SECONDS = 1.0
+REAP_EVERY_S = 5.0
+ACTIVE = ("queued", "running")
+REQUEUABLE = ("failed", "cancelled", "interrupted")
+CHARTS = [("loss", "train loss", True), ("eval_loss", "eval loss", True), ("learning_rate", "learning rate", False)]
+TABS = [("charts", "Charts"), ("metrics", "Metrics"), ("log", "Log"), ("config", "Config")]
+STATUS_STYLE = {
+    "queued": "dim",
+    "running": "bold cyan",
+    "completed": "bold green",
+    "failed": "bold red",
+    "cancelled": "bold yellow",
+    "interrupted": "bold magenta",
+}
+STATUS_MARK = {"queued": "…", "running": "▶", "completed": "✓", "failed": "✗", "cancelled": "■", "interrupted": "!"}
+
+
+def status_text(status: str) -> str:
+    """A job status as coloured markup with a mark."""
+    return f"[{STATUS_STYLE.get(status, 'dim')}]{STATUS_MARK.get(status, '?')} {status}[/]"
+
+
+def remaining_eta(eta_s: float | None, written_at: float | None, now: float | None = None) -> float | None:
+    """The engine's ETA, less the time since it was written (it is written at each logging step)."""
+    if eta_s is None:
+        return None
+    elapsed = max(0.0, (time.time() if now is None else now) - written_at) if written_at else 0.0
+    return max(0.0, eta_s - elapsed)
+
+
+# ----------------------------------------------------------------------------- store access (worker threads)
+
+
+def reap_stale_jobs(store: Store) -> list[int]:
+    """Mark running jobs whose engine stopped beating as interrupted (what `tunedeck job list` does first)."""
+    from store.jobs import reap_stale  # SQLAlchemy loads on the first write, in this worker
+
+    with store.write() as session:
+        return reap_stale(session)
+
+
+def cancel_run(store: Store, job_id: int) -> str:
+    """Cancel a queued run at once, or ask a running one to save a checkpoint and stop; returns its status."""
+    from store.jobs import request_cancel
+
+    with store.write() as session:
+        return request_cancel(session, job_id)
+
+
+def requeue_run(store: Store, job_id: int, fresh: bool) -> str:
+    """Queue a failed, cancelled or interrupted run again and start its runner (as `tunedeck run resume|retry`).
+
+    Resume continues from the last checkpoint; retry (`fresh`) deletes checkpoints and metrics first.
+    """
+    from engine.launch import start_runner
+    from engine.train.queue import reset_checkpoints
+    from store.jobs import get_job, transition
+
+    with store.read() as session:
+        job = get_job(session, job_id)
+        kind, status, slot, step = job.kind, job.status, job.slot, job.step
+    if kind != "train":
+        raise TunedeckError(f"job {job_id} is a {kind} job, not a training run")
+    if status not in REQUEUABLE:
+        verb = "retried" if fresh else "resumed"
+        raise TunedeckError(f"run {job_id} is {status}; only failed, cancelled or interrupted runs can be {verb}")
+    if fresh:
+        reset_checkpoints(store, job_id)
+    with store.write() as session:
+        transition(session, job_id, "queued", cancel_requested=False, step=0 if fresh else step)
+    start_runner(store.home, slot)
+    return "from the start" if fresh else "from its last checkpoint"
+
+
+@dataclass
+class RunPoll:
+    """One read of a run: its row, new metric points and new log lines."""
+
+    detail: RunDetail
+    points: list[tuple[int, str, float]] = field(default_factory=list)  # (step, name, value) from `since`
+    restart: bool = False  # the metrics went back (a retry): drop what is shown
+    log: LogChunk | None = None
+    log_path: str = ""
+
+
+def poll_run(store: Store, job_id: int, since: int, log_path: str, log_offset: int) -> RunPoll:
+    """The job row, metric points at or after step `since` (a point can arrive late at the last step
+    seen) and the log from `log_offset`. Reads the whole history when `since` is -1."""
+    with store.raw() as conn:
+        detail = run_detail(conn, job_id)
+        last = conn.execute("SELECT max(step) FROM metrics WHERE job_id = ?", (job_id,)).fetchone()[0]
+        restart = since >= 0 and (last is None or last < since)
+        rows = conn.execute(
+            "SELECT step, name, value FROM metrics WHERE job_id = ? AND step >= ? ORDER BY step",
+            (job_id, -1 if restart else since),
+        ).fetchall()
+    poll = RunPoll(detail, [(int(s), str(n), float(v)) for s, n, v in rows], restart)
+    path = detail.log_path or str(store.home / "jobs" / str(job_id) / "job.log")
+    if path != log_path:
+        log_offset = 0
+    poll.log_path = path
+    poll.log = read_log(path, log_offset, final=detail.status not in ACTIVE)
+    return poll
+
+
+def config_text(detail: RunDetail) -> str:
+    """The Config tab: the run's YAML as saved (or its config as YAML/JSON for older and other jobs)."""
+    config = detail.config
+    text = config.get("run_yaml")
+    if not text and isinstance(config.get("run"), dict):
+        import yaml
+
+        text = yaml.safe_dump(config["run"], sort_keys=False, allow_unicode=True, width=1000)
+    if not text:
+        text = json.dumps(config, indent=2, sort_keys=True) if config else "# this job has no configuration"
+    extra = []
+    for key, label in (("model_path", "model path"), ("dataset_id", "dataset id"), ("dataset_hash", "dataset hash")):
+        if config.get(key) not in (None, ""):
+            extra.append(f"# {label}: {config[key]}")
+    return text.rstrip("\n") + ("\n\n" + "\n".join(extra) if extra else "") + "\n"
+
+
+# ----------------------------------------------------------------------------- dialogs
+
+
+class ConfirmDialog(ModalScreen[bool]):
+    """Asks before an action that cannot be taken back: y or enter goes ahead, n or esc does not."""
+
+    HELP_TITLE = "Confirm"
+    BINDINGS = [
+        Binding("y,enter", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, title: str, body: str, yes: str = "y go ahead") -> None:
+        super().__init__()
+        self.title_text = title
+        self.body = body
+        self.yes = yes
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm-run", classes="dialog"):
+            yield Static(self.title_text, classes="dialog-title")
+            yield Static(self.body, id="confirm-body")
+            yield Static(f"{self.yes} · n or esc keep it as it is", classes="hint")
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+
+# ----------------------------------------------------------------------------- the screen
+
+
+class RunScreen(Screen[None]):
+    """A run's header (status, step, ETA, device) over its Charts, Metrics, Log and Config tabs."""
+
+    HELP_TITLE = "Run"
+    AUTO_FOCUS = ""
+    BINDINGS = [
+        Binding("escape,backspace", "back", "Back"),
+        Binding("c", "cancel_run", "Cancel run"),
+        Binding("r", "resume_run", "Resume"),
+        Binding("R", "retry_run", "Retry"),
+        Binding("e", "edit_copy", "Duplicate & edit"),
+        Binding("end", "follow_log", "Follow the log", show=False),
+        Binding("1", "show_tab('charts')", "Charts tab", show=False),
+        Binding("2", "show_tab('metrics')", "Metrics tab", show=False),
+        Binding("3", "show_tab('log')", "Log tab", show=False),
+        Binding("4", "show_tab('config')", "Config tab", show=False),
+    ]
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.detail: RunDetail | None = None
+        self.latest: dict[str, tuple[int, float]] = {}  # metric -> (step, value)
+        self.config_shown = ""
+        self._since = -1  # the highest metric step read so far
+        self._log_path = ""
+        self._log_offset = 0
+        self._polling = False
+        self._generation = 0  # bumped when the screen drops what it shows (retry): older polls are ignored
+        self._last_reap = 0.0
+        self._eta_at: float | None = None
+        self._gone = False
+
+    @property
+    def store(self) -> Store:
+        return self.app.store  # type: ignore[attr-defined]
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"[b]tunedeck[/b] · run {self.job_id}", id="topbar")
+        yield Static("Loading…", id="run-header")
+        with TabbedContent(id="run-tabs", initial="charts"):
+            with TabPane("1 Charts", id="charts"):
+                with VerticalScroll(id="charts-body", classes="tab-body"):
+                    for name, title, lower in CHARTS:
+                        yield MetricChart(title, lower_is_better=lower, id=f"chart-{name}")
+            with TabPane("2 Metrics", id="metrics"):
+                yield LiveTable([("name", "Metric"), ("value", "Latest"), ("step", "Step")], id="metrics-body")
+                yield Static("No metrics yet: they appear from the first logged step.", id="metrics-empty",
+                             classes="empty")  # fmt: skip
+            with TabPane("3 Log", id="log"):
+                yield Static("", id="log-status")
+                yield LogTail(id="log-body")
+            with TabPane("4 Config", id="config"):
+                with VerticalScroll(id="config-body", classes="tab-body"):
+                    yield Static("Loading…", id="config-text")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._log_status()
+        self.query_one("#charts-body").focus()
+        self.poll()
+        self.set_interval(POLL_SECONDS, self.poll)
+
+    # -- polling -----------------------------------------------------------------
+
+    def poll(self) -> None:
+        """Read what changed in a thread (one read at a time); `_apply` shows it."""
+        if self._polling or self._gone:
+            return
+        self._polling = True
+        work = partial(self._poll, self._generation, self.store, self.job_id, self._since, self._log_path,
+                       self._log_offset)  # fmt: skip
+        self.run_worker(work, group="poll", thread=True, exit_on_error=False)
+        detail = self.detail
+        if detail is not None and detail.status == "running" and time.monotonic() - self._last_reap > REAP_EVERY_S:
+            self._last_reap = time.monotonic()
+            self.run_worker(partial(reap_stale_jobs, self.store), group="reap", thread=True, exit_on_error=False)
+
+    @staticmethod
+    def _poll(generation: int, *args: Any) -> tuple[int, RunPoll]:
+        return generation, poll_run(*args)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        group = worker.group
+        if group == "poll":
+            if event.state not in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
+                return
+            self._polling = False
+            if event.state == WorkerState.SUCCESS:
+                generation, poll = worker.result
+                if generation == self._generation:
+                    self._apply(poll)
+            elif isinstance(worker.error, NotFound):
+                self._gone = True
+                self.query_one("#run-header", Static).update(f"[red]Run {self.job_id} no longer exists.[/red]")
+            elif event.state == WorkerState.ERROR:
+                self.query_one("#run-header", Static).update(escape(f"Could not read run {self.job_id}: "
+                                                                    f"{worker.error}"))  # fmt: skip
+        elif group in ("cancel", "requeue"):
+            if event.state == WorkerState.SUCCESS:
+                self._action_done(group, worker.result)
+            elif event.state == WorkerState.ERROR:
+                error = worker.error
+                message = str(error) if isinstance(error, TunedeckError) else f"{type(error).__name__}: {error}"
+                self.notify(message, title="Not done", severity="error")
+                self.poll()
+
+    def _apply(self, poll: RunPoll) -> None:
+        previous = self.detail
+        self.detail = detail = poll.detail
+        if poll.restart:
+            self._reset_metrics()
+        for step, name, value in poll.points:
+            seen = self.latest.get(name)
+            if seen is None or step >= seen[0]:
+                self.latest[name] = (step, value)
+                if name == "eta_s" and (seen is None or seen[0] != step):
+                    self._eta_at = time.time()  # the ETA counts down between logging steps
+            self._since = max(self._since, step)
+        for name, _, _ in CHARTS:
+            points = [(s, v) for s, n, v in poll.points if n == name]
+            if points:
+                self.query_one(f"#chart-{name}", MetricChart).extend(points)
+        self._show_metrics()
+        self._show_log(poll)
+        self._show_header()
+        text = config_text(detail)
+        if text != self.config_shown:
+            self.config_shown = text
+            from rich.syntax import Syntax  # pygments loads when a run first shows, not at start-up
+
+            self.query_one("#config-text", Static).update(Syntax(text, "yaml", theme="ansi_dark",
+                                                                 background_color="default", word_wrap=True))
+        if previous is not None and previous.status != detail.status and detail.status not in ACTIVE:
+            severity = "information" if detail.status == "completed" else "warning"
+            self.notify(f"Run {detail.id} {detail.status}.", severity=severity)  # type: ignore[arg-type]
+
+    def _reset_metrics(self) -> None:
+        self.latest = {}
+        self._since = -1
+        for name, _, _ in CHARTS:
+            self.query_one(f"#chart-{name}", MetricChart).clear()
+
+    # -- showing -----------------------------------------------------------------
+
+    def _show_header(self) -> None:
+        d = self.detail
+        if d is None:
+            return
+        run = d.config.get("run") or {}
+        title = f"{run.get('objective', '?')}/{run.get('method', '?')}" if d.kind == "train" and run else d.kind
+        name = f" [b]{escape(d.name)}[/b]" if d.name else ""
+        self.query_one("#topbar", Static).update(
+            f"[b]tunedeck[/b] · project [b]{escape(d.project)}[/b] · run {d.id}{name} ({escape(title)})"
+        )
+        total = d.total_steps
+        steps = f"step {d.step}/{total}" if total else f"step {d.step}"
+        line = f"{status_text(d.status)}  {steps}  {progress_bar(d.progress, 10)}"
+        loss = self.latest.get("loss")
+        if loss is not None:
+            line += f"  loss [b]{fmt_value(loss[1])}[/b]"
+        if d.status == "running":
+            eta = self.latest.get("eta_s")
+            line += f"  ETA {eta_text(remaining_eta(eta[1], self._eta_at) if eta else None)}"
+        line += f"  · {escape(d.slot)}"
+        second = self._second_line(d, run)
+        self.query_one("#run-header", Static).update(f"{line}\n{second}")
+
+    def _second_line(self, d: RunDetail, run: dict[str, Any]) -> str:
+        if d.status == "running" and d.cancel_requested:
+            return "[yellow]cancel requested: it saves a checkpoint and stops at the next step[/yellow]"
+        keys = " · r resumes · R starts over" if d.kind == "train" else ""
+        if d.status == "cancelled":
+            return f"[yellow]cancelled at step {d.step}[/yellow][dim]{keys}[/dim]"
+        if d.status in ("failed", "interrupted"):
+            first = next((line.strip() for line in (d.error or "").splitlines() if line.strip()), "no error recorded")
+            return f"[red]{escape(clip(first, 76 - len(keys)))}[/red][dim]{keys}[/dim]"
+        if d.status == "queued":
+            return f"[dim]waiting for the {escape(d.slot)} runner (one run at a time per device)[/dim]"
+        model = Path(str(d.config.get("model_path") or run.get("model") or "?")).name
+        parts = [f"{escape(model)} on {escape(str(run.get('dataset', '?')))}"]
+        if d.status == "completed":
+            if d.result.get("eval_loss") is not None:
+                parts.append(f"eval loss {fmt_value(d.result['eval_loss'])}")
+            if d.result.get("artifact_id") is not None:
+                parts.append(f"artifact {d.result['artifact_id']}")
+            parts.append(f"finished {ago(d.finished_at)}")
+        elif d.started_at:
+            parts.append(f"started {ago(d.started_at)}")
+        return "[dim]" + " · ".join(parts) + "[/dim]"
+
+    def _show_metrics(self) -> None:
+        table = self.query_one("#metrics-body", LiveTable)
+        rows = [(name, (name, fmt_value(value, 6), str(step))) for name, (step, value) in sorted(self.latest.items())]
+        table.sync(rows)
+        table.display = bool(rows)
+        self.query_one("#metrics-empty").display = not rows
+
+    def _show_log(self, poll: RunPoll) -> None:
+        chunk = poll.log
+        log = self.query_one("#log-body", LogTail)
+        if chunk is None:
+            return
+        if poll.log_path != self._log_path or chunk.reset:
+            log.clear()
+            self._log_path = poll.log_path
+        if chunk.skipped and not log.line_count:
+            log.add_lines([f"… the first {chunk.skipped:,} bytes are not shown (see {poll.log_path})"])
+        log.add_lines(chunk.lines)
+        self._log_offset = chunk.offset
+        self._log_status()
+
+    def _log_status(self) -> None:
+        log = self.query_one("#log-body", LogTail)
+        if not log.line_count:
+            text = "[dim]No log yet: it starts when the runner picks the run up.[/dim]"
+        elif log.following:
+            text = f"[green]following[/green] [dim]· {log.line_count:,} lines · ↑/pgup scroll back[/dim]"
+        else:
+            text = f"[yellow]paused[/yellow] [dim]· {log.line_count:,} lines · end follows again[/dim]"
+        self.query_one("#log-status", Static).update(text)
+
+    @on(LogTail.Following)
+    def _following_changed(self) -> None:
+        self._log_status()
+
+    # -- tabs --------------------------------------------------------------------
+
+    @property
+    def active_tab(self) -> str:
+        return self.query_one("#run-tabs", TabbedContent).active
+
+    def action_show_tab(self, tab_id: str) -> None:
+        self.query_one("#run-tabs", TabbedContent).active = tab_id
+
+    @on(TabbedContent.TabActivated, "#run-tabs")
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        tab = event.pane.id or ""
+        if not (self.focused is not None and self.focused is self.query_one("#run-tabs").query_one("Tabs")):
+            self.query_one(f"#{tab}-body").focus()
+
+    def action_follow_log(self) -> None:
+        self.action_show_tab("log")
+        log = self.query_one("#log-body", LogTail)
+        self.call_after_refresh(log.follow)
+        log.focus()
+
+    def action_back(self) -> None:
+        self.dismiss()
+
+    # -- actions -----------------------------------------------------------------
+
+    def _ready(self) -> RunDetail | None:
+        if self.detail is None:
+            self.notify("The run is still loading.", severity="warning")
+        return self.detail
+
+    def action_cancel_run(self) -> None:
+        d = self._ready()
+        if d is None:
+            return
+        if d.status not in ACTIVE:
+            self.notify(f"Run {d.id} is {d.status}; only queued or running runs can be cancelled.", severity="warning")
+            return
+        if d.cancel_requested:
+            self.notify(f"Run {d.id} is already stopping.")
+            return
+        body = (f"Stop run [b]{d.id}[/b] at step {d.step}? It saves a checkpoint first; r resumes it later."
+                if d.status == "running" else f"Run [b]{d.id}[/b] has not started; cancelling takes it off the queue.")
+        self.app.push_screen(ConfirmDialog("Cancel run", body, "y cancel the run"), self._confirmed_cancel)
+
+    def _confirmed_cancel(self, yes: bool | None) -> None:
+        if yes:
+            self.run_worker(partial(cancel_run, self.store, self.job_id), group="cancel", thread=True,
+                            exit_on_error=False)  # fmt: skip
+
+    def _requeue_check(self, verb: str) -> RunDetail | None:
+        d = self._ready()
+        if d is None:
+            return None
+        if d.kind != "train":
+            self.notify(f"Job {d.id} is a {d.kind} job; only training runs can be {verb}.", severity="warning")
+            return None
+        if d.status not in REQUEUABLE:
+            self.notify(f"Run {d.id} is {d.status}; only failed, cancelled or interrupted runs can be {verb}.",
+                        severity="warning")  # fmt: skip
+            return None
+        return d
+
+    def action_resume_run(self) -> None:
+        if self._requeue_check("resumed") is not None:
+            self.run_worker(partial(requeue_run, self.store, self.job_id, False), group="requeue", thread=True,
+                            exit_on_error=False)  # fmt: skip
+
+    def action_retry_run(self) -> None:
+        d = self._requeue_check("retried")
+        if d is None:
+            return
+        body = (f"Run [b]{d.id}[/b] again from the start? Its checkpoints and its {len(self.latest)} metric(s) "
+                "are deleted first.")
+        self.app.push_screen(ConfirmDialog("Retry run", body, "y retry from the start"), self._confirmed_retry)
+
+    def _confirmed_retry(self, yes: bool | None) -> None:
+        if yes:
+            self.run_worker(partial(requeue_run, self.store, self.job_id, True), group="requeue", thread=True,
+                            exit_on_error=False)  # fmt: skip
+
+    def _action_done(self, group: str, result: str) -> None:
+        if group == "cancel":
+            if result == "cancelled":
+                self.notify(f"Run {self.job_id} cancelled before it started.")
+            else:
+                self.notify(f"Cancel requested: run {self.job_id} saves a checkpoint and stops.")
+        else:
+            if result.startswith("from the start"):
+                self._generation += 1
+                self._reset_metrics()
+                self._show_metrics()
+            self.notify(f"Run {self.job_id} queued again {result}.")
+        self.poll()
+
+    def action_edit_copy(self) -> None:
+        d = self._ready()
+        if d is None:
+            return
+        run = d.config.get("run")
+        if d.kind != "train" or not isinstance(run, dict):
+            self.notify(f"Job {d.id} has no run configuration to copy.", severity="warning")
+            return
+        from tui.screens.new_run import NewRunForm
+
+        form = NewRunForm(self.store, d.project, initial=run, title=f"New run from run [b]{d.id}[/b]'s config")
+        self.app.push_screen(form, self._copied)
+
+    def _copied(self, job_id: int | None) -> None:
+        if job_id is None:
+            return
+        self.notify(f"Run {job_id} queued.")
+        self.app.switch_screen(RunScreen(job_id))
