@@ -435,24 +435,45 @@ def _masked_out(tokenizer: Any, kind: str, get: Callable[[int], dict], lengths: 
                 ids: np.ndarray) -> list[int]:
     """Ids of SFT examples that truncation to max_length leaves with no assistant token to learn from.
 
-    Only examples longer than max_length can be affected; for those, the prompt before the
-    first assistant turn (with the generation prompt) is measured with the real template.
+    Only examples longer than max_length can be affected. A prompt (everything before the first
+    assistant turn, with the generation prompt) has at most as many tokens as its rendered bytes,
+    so only prompts whose contents plus a generous template allowance reach max_length bytes are
+    rendered with the real template and tokenized, in one batch.
     """
     if kind != "sft":
         return []
-    out = []
-    for g in np.flatnonzero(lengths > max_length):
-        messages = get(int(g)).get("messages") or []
+
+    def prompt_of(messages: list[dict]) -> list[dict] | None:
         first = next((k for k, m in enumerate(messages) if m.get("role") == "assistant"), None)
-        if first is None:
-            continue
+        return None if first is None else messages[:first]
+
+    def content_bytes(messages: list[dict]) -> int:
+        return sum(len(str(m.get("content", "")).encode()) for m in messages)
+
+    def render(messages: list[dict]) -> str | None:
         try:
-            prefix = tokenizer.apply_chat_template(messages[:first], tokenize=False, add_generation_prompt=True)
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         except Exception:  # a template that cannot render is reported elsewhere
+            return None
+
+    candidates: list[tuple[int, str]] = []
+    allowance: int | None = None
+    for g in np.flatnonzero(lengths > max_length):
+        prompt = prompt_of(get(int(g)).get("messages") or [])
+        if not prompt:
             continue
-        if len(tokenizer(prefix, add_special_tokens=False)["input_ids"]) >= max_length:
-            out.append(int(ids[g]))
-    return out
+        if allowance is None:  # what the template adds around contents, measured once, doubled for safety
+            text = render(prompt)
+            allowance = 2 * max(0, len(text.encode()) - content_bytes(prompt)) + 64 if text is not None else 0
+        if content_bytes(prompt) + allowance < max_length:
+            continue
+        text = render(prompt)
+        if text is not None:
+            candidates.append((int(ids[g]), text))
+    if not candidates:
+        return []
+    encoded = tokenizer([t for _, t in candidates], add_special_tokens=False)["input_ids"]
+    return [i for (i, _), toks in zip(candidates, encoded, strict=True) if len(toks) >= max_length]
 
 
 def _length_stats(lengths: np.ndarray, max_length: int, ids: np.ndarray, sample: np.ndarray | None) -> dict[str, Any]:
