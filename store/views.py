@@ -221,7 +221,8 @@ class RunDetail:
     updated_at: float
 
 
-def _json_dict(text: Any) -> dict[str, Any]:
+def json_dict(text: Any) -> dict[str, Any]:
+    """A JSON column as a dict ({} for NULL, bad JSON or a non-object)."""
     if isinstance(text, dict):
         return text
     try:
@@ -243,8 +244,8 @@ def run_detail(conn: sqlite3.Connection, job_id: int) -> RunDetail:
         raise NotFound(f"no job with id {job_id}")
     values = list(row)
     values[11] = bool(values[11])
-    values[12] = _json_dict(values[12])
-    values[13] = _json_dict(values[13])
+    values[12] = json_dict(values[12])
+    values[13] = json_dict(values[13])
     return RunDetail(*values)
 
 

@@ -30,7 +30,7 @@ from textual.worker import Worker, WorkerState
 
 from store.db import Store
 from store.errors import NotFound
-from store.views import DatasetDetail, dataset_detail
+from store.views import DatasetDetail, dataset_detail, json_dict
 from tui.screens._common import ago
 from tui.widgets.badges import verdict_badge
 from tui.widgets.histogram import Bin, HistogramBars
@@ -791,8 +791,4 @@ class DatasetScreen(Screen[None]):
 
 
 def _lint_verdict(lint: Any) -> str:
-    try:
-        value = json.loads(lint) if isinstance(lint, str) else lint
-    except ValueError:
-        return ""
-    return str(value.get("verdict") or "") if isinstance(value, dict) else ""
+    return str(json_dict(lint).get("verdict") or "")

@@ -11,11 +11,11 @@ from textual.containers import Vertical
 from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker
 
 from store.db import Store
-from store.errors import TunedeckError
 from store.views import ProjectSummary
+from tui.screens.forms import SubmitInWorker
 
 
 def _create(store: Store, name: str, description: str) -> str:
@@ -25,7 +25,7 @@ def _create(store: Store, name: str, description: str) -> str:
         return create_project(session, name, description).name
 
 
-class NewProjectDialog(ModalScreen[str | None]):
+class NewProjectDialog(SubmitInWorker, ModalScreen[str | None]):
     """Name and description; enter creates the project, esc cancels. Errors stay in the form."""
 
     HELP_TITLE = "New project"
@@ -34,10 +34,11 @@ class NewProjectDialog(ModalScreen[str | None]):
         Binding("enter", "submit", "Create", show=False),
     ]
 
+    submit_failure = "could not create the project"
+
     def __init__(self, store: Store) -> None:
         super().__init__()
         self.store = store
-        self._busy = False
 
     def compose(self) -> ComposeResult:
         with Vertical(id="new-project", classes="dialog"):
@@ -68,31 +69,15 @@ class NewProjectDialog(ModalScreen[str | None]):
         error.display = bool(message)
 
     def action_submit(self) -> None:
-        if self._busy:
-            return
         name = self.query_one("#name", Input).value
         description = self.query_one("#description", Input).value.strip()
-        self._busy = True
-        self.run_worker(
-            partial(_create, self.store, name, description),
-            group="create",
-            thread=True,
-            exit_on_error=False,
-        )
+        self.submit_work(partial(_create, self.store, name, description))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group != "create":
-            return
-        if event.state == WorkerState.SUCCESS:
-            self.dismiss(event.worker.result)
-        elif event.state in (WorkerState.ERROR, WorkerState.CANCELLED):
-            self._busy = False
-            error = event.worker.error
-            if isinstance(error, TunedeckError):
-                self.show_error(str(error))
-            else:
-                self.show_error(f"could not create the project: {error}")
-            self.query_one("#name", Input).focus()
+        self.submit_finished(event)
+
+    def submit_failed(self) -> None:
+        self.query_one("#name", Input).focus()
 
     def action_cancel(self) -> None:
         self.dismiss(None)

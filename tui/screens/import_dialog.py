@@ -14,10 +14,10 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Select, Static
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker
 
 from store.db import Store
-from store.errors import TunedeckError
+from tui.screens.forms import SubmitInWorker
 from tui.widgets.path_input import PathInput, path_candidates
 
 FORMATS = ("auto", "alpaca", "chat", "sharegpt", "preference", "text")
@@ -69,7 +69,7 @@ def _choice(options: tuple[str, ...], value: str, widget_id: str) -> Select[str]
     return Select([(o, o) for o in options], value=value, allow_blank=False, compact=True, id=widget_id)
 
 
-class ImportDialog(ModalScreen[Queued | None]):
+class ImportDialog(SubmitInWorker, ModalScreen[Queued | None]):
     """Source path (with completion), name, format, split, dedup and the rest; enter imports, esc cancels.
 
     Problems found here or by `queue_import` stay in the form; the form closes once the job is queued.
@@ -82,11 +82,12 @@ class ImportDialog(ModalScreen[Queued | None]):
         Binding("enter", "submit", "Import", priority=True),
     ]
 
+    submit_failure = "could not queue the import"
+
     def __init__(self, store: Store, project: str) -> None:
         super().__init__()
         self.store = store
         self.project = project
-        self._busy = False
 
     def compose(self) -> ComposeResult:
         with Vertical(id="import-dialog", classes="dialog"):
@@ -223,27 +224,10 @@ class ImportDialog(ModalScreen[Queued | None]):
             self.show_error(str(error))
             self.query_one(f"#{error.field}").focus()
             return
-        self._busy = True
-        self.show_error("")
-        self.run_worker(
-            partial(_queue, self.store, self.project, source, name, options),
-            group="queue",
-            thread=True,
-            exit_on_error=False,
-        )
+        self.submit_work(partial(_queue, self.store, self.project, source, name, options))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group != "queue":
-            return
-        if event.state == WorkerState.SUCCESS:
-            self.dismiss(event.worker.result)
-        elif event.state in (WorkerState.ERROR, WorkerState.CANCELLED):
-            self._busy = False
-            error = event.worker.error
-            if isinstance(error, TunedeckError):
-                self.show_error(str(error))
-            else:
-                self.show_error(f"could not queue the import: {error}")
+        self.submit_finished(event)
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -24,6 +24,7 @@ from textual.worker import Worker, WorkerState
 from store.db import Store
 from store.errors import TunedeckError
 from store.views import run_choices
+from tui.screens.forms import SubmitInWorker
 from tui.widgets.path_input import PathInput
 
 PRESETS = ("smoke", "lora", "qlora", "full", "dpo")
@@ -208,7 +209,7 @@ def _field_path(widget: Widget | None) -> str | None:
     return None
 
 
-class NewRunForm(ModalScreen[int | None]):
+class NewRunForm(SubmitInWorker, ModalScreen[int | None]):
     """Queue a training run; result: its job id, or None when cancelled.
 
     `initial` (a run's config) prefills a copy of that run; otherwise the form starts from a preset
@@ -224,6 +225,8 @@ class NewRunForm(ModalScreen[int | None]):
         Binding("ctrl+y", "toggle_yaml", "Show YAML", priority=True),
     ]
 
+    submit_failure = "could not queue the run"
+
     def __init__(self, store: Store, project: str, initial: dict[str, Any] | None = None, title: str = "") -> None:
         super().__init__()
         self.store = store
@@ -234,7 +237,6 @@ class NewRunForm(ModalScreen[int | None]):
         self.checked: Checked | None = None
         self._base: dict[str, Any] = {}
         self._preset_applied: str | None = None
-        self._busy = False
 
     # -- layout ------------------------------------------------------------------
 
@@ -503,11 +505,8 @@ class NewRunForm(ModalScreen[int | None]):
                     self.action_toggle_yaml()
                 self.query_one(f"#{target}").focus()
             return
-        self._busy = True
-        self.show_error("")
+        self.submit_work(partial(queue, self.store, self.project, checked.data))
         self.query_one("#messages", Static).update("[dim]Queueing…[/dim]")
-        self.run_worker(partial(queue, self.store, self.project, checked.data), group="queue", thread=True,
-                        exit_on_error=False)  # fmt: skip
 
     def action_cancel(self) -> None:
         if self.query_one("#yaml-view").display:
@@ -533,15 +532,9 @@ class NewRunForm(ModalScreen[int | None]):
             elif event.state == WorkerState.ERROR:
                 self.query_one("#messages", Static).update("")
                 self.show_error(f"Could not open the form: {worker.error}")
-        elif worker.group == "queue":
-            if event.state == WorkerState.SUCCESS:
-                self.dismiss(worker.result)
-            elif event.state in (WorkerState.ERROR, WorkerState.CANCELLED):
-                self._busy = False
-                error = worker.error
-                if self.checked is not None:
-                    self.recheck()
-                if isinstance(error, TunedeckError):
-                    self.show_error(str(error))
-                else:
-                    self.show_error(f"could not queue the run: {error}")
+        else:
+            self.submit_finished(event)
+
+    def submit_failed(self) -> None:
+        if self.checked is not None:
+            self.recheck()

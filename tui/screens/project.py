@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -18,7 +17,7 @@ from textual.worker import Worker, WorkerState
 
 from store.db import Store
 from store.errors import NotFound
-from store.views import RunRow, project_contents, project_runs
+from store.views import RunRow, json_dict, project_contents, project_runs
 from tui.screens._common import ago, clip, size_text
 from tui.screens.import_dialog import ImportDialog, ImportErrorDialog, Queued
 from tui.widgets.badges import verdict_badge
@@ -104,16 +103,6 @@ class ProjectData:
     runs: dict[str, RunRow] = field(default_factory=dict)  # the Runs tab's rows, by key
 
 
-def _lint(text: Any) -> dict[str, Any]:
-    if isinstance(text, dict):
-        return text
-    try:
-        value = json.loads(text or "{}")
-    except (TypeError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def _first_problem(lint: dict[str, Any]) -> str:
     for item in lint.get("checklist") or ():
         if isinstance(item, dict) and item.get("status") in ("warn", "fail"):
@@ -149,7 +138,7 @@ def _dataset_rows(datasets: list[Any], jobs: list[Any]) -> tuple[list[Row], dict
         items[key] = item
     rows.sort(key=lambda row: items[row[0]].kind != "import")  # in progress first (a stable sort)
     for d in datasets:
-        lint = _lint(d.lint)
+        lint = json_dict(d.lint)
         verdict = str(lint.get("verdict") or "")
         key = str(d.id)
         items[key] = DatasetItem("dataset", d.id, d.name, verdict=verdict, summary=_first_problem(lint))
