@@ -157,3 +157,26 @@ def test_flags_for_the_preview_filters(home: Path, project: str, tmp_path: Path,
     assert flags["too_long"] == [5, 8]
     assert flags["masked_out"] == [8]
     assert "flags" not in shown["report"]
+
+
+@pytest.mark.slow
+def test_cancel_a_running_import_stores_nothing(home: Path, project: str, tmp_path: Path) -> None:
+    src = tmp_path / "big.jsonl"
+    with src.open("w") as fh:
+        for i in range(400_000):
+            fh.write(json.dumps({"text": f"line {i} " + "word " * 20}) + "\n")
+    job_id = json.loads(run_cli("dataset", "add", project, str(src), "--dedup", "near", "--no-wait", "--json",
+                                home=home).stdout)["job_id"]
+    import time
+
+    deadline = time.time() + 120
+    while json.loads(run_cli("job", "show", str(job_id), "--json", home=home).stdout)["status"] != "running":
+        assert time.time() < deadline
+        time.sleep(0.1)
+    assert run_cli("job", "cancel", str(job_id), home=home).returncode == 0
+    while (job := json.loads(run_cli("job", "show", str(job_id), "--json", home=home).stdout))["status"] == "running":
+        assert time.time() < deadline
+        time.sleep(0.2)
+    assert job["status"] == "cancelled", job
+    assert json.loads(run_cli("dataset", "list", project, "--json", home=home).stdout) == []
+    assert _leftovers(home) == []

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from engine.datasets.dedup import NearDuplicateIndex, drop_set, exact_key, example_text
-from engine.datasets.formats import load_examples
+from engine.datasets.formats import ImportCancelled, load_examples
 from engine.datasets.lint import build_report
 from engine.datasets.readers import count_hint
 from engine.datasets.rows import JsonlRows
 from engine.datasets.types import Example, kind_of
-from engine.jobctx import JobContext
+from engine.jobctx import JobCancelled, JobContext
 from store.datasets import dataset_name_taken
 from store.errors import AlreadyExists
 from store.home import subdir
@@ -154,6 +154,8 @@ def _import_into(ctx: JobContext, cfg: dict, source: str, name: str, hint: int |
     try:
         loaded = load_examples(source, cfg["format"], cfg["on_error"], progress=on_read,
                                should_stop=ctx.should_stop, sink=spool)
+    except ImportCancelled as exc:
+        raise JobCancelled(str(exc)) from None
     finally:
         rows = spool.close()
     dropped = dict(loaded.dropped)
