@@ -94,7 +94,6 @@ def cmd_dataset_list(args: argparse.Namespace) -> int:
 
 def _show(store: Store, ref: str, project: str | None, as_json: bool) -> int:
     from engine.datasets.lint import format_report
-
     from store.datasets import find_dataset
 
     with store.read() as session:
