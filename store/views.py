@@ -269,3 +269,40 @@ def run_choices(conn: sqlite3.Connection, project: str) -> RunChoices:
     models = _rows(conn, "ModelChoice", "SELECT id, kind, name, path FROM artifacts WHERE project_id = ? "
                    "AND kind IN ('model', 'merged') ORDER BY id DESC LIMIT ?", (pid, ROW_LIMIT))  # fmt: skip
     return RunChoices(pid, datasets, models)
+
+
+@dataclass(frozen=True)
+class CompareRun:
+    """One run as the compare view shows it: its row, decoded config and the points of some metrics."""
+
+    id: int
+    kind: str
+    name: str
+    status: str
+    step: int
+    total_steps: int | None
+    config: dict[str, Any]
+    series: dict[str, list[tuple[int, float]]]  # metric name -> (step, value) points, oldest first
+
+
+def compare_runs(conn: sqlite3.Connection, job_ids: list[int], metrics: tuple[str, ...] = ("loss", "eval_loss"),
+                 ) -> list[CompareRun]:  # fmt: skip
+    """Jobs `job_ids` (in that order) with their `metrics` series, in one read transaction; NotFound if one is gone."""
+    marks = ", ".join("?" for _ in metrics)
+    conn.execute("BEGIN")
+    try:
+        runs = []
+        for job_id in job_ids:
+            row = conn.execute("SELECT id, kind, name, status, step, total_steps, config FROM jobs WHERE id = ?",
+                               (job_id,)).fetchone()  # fmt: skip
+            if row is None:
+                raise NotFound(f"no job with id {job_id}")
+            series: dict[str, list[tuple[int, float]]] = {name: [] for name in metrics}
+            points = conn.execute(f"SELECT name, step, value FROM metrics WHERE job_id = ? AND name IN ({marks}) "
+                                  "ORDER BY step", (job_id, *metrics))  # fmt: skip
+            for name, step, value in points:
+                series[name].append((int(step), float(value)))
+            runs.append(CompareRun(*row[:6], config=json_dict(row[6]), series=series))
+        return runs
+    finally:
+        conn.execute("COMMIT")

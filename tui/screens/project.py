@@ -211,6 +211,8 @@ class ProjectScreen(Screen[None]):
         Binding("i", "import_dataset", "Import dataset"),
         Binding("n", "new_run", "New run"),
         Binding("enter", "open_row", "Open", show=False),
+        Binding("space", "mark_run", "Mark run to compare", show=False),
+        Binding("C", "compare_runs", "Compare marked runs", show=False),
         Binding("1", "show_tab('datasets')", "Datasets tab", show=False),
         Binding("2", "show_tab('runs')", "Runs tab", show=False),
         Binding("3", "show_tab('artifacts')", "Artifacts tab", show=False),
@@ -227,6 +229,7 @@ class ProjectScreen(Screen[None]):
         self._follow_job: int | None = None  # the import queued from here: its dataset gets the cursor
         self._watched: set[int] = set()  # imports queued from here: their end is announced
         self._last_reap = 0.0
+        self.marked: list[str] = []  # Runs-tab row keys marked with space, in marking order
 
     @property
     def store(self) -> Store:
@@ -310,6 +313,10 @@ class ProjectScreen(Screen[None]):
         description.update(escape(data.description) if data.description else "[dim]no description[/dim]")
         for tab_id, _ in TABS:
             rows = data.rows.get(tab_id, [])
+            if tab_id == "runs":
+                self.marked = [key for key in self.marked if key in data.runs]
+                rows = [(key, (f"[b yellow]●[/]{cells[0]}", *cells[1:]) if key in self.marked else cells)
+                        for key, cells in rows]  # fmt: skip
             table = self.query_one(f"#{tab_id}-table", LiveTable)
             select = self._select.get(tab_id)
             if select is not None and select in {key for key, _ in rows}:
@@ -470,13 +477,19 @@ class ProjectScreen(Screen[None]):
             detail.display = False
             return
         detail.display = True
-        if run.status in FAILED and run.error:
+        if self.marked:
+            ids = ", ".join(self.marked)
+            more = "C compares them" if len(self.marked) > 1 else "mark another with space to compare"
+            text = (f"[b yellow]●[/] {len(self.marked)} marked (runs {escape(clip(ids, 30))}) · {more}"
+                    "\n[dim]space on a marked run unmarks it · enter opens the highlighted run[/dim]")
+        elif run.status in FAILED and run.error:
             first = next((line.strip() for line in run.error.splitlines() if line.strip()), "")
             text = f"[red]{escape(clip(first, 70))}[/red]\n[dim]enter opens run {run.id} · n starts a new run[/dim]"
         elif run.kind == "train":
             model = (run.model or "?").rstrip("/").rsplit("/", 1)[-1]
             what = f"{run.objective or '?'}/{run.method or '?'} · model {model} · dataset {run.dataset or '?'}"
-            text = f"{escape(clip(what, 76))}\n[dim]enter opens run {run.id}: charts, metrics, log, config[/dim]"
+            text = (f"{escape(clip(what, 76))}\n[dim]enter opens run {run.id}: charts, log, config"
+                    " · space marks to compare[/dim]")
         else:
             text = f"[dim]enter opens job {run.id} ({escape(run.kind)}): its log and config[/dim]"
         detail.update(text)
@@ -497,6 +510,30 @@ class ProjectScreen(Screen[None]):
         from tui.screens.run import RunScreen
 
         self.app.push_screen(RunScreen(run.id))
+
+    def action_mark_run(self) -> None:
+        """space on the Runs tab: mark the highlighted run for comparing, or unmark it."""
+        if self.active_tab != "runs":
+            return
+        run = self.current_run
+        if run is None:
+            return
+        key = str(run.id)
+        if key in self.marked:
+            self.marked.remove(key)
+        else:
+            self.marked.append(key)
+        self._show()
+
+    def action_compare_runs(self) -> None:
+        """C: compare the marked runs (two or more)."""
+        if len(self.marked) < 2:
+            self.notify("Mark two or more runs with space on the Runs tab, then press C to compare them.",
+                        severity="warning")  # fmt: skip
+            return
+        from tui.screens.compare import CompareScreen
+
+        self.app.push_screen(CompareScreen([int(key) for key in self.marked]))
 
     def action_new_run(self) -> None:
         from tui.screens.new_run import NewRunForm
