@@ -379,3 +379,18 @@ def test_project_deleted_elsewhere_goes_back(store: Store, home: Path) -> None:
         await wait_for(pilot, lambda: table_names(app) == [], "the list without alpha")
 
     drive(store, scenario)
+
+
+def test_digit_key_focuses_the_tabs_rows_after_an_empty_tab(store: Store) -> None:
+    """An empty Datasets tab leaves focus on the tab bar; pressing 2 must still put it on the runs."""
+    add_job(store, add_project(store, "solo"))
+
+    async def scenario(app: TunedeckApp, pilot: Pilot) -> None:
+        await loaded(app, pilot)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen) and app.screen.data, "project screen")
+        await pilot.press("2")
+        await wait_for(pilot, lambda: isinstance(app.focused, LiveTable) and app.focused.id == "runs-table",
+                       "focus on the runs table")
+
+    drive(store, scenario)

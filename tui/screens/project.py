@@ -352,6 +352,9 @@ class ProjectScreen(Screen[None]):
 
     def action_show_tab(self, tab_id: str) -> None:
         self.query_one("#tabs", TabbedContent).active = tab_id
+        # A digit key means "go to that tab's rows": focus its table even if the tab bar had focus
+        # (it gets focus when a tab is empty); left/right on the tab bar keep it there instead.
+        self.call_after_refresh(self._fix_focus, True)
 
     def action_back(self) -> None:
         self.dismiss()
