@@ -293,3 +293,19 @@ def test_killing_the_tui_leaves_the_run_running_and_a_new_tui_shows_it(demo_home
         second.close()
     assert run_cli("run", "cancel", str(job_id), home=demo_home).returncode == 0
     assert _wait(demo_home, job_id, {"cancelled"}, timeout=120)["status"] == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "/no/such/model"], "model '/no/such/model': no such folder, and not a hub id (org/name)"),
+        (["--dataset", "ghost"], "no dataset named 'ghost' in project 'demo'"),
+        (["--set", "lr=-1"], "--set: training.learning_rate: must be greater than 0 (got -1)"),
+        (["--config", "/no/such.yaml"], "/no/such.yaml"),
+    ],
+)
+def test_bad_runs_are_refused_before_queueing(demo_home: Path, args: list[str], message: str) -> None:
+    before = len(json.loads(run_cli("job", "list", "--json", home=demo_home).stdout))
+    result = run_cli("run", "new", "demo", *args, home=demo_home)
+    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+    assert len(json.loads(run_cli("job", "list", "--json", home=demo_home).stdout)) == before
