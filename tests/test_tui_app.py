@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -14,7 +11,8 @@ from sqlmodel import select
 from textual.binding import Binding
 from textual.command import CommandPalette
 from textual.pilot import Pilot
-from textual.widgets import Input, Static, TabbedContent, Tabs
+from textual.widgets import Input, TabbedContent, Tabs
+from tui_pilot import drive, text, type_text, wait_for
 
 from store.db import Store, open_store
 from store.models import Dataset, Job, Project
@@ -26,7 +24,6 @@ from tui.screens.project import ProjectScreen
 from tui.screens.projects import ProjectsScreen
 from tui.widgets.live_table import LiveTable
 
-SIZE = (80, 24)
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -45,30 +42,6 @@ def project_names(store: Store) -> set[str]:
         return set(session.exec(select(Project.name)).all())
 
 
-def drive(store: Store, scenario: Callable[[TunedeckApp, Pilot], Awaitable[None]], refresh: float = 0.3) -> TunedeckApp:
-    """Run `scenario` against a fresh app at 80x24; return the app afterwards."""
-    app = TunedeckApp(store, refresh_seconds=refresh)
-
-    async def main() -> None:
-        async with app.run_test(size=SIZE) as pilot:
-            await scenario(app, pilot)
-
-    asyncio.run(main())
-    return app
-
-
-async def wait_for(pilot: Pilot, condition: Callable[[], object], what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
-
-
-def text(app: TunedeckApp, selector: str) -> str:
-    return str(app.screen.query_one(selector, Static).visual)
-
-
 def table_names(app: TunedeckApp) -> list[str]:
     table = app.screen.query_one("#projects", LiveTable)
     return [cells[0] for _, cells in table.shown] if table.display else []
@@ -76,10 +49,6 @@ def table_names(app: TunedeckApp) -> list[str]:
 
 def screen_text(app: TunedeckApp) -> str:
     return app.export_screenshot().replace("&#160;", " ")
-
-
-async def type_text(pilot: Pilot, value: str) -> None:
-    await pilot.press(*["slash" if ch == "/" else "space" if ch == " " else ch for ch in value])
 
 
 async def loaded(app: TunedeckApp, pilot: Pilot) -> None:

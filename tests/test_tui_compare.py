@@ -3,14 +3,13 @@ config diff). The runs are job and metric rows written straight into a real stor
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable
+from tui_pilot import drive, notes, text, wait_for
 
 from store.db import Store
 from store.projects import create_project
@@ -18,8 +17,6 @@ from tui.app import TunedeckApp
 from tui.screens.compare import CompareScreen, config_diff, flatten, plot_lines
 from tui.screens.project import ProjectScreen
 from tui.widgets.live_table import LiveTable
-
-SIZE = (80, 24)
 
 
 def base_config(lr: float, r: int) -> dict[str, Any]:
@@ -62,32 +59,6 @@ def demo_runs(store: Store) -> list[int]:
     ]
 
 
-def drive(store: Store, scenario: Callable[[TunedeckApp, Pilot], Awaitable[None]]) -> None:
-    app = TunedeckApp(store, refresh_seconds=0.3)
-
-    async def main() -> None:
-        async with app.run_test(size=SIZE) as pilot:
-            await scenario(app, pilot)
-
-    asyncio.run(main())
-
-
-async def wait_for(pilot: Pilot, condition: Callable[[], object], what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
-
-
-def text(app: TunedeckApp, selector: str) -> str:
-    return str(app.screen.query_one(selector, Static).visual)
-
-
-def notices(app: TunedeckApp) -> str:
-    return "\n".join(n.message for n in app._notifications)
-
-
 async def open_runs_tab(app: TunedeckApp, pilot: Pilot, rows: int) -> ProjectScreen:
     await wait_for(pilot, lambda: app.screen.query("#projects"), "the projects list")
     await wait_for(pilot, lambda: len(app.screen.query_one("#projects", LiveTable).shown) == 1, "the project row")
@@ -113,7 +84,7 @@ def test_mark_two_runs_and_compare(store: Store) -> None:
         await wait_for(pilot, lambda: table.shown[1][1][0].startswith("[b yellow]●"), "the mark in the row")
         assert "1 marked" in text(app, "#runs-detail")
         await pilot.press("C")  # one marked: not enough
-        await wait_for(pilot, lambda: "Mark two or more runs with space" in notices(app), "the notice")
+        await wait_for(pilot, lambda: "Mark two or more runs with space" in notes(app), "the notice")
         assert app.screen is screen
         await pilot.press("down", "space")  # base
         await wait_for(pilot, lambda: "2 marked" in text(app, "#runs-detail"), "two marked")
@@ -158,7 +129,7 @@ def test_compare_needs_two_marked_runs(store: Store) -> None:
     async def scenario(app: TunedeckApp, pilot: Pilot) -> None:
         screen = await open_runs_tab(app, pilot, 3)
         await pilot.press("C")
-        await wait_for(pilot, lambda: "Mark two or more runs with space" in notices(app), "the notice")
+        await wait_for(pilot, lambda: "Mark two or more runs with space" in notes(app), "the notice")
         assert app.screen is screen and screen.marked == []
 
     drive(store, scenario)

@@ -5,11 +5,8 @@ Imports go through the real engine: the dialog queues a job and a detached runne
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +15,7 @@ from rich.console import Console
 from textual.binding import Binding
 from textual.pilot import Pilot
 from textual.widgets import Input, Select, Static, TabbedContent
+from tui_pilot import drive, notes, screen_text, text, type_text, wait_for
 
 from store.db import Store, open_store
 from store.models import Dataset, Job
@@ -40,7 +38,6 @@ from tui.widgets.histogram import Bin, HistogramBars, bar_text, histogram_lines
 from tui.widgets.live_table import LiveTable
 from tui.widgets.path_input import PathInput, path_candidates
 
-SIZE = (80, 24)
 IMPORT_TIMEOUT = 60.0
 TOPICS = ["tides", "volcanoes", "bread", "chess", "orbits", "moss", "glaciers", "violins", "bees", "rust",
           "maps", "owls", "salt", "kites", "coral", "ink", "dunes", "tea", "clocks", "ferns"]  # fmt: skip
@@ -74,28 +71,6 @@ def write_jsonl(path: Path, rows: list[Any]) -> Path:
     return path
 
 
-def drive(store: Store, scenario: Callable[[TunedeckApp, Pilot], Awaitable[None]]) -> None:
-    app = TunedeckApp(store, refresh_seconds=0.3)
-
-    async def main() -> None:
-        async with app.run_test(size=SIZE) as pilot:
-            await scenario(app, pilot)
-
-    asyncio.run(main())
-
-
-async def wait_for(pilot: Pilot, condition: Callable[[], object], what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
-
-
-async def type_text(pilot: Pilot, value: str) -> None:
-    await pilot.press(*["space" if ch == " " else ch for ch in value])
-
-
 async def enter_path(pilot: Pilot, box: Input, path: str, typed: int = 4) -> None:
     """Put `path` in `box`: all but its last `typed` characters at once, those by key
     (each key press costs the pilot a wait for idle, and tmp paths are long)."""
@@ -105,18 +80,6 @@ async def enter_path(pilot: Pilot, box: Input, path: str, typed: int = 4) -> Non
     box.value = path[: len(path) - typed]
     box.cursor_position = len(box.value)
     await type_text(pilot, path[len(path) - typed :])
-
-
-def text(app: TunedeckApp, selector: str) -> str:
-    return str(app.screen.query_one(selector, Static).visual)
-
-
-def screen_text(app: TunedeckApp) -> str:
-    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
-
-
-def notes(app: TunedeckApp) -> str:
-    return "\n".join(n.message for n in app._notifications)
 
 
 async def open_project(app: TunedeckApp, pilot: Pilot) -> ProjectScreen:

@@ -7,17 +7,17 @@ waits for its own runs to end before the next starts.
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Input, Select, Static
+from textual.widgets import Input, Select
+from tui_pilot import drive, notes, screen_text, text, type_text, wait_for
 
 from store.db import Store, open_store
 from store.models import Job
@@ -29,7 +29,6 @@ from tui.widgets.live_table import LiveTable
 from tui.widgets.log_tail import LogTail, clean_line, read_log
 from tui.widgets.metric_chart import MetricChart, eta_text, progress_bar
 
-SIZE = (80, 24)
 REPO = Path(__file__).resolve().parent.parent
 RUN_TIMEOUT = 120.0
 
@@ -90,40 +89,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
 def _nothing_left_running(demo: Demo) -> Iterator[None]:
     yield
     _stop_everything(demo.store)
-
-
-def drive(store: Store, scenario: Callable[[TunedeckApp, Pilot], Awaitable[None]]) -> None:
-    app = TunedeckApp(store, refresh_seconds=0.3)
-
-    async def main() -> None:
-        async with app.run_test(size=SIZE) as pilot:
-            await scenario(app, pilot)
-
-    asyncio.run(main())
-
-
-async def wait_for(pilot: Pilot, condition: Callable[[], object], what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.1)
-
-
-async def type_text(pilot: Pilot, value: str) -> None:
-    await pilot.press(*["space" if ch == " " else "full_stop" if ch == "." else ch for ch in value])
-
-
-def text(app: TunedeckApp, selector: str) -> str:
-    return str(app.screen.query_one(selector, Static).visual)
-
-
-def screen_text(app: TunedeckApp) -> str:
-    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
-
-
-def notes(app: TunedeckApp) -> str:
-    return "\n".join(n.message for n in app._notifications)
 
 
 async def open_project(app: TunedeckApp, pilot: Pilot) -> ProjectScreen:
