@@ -141,32 +141,6 @@ def _key_ok(s: str) -> bool:
     return longest >= 16 and any(c.isdigit() for c in body)
 
 
-def _find_all(hay: str, needle: str) -> list[int]:
-    out, i = [], hay.find(needle)
-    while i >= 0:
-        out.append(i)
-        i = hay.find(needle, i + 1)
-    return out
-
-
-def _assignments(text: str, low: str) -> list[tuple[int, int, str, str]]:
-    found = []
-    for w in _ASSIGN_WORDS:
-        for p in _find_all(low, w):
-            before = low[p - 1] if p else " "
-            if before.isalpha() and not (w == "key" and low.endswith("api", 0, p)):
-                continue  # inside another word ("monkey", "tokenizer" is fine: the tail needs '=' or ':')
-            m = _ASSIGN_TAIL.match(text, p + len(w))
-            if m and _random_looking(m.group("value")):
-                name = _NAME_BACK.search(text, 0, p).group() + text[p : p + len(w)]
-                found.append((m.start("value"), m.end("value"), "api_key", f"{name} = {m.group('value')}"))
-    if "bearer" in low:
-        for m in _BEARER.finditer(text):
-            if _random_looking(m.group("value")):
-                found.append((m.start("value"), m.end("value"), "api_key", f"Bearer = {m.group('value')}"))
-    return found
-
-
 # ----------------------------------------------------------------------------- prefilter
 
 _F_NUMERIC, _F_TOKEN, _F_AT, _F_COLON = 1, 2, 4, 8
