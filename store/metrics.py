@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping
+from time import time as now
 from typing import Any
-
-from store.models import now
 
 UPSERT_SQL = (
     "INSERT INTO metrics (job_id, step, name, value, created_at) VALUES (:job_id, :step, :name, :value, :t) "
@@ -38,10 +37,15 @@ def latest_metrics(conn: sqlite3.Connection, job_id: int) -> dict[str, tuple[int
     return {name: (step, value) for name, step, value in rows}
 
 
-def metric_series(conn: sqlite3.Connection, job_id: int, name: str, since_step: int = -1) -> list[tuple[int, float]]:
-    """(step, value) points of one metric after `since_step` (charts poll with the last step they have)."""
+def last_step(conn: sqlite3.Connection, job_id: int) -> int | None:
+    """The highest step with any metric point of a job, or None."""
+    return conn.execute("SELECT max(step) FROM metrics WHERE job_id = ?", (job_id,)).fetchone()[0]
+
+
+def points_since(conn: sqlite3.Connection, job_id: int, since_step: int) -> list[tuple[int, str, float]]:
+    """Every (step, name, value) point of a job at or after `since_step`, in step order (what the Run
+    screen polls: a point can still arrive at the last step it saw)."""
     rows = conn.execute(
-        "SELECT step, value FROM metrics WHERE job_id = ? AND name = ? AND step > ? ORDER BY step",
-        (job_id, name, since_step),
+        "SELECT step, name, value FROM metrics WHERE job_id = ? AND step >= ? ORDER BY step", (job_id, since_step)
     )
-    return [(int(s), float(v)) for s, v in rows]
+    return [(int(s), str(n), float(v)) for s, n, v in rows]

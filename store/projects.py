@@ -7,7 +7,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from store.errors import AlreadyExists, NotFound, Refused
-from store.models import Project, now
+from store.models import Project
 from store.names import check_name
 from store.views import PROJECT_SUMMARIES_SQL, ProjectSummary, summaries_from_rows
 
@@ -65,8 +65,3 @@ def delete_project(session: Session, name: str, force: bool = False) -> None:
         raise Refused(f"project {name!r} has {summary.runs} run(s); pass --force to delete it with them")
     session.execute(text("DELETE FROM projects WHERE id = :id"), {"id": summary.id})
     session.expire_all()
-
-
-def touch_project(session: Session, project_id: int) -> None:
-    """Mark a project as changed (sorts it first)."""
-    session.execute(text("UPDATE projects SET updated_at = :t WHERE id = :id"), {"t": now(), "id": project_id})

@@ -29,7 +29,6 @@ from store.home import subdir
 from store.models import Dataset
 from store.names import check_name
 
-SNAPSHOT_FILES = ("train.jsonl", "val.jsonl", "report.json", "meta.json", "flags.json")
 DEFAULTS: dict[str, Any] = {
     "format": "auto", "val_fraction": 0.1, "seed": 0, "dedup": "exact", "on_error": "fail",
     "tokenizer": None, "max_length": 2048, "near_threshold": 0.85,

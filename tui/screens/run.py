@@ -25,6 +25,7 @@ from textual.worker import Worker, WorkerState
 
 from store.db import Store
 from store.errors import NotFound, TunedeckError
+from store.metrics import last_step, points_since
 from store.views import RunDetail, run_detail
 from tui.screens._common import ago, clip
 from tui.widgets.live_table import LiveTable
@@ -121,13 +122,10 @@ def poll_run(store: Store, job_id: int, since: int, log_path: str, log_offset: i
     seen) and the log from `log_offset`. Reads the whole history when `since` is -1."""
     with store.raw() as conn:
         detail = run_detail(conn, job_id)
-        last = conn.execute("SELECT max(step) FROM metrics WHERE job_id = ?", (job_id,)).fetchone()[0]
+        last = last_step(conn, job_id)
         restart = since >= 0 and (last is None or last < since)
-        rows = conn.execute(
-            "SELECT step, name, value FROM metrics WHERE job_id = ? AND step >= ? ORDER BY step",
-            (job_id, -1 if restart else since),
-        ).fetchall()
-    poll = RunPoll(detail, [(int(s), str(n), float(v)) for s, n, v in rows], restart)
+        points = points_since(conn, job_id, -1 if restart else since)
+    poll = RunPoll(detail, points, restart)
     path = detail.log_path or str(store.home / "jobs" / str(job_id) / "job.log")
     if path != log_path:
         log_offset = 0
