@@ -11,6 +11,11 @@ HANDLERS: dict[str, str] = {
     "dataset-import": "engine.datasets.importer:run_import_job",
     "selftest": "engine.selftest:run_selftest",
     "train": "engine.train.trainer:run_train_job",
+    "merge": "engine.merge.adapter:run_merge_job",
+    "merge-models": "engine.merge.models:run_merge_models_job",
+    "convert": "engine.gguf.job:run_convert_job",
+    "quantize": "engine.gguf.job:run_quantize_job",
+    "eval": "engine.evaluate.job:run_eval_job",
 }
 
 

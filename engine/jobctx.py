@@ -5,9 +5,12 @@ Database writes are throttled so a tight loop can call `progress()` freely.
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +82,27 @@ class JobContext:
         """Raise JobCancelled if the job should stop."""
         if self.should_stop():
             raise JobCancelled(f"job {self.job_id} was cancelled")
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """Run library code that never checks for cancel: a watcher interrupts the main thread on cancel,
+        and the interrupt comes out of this block as JobCancelled."""
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(0.5):
+                if self.should_stop():
+                    _thread.interrupt_main()
+                    return
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            yield
+        except KeyboardInterrupt:
+            raise JobCancelled(f"job {self.job_id} was cancelled") from None
+        finally:
+            done.set()
 
     def set_result(self, **result: Any) -> None:
         """Record what the job produced."""

@@ -1,0 +1,232 @@
+"""Proof that a GGUF is the model it came from: tokens, chat template, next-token agreement, quant perplexity.
+
+Each check returns a dict with a `status` of pass, warn or fail and the figures behind it; the
+worst status is the artifact's badge.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from pathlib import Path
+from typing import Any
+
+PROBES = (
+    "Hello, world! How are you today?",
+    "naïve café \u2013 déjà vu; Zürich, Ελληνικά, русский, 日本語, 中文, 🚀🦙",
+    "def add(a, b):\n    return a + b  # sum\n\tif x != y: print(f'{x!r}')",
+    "  leading spaces, trailing spaces   \n\n\ttabs\tand\r\nCRLF  ",
+    "1234567890 3.14159 -42 1e-5 0x1F",
+    "<|im_start|>user\nreverse: red green<|im_end|>\n<|im_start|>assistant\n",
+    "</s><s> [INST] special-looking text [/INST]",
+)
+HELD_OUT = (
+    "The committee met on Tuesday to review the budget for the coming year. After a long discussion, the "
+    "members agreed to fund the new library wing and to postpone the repairs to the old bridge until spring.",
+    "To make bread, mix flour, water, salt and yeast, knead the dough for ten minutes, let it rise for an hour, "
+    "shape it, and bake it in a hot oven until the crust is brown and the loaf sounds hollow.",
+    "def fibonacci(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n",
+    "reverse: apple river stone\nstone river apple\nreverse: blue cat\ncat blue\n",
+)
+CONVERSATION = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "Reverse these words: red green blue"},
+    {"role": "assistant", "content": "blue green red"},
+    {"role": "user", "content": "Now: one two"},
+]
+TOP1_GOAL = 0.99
+# Perplexity increase (fraction of the f16 parent's) that still passes / only warns, per quant type.
+PPL_DELTA_LIMITS = {"q8_0": (0.01, 0.03), "q6_k": (0.02, 0.05), "q5_k_m": (0.04, 0.10), "q4_k_m": (0.08, 0.20),
+                    "q4_0": (0.10, 0.25), "q3_k_m": (0.15, 0.40), "q2_k": (0.40, 1.00)}
+RANK = {"pass": 0, "warn": 1, "fail": 2}
+
+
+def worst(statuses: list[str]) -> str:
+    """The worst of pass/warn/fail."""
+    return max(statuses, key=lambda s: RANK[s]) if statuses else "pass"
+
+
+def metadata(gguf_path: Path) -> dict[str, Any]:
+    """The GGUF's tokenizer-related metadata (chat template, special token ids)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(gguf_path))
+
+    def field(key: str) -> Any:
+        f = reader.fields.get(key)
+        return None if f is None else f.contents()
+
+    return {
+        "architecture": field("general.architecture"),
+        "chat_template": field("tokenizer.chat_template"),
+        "bos_token_id": field("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": field("tokenizer.ggml.eos_token_id"),
+        "pre_tokenizer": field("tokenizer.ggml.pre"),
+        "tokenizer_model": field("tokenizer.ggml.model"),
+        "file_type": field("general.file_type"),
+    }
+
+
+def load_llama(gguf_path: Path, *, vocab_only: bool = False, logits_all: bool = False, n_ctx: int = 512) -> Any:
+    """A llama.cpp model on the CPU, quiet."""
+    import llama_cpp
+
+    return llama_cpp.Llama(model_path=str(gguf_path), vocab_only=vocab_only, logits_all=logits_all, n_ctx=n_ctx,
+                           n_threads=2, n_gpu_layers=0, verbose=False)
+
+
+def check_tokens(tokenizer: Any, llm: Any) -> dict[str, Any]:
+    """(a) The HF tokenizer and the GGUF vocabulary give the same ids for each probe string."""
+    mismatches = []
+    for text in PROBES:
+        hf = list(tokenizer.encode(text, add_special_tokens=False))
+        gg = list(llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        if hf != gg:
+            mismatches.append({"text": text, "hf": hf[:40], "gguf": gg[:40]})
+    return {"status": "pass" if not mismatches else "fail", "probes": len(PROBES),
+            "mismatched": len(mismatches), "examples": mismatches[:3]}
+
+
+def _llama_cpp_render(template: str, messages: list[dict[str, str]]) -> str | None:
+    """The conversation rendered by llama.cpp's built-in template engine, or None if it does not know it."""
+    import llama_cpp
+
+    array = (llama_cpp.llama_chat_message * len(messages))(
+        *[llama_cpp.llama_chat_message(m["role"].encode(), m["content"].encode()) for m in messages])
+    size = 8192
+    for _ in range(2):
+        buf = ctypes.create_string_buffer(size)
+        n = llama_cpp.llama_chat_apply_template(template.encode(), array, len(messages), True, buf, size)
+        if n < 0:
+            return None
+        if n <= size:
+            return buf.raw[:n].decode("utf-8", "replace")
+        size = n + 1
+    return None
+
+
+def check_template(tokenizer: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    """(b) Chat template and BOS/EOS are in the GGUF, and it renders a conversation as the HF template does."""
+    problems: list[str] = []
+    template = meta.get("chat_template")
+    hf_template = getattr(tokenizer, "chat_template", None)
+    if meta.get("eos_token_id") is None:
+        problems.append("no EOS token id in the GGUF")
+    if meta.get("bos_token_id") is None and tokenizer.bos_token_id is not None:
+        problems.append("the tokenizer has a BOS token but the GGUF has none")
+    elif tokenizer.bos_token_id is not None and meta.get("bos_token_id") != tokenizer.bos_token_id:
+        problems.append(f"BOS id {meta.get('bos_token_id')} in the GGUF, {tokenizer.bos_token_id} in the tokenizer")
+    if tokenizer.eos_token_id is not None and meta.get("eos_token_id") not in (None, tokenizer.eos_token_id):
+        problems.append(f"EOS id {meta.get('eos_token_id')} in the GGUF, {tokenizer.eos_token_id} in the tokenizer")
+    result: dict[str, Any] = {"template_in_gguf": bool(template), "template_in_model": bool(hf_template)}
+    if not template:
+        if hf_template:
+            problems.append("the model has a chat template but the GGUF lost it")
+        result.update(status="fail" if hf_template else "warn",
+                      problems=problems or ["neither the model nor the GGUF has a chat template"])
+        return result
+    if hf_template and template != hf_template:
+        problems.append("the GGUF's chat template text differs from the model's")
+    hf_text = tokenizer.apply_chat_template(CONVERSATION, tokenize=False, add_generation_prompt=True)
+    rendered = _llama_cpp_render(template, CONVERSATION)
+    result["renderer"] = "llama.cpp"
+    if rendered is None:  # a template llama.cpp's C++ engine does not recognize: llama-cpp-python's Jinja
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        bos = tokenizer.bos_token or ""
+        eos = tokenizer.eos_token or ""
+        rendered = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)(messages=CONVERSATION).prompt
+        result["renderer"] = "llama-cpp-python jinja"
+    result["same_text"] = rendered == hf_text
+    if not result["same_text"]:
+        problems.append("the same conversation renders differently")
+        result["hf"], result["gguf"] = hf_text[:300], rendered[:300]
+    result.update(status="fail" if problems else "pass", problems=problems)
+    return result
+
+
+def held_out_ids(tokenizer: Any, texts: tuple[str, ...] | list[str] = HELD_OUT, limit: int = 512) -> list[list[int]]:
+    """Token id sequences (BOS first when the tokenizer has one) for the agreement and perplexity checks."""
+    chunks = []
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    for text in texts:
+        ids = bos + list(tokenizer.encode(text, add_special_tokens=False))
+        if len(ids) > 1:
+            chunks.append(ids[:limit])
+    return chunks
+
+
+def gguf_logits(llm: Any, ids: list[int]) -> Any:
+    """llama.cpp's logits for every position of `ids` (a fresh context each call)."""
+    import numpy as np
+
+    llm.reset()
+    llm.eval(ids)
+    return np.array(llm.scores[: len(ids)], dtype=np.float64)
+
+
+def hf_logits(model: Any, ids: list[int]) -> Any:
+    import torch
+
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].double().numpy()
+
+
+def check_agreement(model: Any, llm: Any, chunks: list[list[int]]) -> dict[str, Any]:
+    """(c) Next-token top-1 agreement between the HF model and the GGUF over held-out text."""
+    agree = total = 0
+    for ids in chunks:
+        a = hf_logits(model, ids).argmax(-1)
+        b = gguf_logits(llm, ids).argmax(-1)
+        agree += int((a == b).sum())
+        total += len(ids)
+    rate = agree / total if total else 0.0
+    status = "pass" if rate >= TOP1_GOAL else ("warn" if rate >= 0.95 else "fail")
+    return {"status": status, "top1_agreement": round(rate, 5), "positions": total, "goal": TOP1_GOAL}
+
+
+def perplexity_gguf(llm: Any, chunks: list[list[int]]) -> float:
+    """Perplexity of a GGUF over token chunks (each predicts its own next tokens)."""
+    import numpy as np
+
+    nll = 0.0
+    count = 0
+    for ids in chunks:
+        logits = gguf_logits(llm, ids)[:-1]
+        shifted = logits - logits.max(-1, keepdims=True)
+        logp = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+        nll -= float(logp[np.arange(len(ids) - 1), ids[1:]].sum())
+        count += len(ids) - 1
+    return math.exp(nll / count) if count else float("nan")
+
+
+def check_quant(quant: Path, parent: Path, chunks: list[list[int]], qtype: str) -> dict[str, Any]:
+    """(d) A quant's perplexity against its f16/f32 parent's on the same tokens."""
+    n_ctx = max(len(c) for c in chunks) + 8
+    ppl_parent = perplexity_gguf(load_llama(parent, logits_all=True, n_ctx=n_ctx), chunks)
+    ppl_quant = perplexity_gguf(load_llama(quant, logits_all=True, n_ctx=n_ctx), chunks)
+    delta = (ppl_quant - ppl_parent) / ppl_parent
+    ok, warn = PPL_DELTA_LIMITS.get(qtype, (0.10, 0.30))
+    status = "pass" if delta <= ok else ("warn" if delta <= warn else "fail")
+    return {"status": status, "perplexity": round(ppl_quant, 4), "parent_perplexity": round(ppl_parent, 4),
+            "delta": round(delta, 5), "limit": ok}
+
+
+def check_conversion(model_dir: Path, gguf_path: Path, texts: list[str] | None = None) -> dict[str, Any]:
+    """Checks (a)-(c) for a GGUF converted from `model_dir` (f32/f16/bf16)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    meta = metadata(gguf_path)
+    vocab = load_llama(gguf_path, vocab_only=True)
+    tokens = check_tokens(tokenizer, vocab)
+    del vocab
+    template = check_template(tokenizer, meta)
+    chunks = held_out_ids(tokenizer, [*HELD_OUT, *(texts or [])])
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    model.eval()
+    n_ctx = max(len(c) for c in chunks) + 8
+    agreement = check_agreement(model, load_llama(gguf_path, logits_all=True, n_ctx=n_ctx), chunks)
+    checks = {"tokens": tokens, "template": template, "agreement": agreement}
+    return {"status": worst([c["status"] for c in checks.values()]), **checks}

@@ -1,0 +1,165 @@
+"""The `convert` and `quantize` jobs: GGUF files registered as artifacts with their fidelity report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from engine.jobctx import JobContext
+
+MAX_HELD_OUT_ROWS = 16
+
+
+def _held_out_texts(ctx: JobContext, artifact_id: int | None) -> list[str]:
+    """Validation rows of the dataset the model was trained on (found through the lineage), as chat text."""
+    from store.artifacts import lineage
+    from store.models import Artifact, Dataset
+
+    if artifact_id is None:
+        return []
+    with ctx.store.read() as session:
+        artifact = session.get(Artifact, artifact_id)
+        chain = lineage(session, artifact) if artifact else []
+        dataset_id = next((a.meta.get("dataset_id") for a in chain if a.meta.get("dataset_id")), None)
+        dataset = session.get(Dataset, dataset_id) if dataset_id else None
+    if dataset is None:
+        return []
+    rows = []
+    val = Path(dataset.path) / "val.jsonl"
+    if val.is_file():
+        with val.open(encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    rows.append(json.loads(line))
+                if len(rows) >= MAX_HELD_OUT_ROWS:
+                    break
+    return [json.dumps(r) for r in rows]
+
+
+def _render(tokenizer_dir: Path, rows: list[str]) -> list[str]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    texts = []
+    for raw in rows:
+        row = json.loads(raw)
+        if "messages" in row and getattr(tokenizer, "chat_template", None):
+            texts.append(tokenizer.apply_chat_template(row["messages"], tokenize=False))
+        elif "text" in row:
+            texts.append(row["text"])
+    return texts
+
+
+def _register(ctx: JobContext, kind: str, path: Path, parent_id: int | None, meta: dict[str, Any]) -> int:
+    from engine.artifacts import register_artifact
+
+    with ctx.store.write() as session:
+        artifact = register_artifact(session, ctx.config["project_id"], kind, path, name=path.name,
+                                     job_id=ctx.job_id, parent_id=parent_id, meta=meta)
+        return int(artifact.id)  # type: ignore[arg-type]
+
+
+def _quantize_one(ctx: JobContext, source: Path, source_id: int, qtype: str, out_dir: Path,
+                  chunks: list[list[int]] | None, stem: str) -> dict[str, Any]:
+    from engine.gguf.fidelity import check_quant
+    from engine.gguf.quantize import quantize
+
+    out = out_dir / f"{stem}-{qtype}.gguf"
+    ctx.log(f"quantizing {source.name} to {qtype}")
+    with ctx.interruptible():
+        report = quantize(source, out, qtype)
+    if report.get("note"):
+        ctx.log(report["note"])
+    fidelity: dict[str, Any] = {}
+    if chunks:
+        quant_check = check_quant(out, source, chunks, qtype)
+        fidelity = {"status": quant_check["status"], "quant": quant_check}
+        ctx.log(f"{qtype}: perplexity {quant_check['perplexity']} vs {quant_check['parent_perplexity']} "
+                f"({quant_check['delta']:+.2%}) -> {quant_check['status']}")
+    meta = {"format": "gguf", "quant": qtype, "quantize": report, "fidelity": fidelity,
+            "source_gguf": str(source)}
+    artifact_id = _register(ctx, "gguf", out, source_id, meta)
+    return {"artifact_id": artifact_id, "type": qtype, "path": str(out), "fidelity": fidelity.get("status"),
+            "fallback": report.get("fallback", 0)}
+
+
+def run_convert_job(ctx: JobContext) -> None:
+    """Convert a model (or adapter) artifact to GGUF, check fidelity, then make the requested quants."""
+    from engine.gguf.convert import convert_adapter, convert_model
+    from engine.gguf.fidelity import check_conversion, held_out_ids
+    from engine.gguf.tools import ensure_tools
+
+    cfg = ctx.config
+    source = Path(cfg["source_path"])
+    outtype = cfg.get("outtype", "f16")
+    out_dir = ctx.job_dir / "output"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = cfg.get("name") or source.name
+    tools = ensure_tools(ctx.home, ctx.log)
+    ctx.progress(0.05, force=True)
+    if cfg.get("source_kind") == "adapter":
+        out = out_dir / f"{stem}-lora-{outtype}.gguf"
+        with ctx.interruptible():
+            convert_adapter(tools, source, Path(cfg["base_path"]), out, outtype)
+        artifact_id = _register(ctx, "gguf-lora", out, cfg.get("artifact_id"),
+                                {"format": "gguf-lora", "outtype": outtype, "base_model": cfg["base_path"]})
+        ctx.set_result(artifact_id=artifact_id, path=str(out))
+        ctx.log(f"wrote the GGUF adapter {out} (artifact {artifact_id}); use it with llama.cpp's --lora on the "
+                "base model's GGUF")
+        return
+    out = out_dir / f"{stem}-{outtype}.gguf"
+    ctx.log(f"converting {source} to {out.name} with llama.cpp's converter ({tools.name})")
+    with ctx.interruptible():
+        convert_model(tools, source, out, outtype, cfg.get("pre_tokenizer"))
+    ctx.progress(0.4, force=True)
+    ctx.check_cancel()
+    texts = _render(source, _held_out_texts(ctx, cfg.get("artifact_id")))
+    ctx.log(f"fidelity check: tokens, chat template, next-token agreement over {len(texts)} held-out rows "
+            "+ general text")
+    with ctx.interruptible():
+        fidelity = check_conversion(source, out, texts)
+    for name in ("tokens", "template", "agreement"):
+        ctx.log(f"  {name}: {fidelity[name]['status']} "
+                + json.dumps({k: v for k, v in fidelity[name].items() if k not in {'status', 'examples'}})[:300])
+    meta = {"format": "gguf", "outtype": outtype, "fidelity": fidelity, "source_model": str(source),
+            "pre_tokenizer_forced": cfg.get("pre_tokenizer")}
+    gguf_id = _register(ctx, "gguf", out, cfg.get("artifact_id"), meta)
+    ctx.progress(0.6, force=True)
+    quants = []
+    chunks = None
+    if cfg.get("quants"):
+        from transformers import AutoTokenizer
+
+        from engine.gguf.fidelity import HELD_OUT
+
+        chunks = held_out_ids(AutoTokenizer.from_pretrained(str(source)), [*HELD_OUT, *texts])
+    for i, qtype in enumerate(cfg.get("quants") or []):
+        ctx.check_cancel()
+        quants.append(_quantize_one(ctx, out, gguf_id, qtype, out_dir, chunks, stem))
+        ctx.progress(0.6 + 0.4 * (i + 1) / len(cfg["quants"]), force=True)
+    ctx.set_result(artifact_id=gguf_id, path=str(out), fidelity=fidelity["status"], quants=quants)
+
+
+def run_quantize_job(ctx: JobContext) -> None:
+    """Quantize a GGUF artifact (or file) to one or more types, with the perplexity check when the
+    tokenizer of its source model is at hand."""
+    cfg = ctx.config
+    source = Path(cfg["source_path"])
+    out_dir = ctx.job_dir / "output"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = cfg.get("name") or source.stem.removesuffix("-f16").removesuffix("-f32").removesuffix("-bf16")
+    chunks = None
+    model_dir = cfg.get("source_model")
+    if model_dir and Path(model_dir, "config.json").is_file():
+        from transformers import AutoTokenizer
+
+        from engine.gguf.fidelity import HELD_OUT, held_out_ids
+
+        chunks = held_out_ids(AutoTokenizer.from_pretrained(model_dir), HELD_OUT)
+    quants = []
+    for i, qtype in enumerate(cfg["quants"]):
+        ctx.check_cancel()
+        quants.append(_quantize_one(ctx, source, cfg.get("artifact_id"), qtype, out_dir, chunks, stem))
+        ctx.progress((i + 1) / len(cfg["quants"]), force=True)
+    ctx.set_result(quants=quants)

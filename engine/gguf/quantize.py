@@ -1,0 +1,101 @@
+"""Quantizing a GGUF in-process with llama.cpp's quantizer (`llama_cpp.llama_model_quantize`)."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from engine.gguf.convert import ConversionError, DiskFull
+
+QUANT_TYPES: dict[str, str] = {
+    "q2_k": "LLAMA_FTYPE_MOSTLY_Q2_K",
+    "q3_k_m": "LLAMA_FTYPE_MOSTLY_Q3_K_M",
+    "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
+    "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+    "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
+    "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K",
+    "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
+}
+FALLBACK_RE = re.compile(r"(\d+) of (\d+) tensor\(s\) required fallback quantization")
+
+
+def parse_quant_list(text: str) -> list[str]:
+    """`q8_0,q4_k_m` -> ['q8_0', 'q4_k_m'], refusing unknown types by name."""
+    types = [t.strip().lower() for t in text.split(",") if t.strip()]
+    unknown = [t for t in types if t not in QUANT_TYPES]
+    if unknown:
+        raise ConversionError(f"unknown quant type {', '.join(unknown)}; expected some of {', '.join(QUANT_TYPES)}")
+    return list(dict.fromkeys(types))
+
+
+@contextlib.contextmanager
+def _capture_fd2() -> Iterator[list[str]]:
+    """Collect what C code writes to fd 2 (llama.cpp logs there), then echo it to our stderr."""
+    captured: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode("utf-8", "replace")
+            captured.append(text)
+            sys.stderr.write(text)
+            sys.stderr.flush()
+
+
+def tensor_types(path: Path) -> dict[str, int]:
+    """How many tensors of each ggml type a GGUF holds."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    return dict(Counter(gguf.GGMLQuantizationType(t.tensor_type).name for t in reader.tensors))
+
+
+def quantize(src: Path, out: Path, qtype: str, threads: int | None = None) -> dict[str, Any]:
+    """Quantize `src` into `out` as `qtype`; returns a report of tensor types and k-quant fallbacks."""
+    import llama_cpp
+
+    if qtype not in QUANT_TYPES:
+        raise ConversionError(f"unknown quant type {qtype!r}; expected one of {', '.join(QUANT_TYPES)}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, QUANT_TYPES[qtype])
+    params.nthread = threads or max(1, os.cpu_count() or 1)
+    params.allow_requantize = True
+    partial = out.with_name(out.name + ".partial")
+    partial.unlink(missing_ok=True)
+    try:
+        with _capture_fd2() as log:
+            rc = llama_cpp.llama_model_quantize(str(src).encode(), str(partial).encode(), ctypes.byref(params))
+        text = "".join(log)
+        if rc != 0:
+            if "No space left" in text or shutil.disk_usage(out.parent).free < src.stat().st_size // 8:
+                raise DiskFull(f"disk full while writing {out} (free space on {out.parent}); nothing was kept")
+            last = [ln for ln in text.splitlines() if ln.strip()][-1:] or ["no reason given"]
+            raise ConversionError(f"llama.cpp could not quantize {src.name} to {qtype}: {last[0].strip()}")
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+    types = tensor_types(out)
+    report: dict[str, Any] = {"type": qtype, "tensor_types": types, "n_tensors": sum(types.values())}
+    if m := FALLBACK_RE.search(text):
+        report["fallback"] = int(m.group(1))
+        report["note"] = (f"{m.group(1)} of {m.group(2)} tensors have rows not divisible by the k-quant block "
+                          f"(256) and were quantized with llama.cpp's fallback type instead: "
+                          + ", ".join(f"{n} {t}" for t, n in sorted(types.items())))
+    else:
+        report["fallback"] = 0
+    return report

@@ -1,0 +1,200 @@
+"""`tunedeck artifact ...`, `convert`, `quantize` and `tools`: what runs produce and what is made from it."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tui.commands.common import human_size, open_from_args, print_json, table, when
+
+if TYPE_CHECKING:
+    from store.db import Store
+    from store.models import Artifact
+
+
+def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    art = verbs.add_parser("artifact", help="list, show and delete artifacts (models, adapters, GGUFs)",
+                           parents=[common])
+    averbs = art.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(art))
+    p = averbs.add_parser("list", help="a project's artifacts with their lineage", parents=[common])
+    p.add_argument("project")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_artifact_list)
+    p = averbs.add_parser("show", help="one artifact: path, size, checksum, lineage, fidelity, evals",
+                          parents=[common])
+    p.add_argument("artifact", help="artifact id or name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_artifact_show)
+    p = averbs.add_parser("delete", help="delete an artifact and its files", parents=[common])
+    p.add_argument("artifact")
+    p.add_argument("--force", action="store_true", help="also delete the artifacts derived from it")
+    p.set_defaults(func=cmd_artifact_delete)
+
+    p = verbs.add_parser("convert", help="convert a model or adapter to GGUF with llama.cpp's converter",
+                         parents=[common])
+    p.add_argument("artifact", nargs="?", help="model, merged model or adapter artifact (id or name)")
+    p.add_argument("--outtype", default="f16", choices=["f16", "bf16", "f32"])
+    p.add_argument("--quant", default="", metavar="TYPES", help="then quantize: e.g. q8_0,q4_k_m")
+    p.add_argument("--pre-tokenizer", metavar="NAME",
+                   help="force llama.cpp's BPE pre-tokenizer when it does not recognize the tokenizer")
+    p.add_argument("--list-pre-tokenizers", action="store_true", help="print the names llama.cpp knows")
+    p.add_argument("--name", help="base name of the GGUF files")
+    _wait_flags(p)
+    p.set_defaults(func=cmd_convert)
+
+    p = verbs.add_parser("quantize", help="quantize a GGUF artifact with llama.cpp", parents=[common])
+    p.add_argument("artifact", help="GGUF artifact (id or name)")
+    p.add_argument("--quant", required=True, metavar="TYPES", help="e.g. q8_0,q4_k_m")
+    _wait_flags(p)
+    p.set_defaults(func=cmd_quantize)
+
+    p = verbs.add_parser("tools", help="llama.cpp's converter for the installed llama-cpp-python",
+                         parents=[common])
+    tverbs = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(p))
+    t = tverbs.add_parser("fetch", help="fetch it now (it is otherwise fetched on first use)", parents=[common])
+    t.set_defaults(func=cmd_tools_fetch)
+
+
+def _wait_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", action="store_true", help="wait for the job; exit non-zero if it fails")
+    p.add_argument("--json", action="store_true")
+
+
+def finish_queued(args: argparse.Namespace, store: Store, job_id: int, label: str) -> int:
+    """Print the queued job's id, or with --wait wait for it and report; exit status 1 unless it completed."""
+    from tui.commands.jobs import wait_for_job
+
+    if not args.wait:
+        if args.json:
+            print_json({"job_id": job_id})
+        else:
+            print(job_id)
+        return 0
+    job = wait_for_job(store, job_id, f"{label} {job_id}", show_progress=not args.json)
+    if args.json:
+        print_json(job.model_dump())
+    else:
+        print(f"{label} {job_id} {job.status}" + (f": {job.error}" if job.error else ""))
+        for key in ("artifact_id", "path", "fidelity"):
+            if job.result.get(key) is not None:
+                print(f"  {key:<12} {job.result[key]}")
+        for q in job.result.get("quants", []):
+            print(f"  {q['type']:<12} artifact {q['artifact_id']}  fidelity {q.get('fidelity') or '-'}  {q['path']}")
+    return 0 if job.status == "completed" else 1
+
+
+def artifact_dict(artifact: Artifact, chain: list[Artifact], derived: list[Artifact]) -> dict[str, Any]:
+    data = artifact.model_dump()
+    data["lineage"] = [{"id": a.id, "kind": a.kind, "name": a.name, "job_id": a.job_id} for a in chain[1:]]
+    data["derived"] = [{"id": a.id, "kind": a.kind, "name": a.name} for a in derived]
+    data["fidelity"] = (artifact.meta.get("fidelity") or {}).get("status")
+    data["evals"] = artifact.meta.get("evals", [])
+    return data
+
+
+def cmd_artifact_list(args: argparse.Namespace) -> int:
+    from store.artifacts import list_artifacts
+    from store.projects import get_project
+
+    store = open_from_args(args)
+    with store.read() as session:
+        rows = list_artifacts(session, get_project(session, args.project).id)
+    if args.json:
+        print_json([a.model_dump() for a in rows])
+        return 0
+    depth: dict[int, int] = {}
+    lines = []
+    for a in rows:
+        depth[a.id] = depth.get(a.parent_id, -1) + 1 if a.parent_id in depth else 0  # type: ignore[index]
+        badge = (a.meta.get("fidelity") or {}).get("status", "")
+        lines.append((a.id, "  " * depth[a.id] + a.kind, a.name, human_size(a.size), badge or "-", when(a.created_at)))
+    print(table(("ID", "KIND", "NAME", "SIZE", "FIDELITY", "CREATED"), lines) if lines else "no artifacts")
+    return 0
+
+
+def cmd_artifact_show(args: argparse.Namespace) -> int:
+    from store.artifacts import children, get_artifact, lineage
+
+    store = open_from_args(args)
+    with store.read() as session:
+        artifact = get_artifact(session, args.artifact)
+        data = artifact_dict(artifact, lineage(session, artifact), children(session, artifact.id))
+    if args.json:
+        print_json(data)
+        return 0
+    print(f"artifact {data['id']}: {data['kind']} {data['name']}")
+    print(f"  path      {data['path']}")
+    print(f"  size      {human_size(data['size'])}  sha256 {data['sha256']}")
+    if data["job_id"]:
+        print(f"  made by   job {data['job_id']}")
+    for a in data["lineage"]:
+        print(f"  from      {a['id']} {a['kind']} {a['name']}")
+    for a in data["derived"]:
+        print(f"  derived   {a['id']} {a['kind']} {a['name']}")
+    fidelity = artifact.meta.get("fidelity") or {}
+    if fidelity:
+        print(f"  fidelity  {fidelity.get('status')}")
+        for name, check in fidelity.items():
+            if isinstance(check, dict):
+                figures = {k: v for k, v in check.items() if k not in {"status", "examples", "hf", "gguf"}}
+                print(f"    {name:<10} {check.get('status')}  {figures}")
+    for ev in data["evals"]:
+        print(f"  eval      {ev}")
+    return 0
+
+
+def cmd_artifact_delete(args: argparse.Namespace) -> int:
+    from store.artifacts import delete_artifact
+
+    store = open_from_args(args)
+    with store.write() as session:
+        deleted = [(a.id, a.kind, a.path) for a in delete_artifact(session, int(args.artifact), force=args.force)]
+    for artifact_id, kind, path in deleted:
+        target = Path(path)
+        inside_home = store.home.resolve() in target.resolve().parents
+        if inside_home and target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+        elif inside_home:
+            target.unlink(missing_ok=True)
+        print(f"deleted artifact {artifact_id} ({kind})" + ("" if inside_home else f"; left {path} (outside home)"))
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from engine.gguf.quantize import parse_quant_list
+    from engine.gguf.queue import queue_convert
+
+    store = open_from_args(args)
+    if args.list_pre_tokenizers:
+        from engine.gguf.convert import known_pre_tokenizers
+        from engine.gguf.tools import ensure_tools
+
+        print("\n".join(known_pre_tokenizers(ensure_tools(store.home, lambda m: print(m, file=sys.stderr)))))
+        return 0
+    if not args.artifact:
+        from tui.commands.common import UsageError
+
+        raise UsageError("tunedeck convert: name the artifact to convert")
+    job_id = queue_convert(store, args.artifact, outtype=args.outtype, quants=parse_quant_list(args.quant),
+                           pre_tokenizer=args.pre_tokenizer, name=args.name)
+    return finish_queued(args, store, job_id, "convert")
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from engine.gguf.quantize import parse_quant_list
+    from engine.gguf.queue import queue_quantize
+
+    store = open_from_args(args)
+    job_id = queue_quantize(store, args.artifact, parse_quant_list(args.quant))
+    return finish_queued(args, store, job_id, "quantize")
+
+
+def cmd_tools_fetch(args: argparse.Namespace) -> int:
+    from engine.gguf.tools import ensure_tools
+
+    store = open_from_args(args)
+    print(ensure_tools(store.home, lambda m: print(m, file=sys.stderr)))
+    return 0
