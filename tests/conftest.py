@@ -54,3 +54,44 @@ def run_cli(*args: str, home: Path | None = None, env: dict[str, str] | None = N
     return subprocess.run(
         [*cmd, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=full_env, stdin=subprocess.DEVNULL
     )
+
+
+@pytest.fixture(scope="session")
+def llama_sdist() -> Path:
+    """The llama-cpp-python sdist of the installed version (llama.cpp's converter), downloaded once and kept
+    in the user's cache so later test sessions work offline."""
+    from engine.gguf.tools import SDIST_ENV, _download_sdist, llama_cpp_version
+
+    given = os.environ.get(SDIST_ENV)
+    if given and Path(given).is_file():
+        return Path(given)
+    version = llama_cpp_version()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tunedeck-tests"
+    cached = cache / f"llama_cpp_python-{version}.tar.gz"
+    if not cached.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = cache / f".download-{os.getpid()}"
+        tmp.mkdir(exist_ok=True)
+        os.replace(_download_sdist(version, tmp), cached)
+        tmp.rmdir()
+    return cached
+
+
+@pytest.fixture
+def gguf_tools_env(monkeypatch: pytest.MonkeyPatch, llama_sdist: Path) -> Path:
+    """Point TUNEDECK_LLAMA_SDIST at the cached sdist (for this process and the engines it starts)."""
+    from engine.gguf.tools import SDIST_ENV
+
+    monkeypatch.setenv(SDIST_ENV, str(llama_sdist))
+    return llama_sdist
+
+
+@pytest.fixture(scope="session")
+def demo_gguf(tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path, llama_sdist: Path) -> Path:
+    """The demo model converted to an f16 GGUF by llama.cpp's converter (read-only for tests)."""
+    from engine.gguf.convert import convert_model
+    from engine.gguf.tools import unpack_sdist
+
+    folder = tmp_path_factory.mktemp("demo-gguf")
+    tools = unpack_sdist(llama_sdist, folder / "tools")
+    return convert_model(tools, demo_model_dir, folder / "demo-llama-f16.gguf", "f16")

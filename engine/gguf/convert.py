@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import logging
 import os
 import re
 import runpy
+import shutil
 import sys
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,9 +81,25 @@ def _run_script(script: Path, argv: list[str], pre_tokenizer: str | None, tools:
                 raise ConversionError(f"llama.cpp's converter stopped (exit {exc.code}); see the job log") from None
 
 
+def _nearly_full(folder: Path) -> bool:
+    """Whether a failed write is best explained by a full disk (numpy reports short writes without errno)."""
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
+
+
+def _release(exc: BaseException) -> None:
+    """Log the converter's traceback, then drop its frames so its open output file is closed now
+    (a deleted but still open .partial keeps its disk space until the handle goes)."""
+    traceback.print_exception(exc)
+    traceback.clear_frames(exc.__traceback__)
+    gc.collect()
+
+
 def _explain(exc: BaseException, model_dir: Path, out: Path) -> ConversionError:
     text = str(exc)
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+    if isinstance(exc, OSError) and (exc.errno == errno.ENOSPC or _nearly_full(out.parent)):
         return DiskFull(f"disk full while writing {out} (free space on {out.parent}); nothing was kept")
     if isinstance(exc, NotImplementedError) and "pre-tokenizer" in text:
         return ConversionError(
@@ -111,7 +130,9 @@ def _convert(script_name: str, argv: list[str], model_dir: Path, out: Path, tool
         raise
     except Exception as exc:
         partial.unlink(missing_ok=True)
-        raise _explain(exc, model_dir, out) from exc
+        error = _explain(exc, model_dir, out)
+        _release(exc)
+        raise error from None
     return out
 
 

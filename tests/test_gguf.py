@@ -1,0 +1,216 @@
+"""GGUF conversion and quantization with llama.cpp's own tools, and the fidelity checks, for real."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+
+def _demo(home: Path) -> None:
+    assert run_cli("demo", home=home).returncode == 0
+
+
+def _artifacts(home: Path, project: str = "demo") -> list[dict]:
+    proc = run_cli("artifact", "list", project, "--json", home=home)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def _generate(path: Path, lora: Path | None = None) -> str:
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=128, n_threads=2, verbose=False,
+                          lora_path=str(lora) if lora else None)
+    out = llm.create_completion("reverse: red green", max_tokens=8, temperature=0, seed=1)
+    return out["choices"][0]["text"], out["usage"]["completion_tokens"]
+
+
+def test_sdist_unpacks_only_the_converter(tmp_path: Path, llama_sdist: Path) -> None:
+    from engine.gguf.tools import unpack_sdist
+
+    dest = unpack_sdist(llama_sdist, tmp_path / "tools")
+    names = {p.name for p in dest.iterdir()}
+    assert {"convert_hf_to_gguf.py", "convert_lora_to_gguf.py", "conversion", "gguf-py", "LICENSE"} <= names
+    assert not (dest / "src").exists() and not (dest / "ggml").exists()  # the C++ sources stay out
+    size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    assert size < 8_000_000
+
+
+def test_convert_and_quantize_demo_model(home: Path, gguf_tools_env: Path) -> None:
+    _demo(home)
+    model = next(a for a in _artifacts(home) if a["kind"] == "model")
+    proc = run_cli("convert", str(model["id"]), "--quant", "q8_0,q4_k_m", "--wait", "--json", home=home,
+                   timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    job = json.loads(proc.stdout)
+    assert job["status"] == "completed" and job["result"]["fidelity"] == "pass"
+    ggufs = {a["name"]: a for a in _artifacts(home) if a["kind"] == "gguf"}
+    assert set(ggufs) == {"demo-llama-f16.gguf", "demo-llama-q8_0.gguf", "demo-llama-q4_k_m.gguf"}
+    f16 = ggufs["demo-llama-f16.gguf"]
+    assert f16["parent_id"] == model["id"]
+    fidelity = f16["meta"]["fidelity"]
+    assert fidelity["status"] == "pass"
+    assert fidelity["tokens"]["mismatched"] == 0
+    assert fidelity["template"]["same_text"] and fidelity["template"]["template_in_gguf"]
+    assert fidelity["agreement"]["top1_agreement"] >= 0.99 and fidelity["agreement"]["positions"] > 100
+    for name in ("demo-llama-q8_0.gguf", "demo-llama-q4_k_m.gguf"):
+        quant = ggufs[name]
+        assert quant["parent_id"] == f16["id"]
+        assert quant["meta"]["fidelity"]["quant"]["status"] == "pass"
+        assert Path(quant["path"]).stat().st_size < Path(f16["path"]).stat().st_size
+    # hidden size 64 is not a multiple of the k-quant block: llama.cpp falls back per tensor, and we say so
+    report = ggufs["demo-llama-q4_k_m.gguf"]["meta"]["quantize"]
+    assert report["fallback"] > 0 and "fallback" in report["note"]
+    assert "Q4_K" not in report["tensor_types"] or report["tensor_types"]["Q4_K"] < report["n_tensors"]
+    for a in ggufs.values():
+        _text, n = _generate(Path(a["path"]))
+        assert n > 0
+    assert not list(home.rglob("*.partial"))
+    shown = run_cli("artifact", "show", str(f16["id"]), home=home)
+    assert "fidelity  pass" in shown.stdout and "agreement" in shown.stdout
+
+
+def test_quantize_verb_and_bad_types(home: Path, gguf_tools_env: Path) -> None:
+    _demo(home)
+    assert run_cli("convert", "1", "--wait", home=home, timeout=300).returncode == 0
+    f16 = next(a for a in _artifacts(home) if a["kind"] == "gguf")
+    bad = run_cli("quantize", str(f16["id"]), "--quant", "q4_k_m,q9_z", home=home)
+    assert bad.returncode == 1 and "q9_z" in bad.stderr
+    wrong_kind = run_cli("quantize", "1", "--quant", "q8_0", home=home)
+    assert wrong_kind.returncode == 1 and "expected gguf" in wrong_kind.stderr
+    ok = run_cli("quantize", str(f16["id"]), "--quant", "q6_k", "--wait", home=home, timeout=300)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    q6 = next(a for a in _artifacts(home) if a["name"].endswith("q6_k.gguf"))
+    assert q6["meta"]["fidelity"]["quant"]["status"] in {"pass", "warn"}
+
+
+def _bpe_model(folder: Path) -> Path:
+    """A tiny Llama with a custom byte-level BPE tokenizer llama.cpp has never seen."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"[0-9]"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    texts = ["the quick brown fox jumps over the lazy dog 12345"] * 20 + ["tunedeck converts models 42"] * 20
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=320, special_tokens=["<s>", "</s>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
+    fast.save_pretrained(str(folder))
+    cfg = LlamaConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                      num_attention_heads=4, num_key_value_heads=4, bos_token_id=0, eos_token_id=1)
+    LlamaForCausalLM(cfg).save_pretrained(str(folder))
+    return folder
+
+
+def test_unknown_pre_tokenizer_is_explained_and_can_be_forced(tmp_path: Path, llama_sdist: Path) -> None:
+    from engine.gguf.convert import ConversionError, convert_model
+    from engine.gguf.tools import unpack_sdist
+
+    tools = unpack_sdist(llama_sdist, tmp_path / "tools")
+    model = _bpe_model(tmp_path / "bpe")
+    out = tmp_path / "bpe.gguf"
+    with pytest.raises(ConversionError, match="does not recognize this tokenizer's BPE pre-tokenizer") as err:
+        convert_model(tools, model, out)
+    assert "--pre-tokenizer" in str(err.value)
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))
+    with pytest.raises(ConversionError, match=r"not one llama\.cpp knows"):
+        convert_model(tools, model, out, pre_tokenizer="no-such-thing")
+    convert_model(tools, model, out, pre_tokenizer="gpt-2")
+    from engine.gguf.fidelity import metadata
+
+    assert metadata(out)["pre_tokenizer"] == "gpt-2"
+
+
+def test_unknown_pre_tokenizer_fails_the_job_with_the_explanation(home: Path, tmp_path: Path,
+                                                                   gguf_tools_env: Path) -> None:
+    from engine.artifacts import register_artifact
+    from store.db import open_store
+    from store.projects import create_project
+
+    model = _bpe_model(tmp_path / "bpe")
+    store = open_store(home)
+    with store.write() as session:
+        project = create_project(session, "p")
+        artifact_id = register_artifact(session, project.id, "model", model, name="bpe").id
+    store.close()
+    proc = run_cli("convert", str(artifact_id), "--wait", home=home, timeout=300)
+    assert proc.returncode == 1
+    assert "pre-tokenizer" in proc.stdout and "--pre-tokenizer NAME" in proc.stdout
+    assert [a["kind"] for a in _artifacts(home, "p")] == ["model"]
+    assert not list((home / "jobs").rglob("*.gguf*"))
+
+
+def test_corrupt_model_fails_cleanly(home: Path, tmp_path: Path, demo_model_dir: Path,
+                                     gguf_tools_env: Path) -> None:
+    from engine.artifacts import register_artifact
+    from store.db import open_store
+    from store.projects import create_project
+
+    broken = tmp_path / "broken"
+    shutil.copytree(demo_model_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    store = open_store(home)
+    with store.write() as session:
+        project = create_project(session, "p")
+        artifact_id = register_artifact(session, project.id, "model", broken, name="broken").id
+    store.close()
+    proc = run_cli("convert", str(artifact_id), "--wait", home=home, timeout=300)
+    assert proc.returncode == 1 and "conversion failed" in proc.stdout
+    assert [a["kind"] for a in _artifacts(home, "p")] == ["model"]
+    assert not list((home / "jobs").rglob("*.gguf*"))
+
+
+def test_refusals_before_queueing(home: Path) -> None:
+    _demo(home)
+    data = next(a for a in _artifacts(home) if a["kind"] == "data")
+    for args, message in [
+        (("convert", str(data["id"])), "expected adapter or merged or model"),
+        (("convert", "999"), "no artifact 999"),
+        (("convert", "1", "--quant", "q4_k_z"), "unknown quant type q4_k_z"),
+        (("convert", "1", "--outtype", "q8_0"), "invalid choice"),
+    ]:
+        proc = run_cli(*args, home=home)
+        assert proc.returncode in (1, 2) and message in proc.stderr, (args, proc.stderr)
+    jobs = json.loads(run_cli("job", "list", "--json", home=home).stdout)
+    assert [j["kind"] for j in jobs] == ["dataset-import"]
+
+
+def _mount_tmpfs(where: Path, size: str) -> bool:
+    where.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    return proc.returncode == 0
+
+
+def test_disk_full_during_conversion_and_quantize(tmp_path: Path, llama_sdist: Path, demo_model_dir: Path,
+                                                  demo_gguf: Path) -> None:
+    from engine.gguf.convert import DiskFull, convert_model
+    from engine.gguf.quantize import quantize
+    from engine.gguf.tools import unpack_sdist
+
+    tools = unpack_sdist(llama_sdist, tmp_path / "tools")
+    small = tmp_path / "small"
+    if not _mount_tmpfs(small, "100k"):
+        pytest.skip("cannot mount a size-limited tmpfs here (needs root / CAP_SYS_ADMIN)")
+    try:
+        keep = small / "earlier.gguf"
+        keep.write_bytes(b"GGUF" + b"\0" * 1000)
+        with pytest.raises(DiskFull, match=r"disk full while writing .*demo-f32\.gguf"):
+            convert_model(tools, demo_model_dir, small / "demo-f32.gguf", "f32")
+        assert sorted(p.name for p in small.iterdir()) == ["earlier.gguf"]
+        with pytest.raises(DiskFull, match="disk full"):
+            quantize(demo_gguf, small / "demo-q8_0.gguf", "q8_0")
+        assert sorted(p.name for p in small.iterdir()) == ["earlier.gguf"]
+        assert keep.read_bytes().startswith(b"GGUF")
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
