@@ -51,6 +51,19 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
     _wait_flags(p)
     p.set_defaults(func=cmd_quantize)
 
+    p = verbs.add_parser("eval", help="perplexity on a dataset, forgetting vs a base, a quant sweep",
+                         parents=[common])
+    p.add_argument("model", help="model, merged model, adapter or GGUF artifact (id or name)")
+    p.add_argument("--dataset", help="dataset name or id (its --split is scored)")
+    p.add_argument("--split", default="val", choices=["val", "train"])
+    p.add_argument("--compare", metavar="BASE",
+                   help="flag forgetting: general-text perplexity against BASE (an artifact, or `base` for the "
+                        "model's own base)")
+    p.add_argument("--sweep", action="store_true", help="size, perplexity, delta and tokens/s of each quant")
+    p.add_argument("--tasks", default="", help="lm-evaluation-harness tasks, comma-separated")
+    _wait_flags(p)
+    p.set_defaults(func=cmd_eval)
+
     p = verbs.add_parser("tools", help="llama.cpp's converter for the installed llama-cpp-python",
                          parents=[common])
     tverbs = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(p))
@@ -190,6 +203,38 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     store = open_from_args(args)
     job_id = queue_quantize(store, args.artifact, parse_quant_list(args.quant))
     return finish_queued(args, store, job_id, "quantize")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from engine.evaluate.queue import queue_eval
+
+    store = open_from_args(args)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    job_id = queue_eval(store, args.model, dataset=args.dataset, split=args.split, compare=args.compare,
+                        sweep=args.sweep, tasks=tasks)
+    code = finish_queued(args, store, job_id, "eval")
+    if args.wait and not args.json:
+        from tui.commands.jobs import read_job
+
+        print_eval(read_job(store, job_id).result)
+    return code
+
+
+def print_eval(result: dict[str, Any]) -> None:
+    """An eval job's result as text."""
+    if ds := result.get("dataset"):
+        print(f"  dataset {ds.get('name')} ({ds.get('split')}): perplexity {ds.get('perplexity')} over "
+              f"{ds.get('tokens')} tokens [{ds.get('backend')}]")
+    if fg := result.get("forgetting"):
+        verdict = "DEGRADED (possible catastrophic forgetting)" if fg["degraded"] else "ok"
+        print(f"  general text: perplexity {fg['perplexity']} vs base {fg['base_perplexity']} "
+              f"({fg['change']:+.1%}, limit +{fg['limit']:.0%}): {verdict}")
+    if rows := result.get("sweep"):
+        from engine.evaluate.job import format_sweep
+
+        print("  " + format_sweep(rows).replace("\n", "\n  "))
+    for task in result.get("lm_eval", []):
+        print(f"  lm-eval {task['task']}: {task['status']} ({task.get('reason', '')})")
 
 
 def cmd_tools_fetch(args: argparse.Namespace) -> int:

@@ -1,0 +1,1 @@
+"""Evaluation: perplexity of HF models and GGUFs, forgetting checks, quant sweeps."""
