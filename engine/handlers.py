@@ -16,6 +16,7 @@ HANDLERS: dict[str, str] = {
     "convert": "engine.gguf.job:run_convert_job",
     "quantize": "engine.gguf.job:run_quantize_job",
     "eval": "engine.evaluate.job:run_eval_job",
+    "push": "engine.push:run_push_job",
 }
 
 

@@ -33,6 +33,20 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--force", action="store_true", help="also delete the artifacts derived from it")
     p.set_defaults(func=cmd_artifact_delete)
 
+    p = averbs.add_parser("serve", help="the commands that serve an artifact (vLLM, llama-server, Ollama)",
+                          parents=[common])
+    p.add_argument("artifact")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_artifact_serve)
+
+    p = verbs.add_parser("push", help="upload an artifact to the Hugging Face Hub (huggingface-hub's login)",
+                         parents=[common])
+    p.add_argument("artifact")
+    p.add_argument("repo_id", help="org/name on the Hub")
+    p.add_argument("--private", action="store_true")
+    _wait_flags(p)
+    p.set_defaults(func=cmd_push)
+
     p = verbs.add_parser("convert", help="convert a model or adapter to GGUF with llama.cpp's converter",
                          parents=[common])
     p.add_argument("artifact", nargs="?", help="model, merged model or adapter artifact (id or name)")
@@ -174,6 +188,59 @@ def cmd_artifact_delete(args: argparse.Namespace) -> int:
             target.unlink(missing_ok=True)
         print(f"deleted artifact {artifact_id} ({kind})" + ("" if inside_home else f"; left {path} (outside home)"))
     return 0
+
+
+def serve_info(store: Store, ref: str) -> dict[str, Any]:
+    """Serve commands for an artifact; a GGUF also gets its Ollama Modelfile written beside it."""
+    from engine.export import serve_commands, write_modelfile
+    from store.artifacts import get_artifact
+
+    with store.read() as session:
+        artifact = get_artifact(session, ref)
+        base_gguf = None
+        if artifact.kind == "gguf-lora" and artifact.parent_id is not None:
+            from store.artifacts import children
+
+            base_gguf = next((c.path for c in children(session, artifact.parent_id) if c.kind == "gguf"), None)
+    info: dict[str, Any] = {"artifact_id": artifact.id, "commands": serve_commands(artifact, base_gguf)}
+    if artifact.kind == "gguf":
+        info["modelfile"] = str(write_modelfile(Path(artifact.path)))
+    return info
+
+
+def cmd_artifact_serve(args: argparse.Namespace) -> int:
+    info = serve_info(open_from_args(args), args.artifact)
+    if args.json:
+        print_json(info)
+        return 0
+    print("\n".join(info["commands"]))
+    if info.get("modelfile"):
+        print(f"# Ollama Modelfile written: {info['modelfile']}")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    from engine.jobqueue import queue_job
+    from store.artifacts import get_artifact
+    from store.errors import NotFound, Refused
+
+    try:
+        validate_repo_id(args.repo_id)
+    except HFValidationError as exc:
+        raise Refused(f"repo id {args.repo_id!r}: {exc}") from None
+    if "/" not in args.repo_id:
+        raise Refused(f"repo id {args.repo_id!r}: expected org/name")
+    store = open_from_args(args)
+    with store.read() as session:
+        artifact = get_artifact(session, args.artifact)
+    if not Path(artifact.path).exists():
+        raise NotFound(f"{artifact.path}: the artifact's files are gone")
+    job_id = queue_job(store, artifact.project_id, "push", {"artifact_id": artifact.id, "path": artifact.path,
+                                                            "repo_id": args.repo_id, "private": args.private,
+                                                            "name": artifact.name}, name=f"push {artifact.name}")
+    return finish_queued(args, store, job_id, "push")
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
