@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session
 
 from store.models import Artifact
+
+if TYPE_CHECKING:
+    from store.db import Store
 
 CHUNK = 1 << 20
 
@@ -63,3 +67,26 @@ def register_artifact(
     session.add(artifact)
     session.flush()
     return artifact
+
+
+def delete_with_files(store: Store, artifact_id: int, *, force: bool = False) -> list[tuple[int, str, str, bool]]:
+    """Delete an artifact (with `force`, also what derives from it) and its files when they are under the home.
+
+    Returns (id, kind, path, files removed) per deleted artifact. Files outside the home were named by
+    the user and are left alone.
+    """
+    from store.artifacts import delete_artifact
+
+    with store.write() as session:
+        rows = [(a.id, a.kind, a.path) for a in delete_artifact(session, artifact_id, force=force)]
+    home = store.home.resolve()
+    out = []
+    for aid, kind, path in rows:
+        target = Path(path)
+        inside = home in target.resolve().parents
+        if inside and target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+        elif inside:
+            target.unlink(missing_ok=True)
+        out.append((int(aid), kind, path, inside))  # type: ignore[arg-type]
+    return out

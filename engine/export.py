@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from store.db import Store
 from store.errors import NotFound, Refused
 
 # Ollama templates are Go templates, not Jinja: the families llama.cpp also recognizes, by their markers.
@@ -79,3 +80,18 @@ def write_modelfile(gguf_path: Path) -> Path:
         fh.write(modelfile_text(gguf_path))
     os.replace(tmp, out)
     return out
+
+
+def serve_info(store: Store, ref: str) -> dict[str, Any]:
+    """Serve commands for an artifact; a GGUF also gets its Ollama Modelfile written beside it."""
+    from store.artifacts import children, get_artifact
+
+    with store.read() as session:
+        artifact = get_artifact(session, ref)
+        base_gguf = None
+        if artifact.kind == "gguf-lora" and artifact.parent_id is not None:
+            base_gguf = next((c.path for c in children(session, artifact.parent_id) if c.kind == "gguf"), None)
+    info: dict[str, Any] = {"artifact_id": artifact.id, "commands": serve_commands(artifact, base_gguf)}
+    if artifact.kind == "gguf":
+        info["modelfile"] = str(write_modelfile(Path(artifact.path)))
+    return info

@@ -102,7 +102,7 @@ def project_contents(conn: sqlite3.Connection, name: str) -> ProjectContents:
                        "SELECT id, kind, name, status, step, total_steps, progress, error, updated_at FROM jobs "
                        "WHERE project_id = ? ORDER BY id DESC LIMIT ?", lim),
             artifacts=_rows(conn, "ArtifactRow",
-                            "SELECT id, kind, name, size, path, created_at FROM artifacts "
+                            "SELECT id, parent_id, kind, name, size, path, meta, created_at FROM artifacts "
                             "WHERE project_id = ? ORDER BY id DESC LIMIT ?", lim),
             chats=_rows(conn, "ChatRow",
                         "SELECT id, title, model_path, updated_at FROM chat_sessions "
@@ -306,3 +306,45 @@ def compare_runs(conn: sqlite3.Connection, job_ids: list[int], metrics: tuple[st
         return runs
     finally:
         conn.execute("COMMIT")
+
+
+@dataclass
+class ArtifactFamily:
+    """One artifact, its project's name, and every artifact of its lineage tree (root first)."""
+
+    id: int
+    project: str
+    nodes: dict[int, Any]  # id -> ArtifactNode
+    root: int
+    active_jobs: int  # queued or running jobs that read from this artifact
+
+    @property
+    def artifact(self) -> Any:
+        return self.nodes[self.id]
+
+    def children(self, node_id: int) -> list[Any]:
+        return sorted((n for n in self.nodes.values() if n.parent_id == node_id), key=lambda n: n.id)
+
+
+def artifact_family(conn: sqlite3.Connection, artifact_id: int) -> ArtifactFamily:
+    """The artifact with id `artifact_id` within its lineage tree, or NotFound."""
+    conn.execute("BEGIN")
+    try:
+        row = conn.execute("SELECT a.project_id, p.name FROM artifacts a JOIN projects p ON p.id = a.project_id "
+                           "WHERE a.id = ?", (artifact_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no artifact {artifact_id}")
+        nodes = {n.id: n for n in _rows(
+            conn, "ArtifactNode", "SELECT id, parent_id, job_id, kind, name, path, size, sha256, meta, created_at "
+            "FROM artifacts WHERE project_id = ?", (row[0],))}
+        active = conn.execute(
+            "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running') AND project_id = ? "
+            "AND json_extract(config, '$.artifact_id') = ?", (row[0], artifact_id)).fetchone()[0]
+    finally:
+        conn.execute("COMMIT")
+    root = artifact_id
+    seen = {root}
+    while nodes[root].parent_id in nodes and nodes[root].parent_id not in seen:
+        root = nodes[root].parent_id
+        seen.add(root)
+    return ArtifactFamily(id=artifact_id, project=row[1], nodes=nodes, root=root, active_jobs=active)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -174,41 +173,20 @@ def cmd_artifact_show(args: argparse.Namespace) -> int:
 
 
 def cmd_artifact_delete(args: argparse.Namespace) -> int:
-    from store.artifacts import delete_artifact
+    from engine.artifacts import delete_with_files
+    from store.artifacts import get_artifact
 
     store = open_from_args(args)
-    with store.write() as session:
-        deleted = [(a.id, a.kind, a.path) for a in delete_artifact(session, int(args.artifact), force=args.force)]
-    for artifact_id, kind, path in deleted:
-        target = Path(path)
-        inside_home = store.home.resolve() in target.resolve().parents
-        if inside_home and target.is_dir():
-            shutil.rmtree(target, ignore_errors=True)
-        elif inside_home:
-            target.unlink(missing_ok=True)
-        print(f"deleted artifact {artifact_id} ({kind})" + ("" if inside_home else f"; left {path} (outside home)"))
+    with store.read() as session:
+        artifact_id = int(get_artifact(session, args.artifact).id)  # type: ignore[arg-type]
+    for aid, kind, path, removed in delete_with_files(store, artifact_id, force=args.force):
+        print(f"deleted artifact {aid} ({kind})" + ("" if removed else f"; left {path} (outside the home)"))
     return 0
 
 
-def serve_info(store: Store, ref: str) -> dict[str, Any]:
-    """Serve commands for an artifact; a GGUF also gets its Ollama Modelfile written beside it."""
-    from engine.export import serve_commands, write_modelfile
-    from store.artifacts import get_artifact
-
-    with store.read() as session:
-        artifact = get_artifact(session, ref)
-        base_gguf = None
-        if artifact.kind == "gguf-lora" and artifact.parent_id is not None:
-            from store.artifacts import children
-
-            base_gguf = next((c.path for c in children(session, artifact.parent_id) if c.kind == "gguf"), None)
-    info: dict[str, Any] = {"artifact_id": artifact.id, "commands": serve_commands(artifact, base_gguf)}
-    if artifact.kind == "gguf":
-        info["modelfile"] = str(write_modelfile(Path(artifact.path)))
-    return info
-
-
 def cmd_artifact_serve(args: argparse.Namespace) -> int:
+    from engine.export import serve_info
+
     info = serve_info(open_from_args(args), args.artifact)
     if args.json:
         print_json(info)

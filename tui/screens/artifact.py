@@ -1,0 +1,441 @@
+"""One artifact: its lineage tree, size and checksum, fidelity badge, evals, and the actions on it.
+
+Actions queue engine jobs (merge, convert, quantize, eval, push) from worker threads, open the
+chat pane on a GGUF, copy the serve command (OSC 52, which works over SSH), or delete the artifact
+(refused while others derive from it, unless forced).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.markup import escape
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Footer, Input, Label, Static, Tree
+from textual.worker import Worker, WorkerState
+
+from store.db import Store
+from store.errors import NotFound, TunedeckError
+from store.views import ArtifactFamily, artifact_family, json_dict
+from tui.screens._common import ago, size_text
+from tui.screens.forms import SubmitInWorker
+
+POLL_SECONDS = 2.0
+BADGE = {"pass": ("✓ pass", "green"), "warn": ("! warn", "yellow"), "fail": ("✗ fail", "red")}
+HF_KINDS = {"model", "merged", "adapter"}
+# action -> the kinds it applies to
+APPLIES = {
+    "merge": {"adapter"},
+    "convert": HF_KINDS,
+    "quantize": {"gguf"},
+    "eval": HF_KINDS | {"gguf"},
+    "chat": {"gguf"},
+    "push": HF_KINDS | {"gguf", "gguf-lora"},
+    "serve": HF_KINDS | {"gguf", "gguf-lora"},
+}
+
+
+def badge(meta: dict[str, Any]) -> Text:
+    """The fidelity badge of an artifact's metadata ("" when it has none)."""
+    status = (meta.get("fidelity") or {}).get("status")
+    if status not in BADGE:
+        return Text("")
+    label, style = BADGE[status]
+    return Text(label, style=f"bold {style}")
+
+
+def node_label(node: Any) -> Text:
+    meta = json_dict(node.meta)
+    label = Text.assemble((f"{node.id} ", "dim"), (node.kind, "bold"), " ", node.name, "  ",
+                          (size_text(node.size), "dim"))
+    b = badge(meta)
+    if b.plain:
+        label.append("  ")
+        label.append(b)
+    return label
+
+
+def fidelity_text(meta: dict[str, Any]) -> Text:
+    fidelity = meta.get("fidelity") or {}
+    out = Text()
+    if not fidelity:
+        return out
+    out.append("Fidelity ", style="bold")
+    out.append(badge(meta))
+    out.append("\n")
+    for name, check in fidelity.items():
+        if not isinstance(check, dict):
+            continue
+        figures = ", ".join(f"{k} {v}" for k, v in check.items()
+                            if k not in {"status", "examples", "hf", "gguf", "problems"} and not isinstance(v, dict))
+        problems = "; ".join(check.get("problems") or [])
+        out.append(f"  {name:<10} ", style="bold")
+        out.append(check.get("status", "-"), style=BADGE.get(check.get("status", ""), ("", ""))[1])
+        out.append(f"  {figures}" + (f"  ({problems})" if problems else "") + "\n")
+    return out
+
+
+def evals_text(meta: dict[str, Any]) -> Text:
+    out = Text()
+    for ev in meta.get("evals", [])[-5:]:
+        out.append("Eval ", style="bold")
+        if ds := ev.get("dataset"):
+            out.append(f"{ds.get('name')} ({ds.get('split')}): perplexity {ds.get('perplexity')}  ")
+        if fg := ev.get("forgetting"):
+            style = "red" if fg.get("degraded") else "green"
+            out.append(f"general text {fg.get('change', 0):+.1%} vs base", style=style)
+            out.append("  ")
+        for row in ev.get("sweep", []):
+            out.append(f"\n  {row['type']:<7} {size_text(row['size']):>9}  ppl {row['perplexity']:<10} "
+                       f"delta {row.get('delta_to_f16', 0):+.2%}  {row['tokens_per_s']} tok/s")
+        out.append("\n")
+    return out
+
+
+# ----------------------------------------------------------------------------- work done in threads
+
+
+def queue_action(store: Store, action: str, artifact_id: int, values: dict[str, str]) -> int:
+    """Queue the engine job for `action` on an artifact; returns the job id."""
+    ref = str(artifact_id)
+    if action == "merge":
+        from engine.merge.queue import queue_merge
+
+        return queue_merge(store, ref, dtype=values.get("dtype") or "fp32")
+    if action == "convert":
+        from engine.gguf.quantize import parse_quant_list
+        from engine.gguf.queue import queue_convert
+
+        return queue_convert(store, ref, outtype=values.get("outtype") or "f16",
+                             quants=parse_quant_list(values.get("quant", "")))
+    if action == "quantize":
+        from engine.gguf.quantize import parse_quant_list
+        from engine.gguf.queue import queue_quantize
+
+        return queue_quantize(store, ref, parse_quant_list(values.get("quant", "")))
+    if action == "eval":
+        from engine.evaluate.queue import queue_eval
+
+        return queue_eval(store, ref, dataset=values.get("dataset") or None, compare=values.get("compare") or None,
+                          sweep=values.get("sweep", "").lower() in {"y", "yes"})
+    if action == "push":
+        from engine.jobqueue import queue_job
+        from store.artifacts import get_artifact
+
+        repo = values.get("repo", "").strip()
+        if repo.count("/") != 1 or any(c.isspace() for c in repo):
+            raise TunedeckError(f"repo id {repo!r}: expected org/name")
+        with store.read() as session:
+            a = get_artifact(session, ref)
+        return queue_job(store, a.project_id, "push", {"artifact_id": a.id, "path": a.path, "repo_id": repo,
+                                                       "private": values.get("private", "").lower() in {"y", "yes"},
+                                                       "name": a.name}, name=f"push {a.name}")
+    raise TunedeckError(f"unknown action {action}")
+
+
+# ----------------------------------------------------------------------------- dialogs
+
+
+@dataclass(frozen=True)
+class FormField:
+    key: str
+    label: str
+    value: str = ""
+    placeholder: str = ""
+
+
+class ActionDialog(SubmitInWorker, ModalScreen[Any]):
+    """A few text fields and enter to run `work(values)` in a thread; errors stay in the dialog."""
+
+    HELP_TITLE = "Artifact action"
+    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("enter", "submit", "Go", show=False)]
+    submit_failure = "could not queue the job"
+
+    def __init__(self, title: str, fields: list[FormField], work: Callable[[dict[str, str]], Any]) -> None:
+        super().__init__()
+        self.title_text = title
+        self.fields = fields
+        self.work = work
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="artifact-action", classes="dialog"):
+            yield Static(self.title_text, classes="dialog-title")
+            for f in self.fields:
+                yield Label(f.label)
+                yield Input(value=f.value, placeholder=f.placeholder, id=f"field-{f.key}")
+            yield Static("", id="error", classes="error")
+            yield Static("enter queue · tab next field · esc cancel", classes="hint")
+
+    def on_mount(self) -> None:
+        self.show_error("")
+        if self.fields:
+            self.query_one(f"#field-{self.fields[0].key}", Input).focus()
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_submit()
+
+    def show_error(self, message: str) -> None:
+        error = self.query_one("#error", Static)
+        error.update(escape(message))
+        error.display = bool(message)
+
+    def action_submit(self) -> None:
+        values = {f.key: self.query_one(f"#field-{f.key}", Input).value.strip() for f in self.fields}
+        self.submit_work(partial(self.work, values))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        self.submit_finished(event)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ConfirmArtifactDelete(ModalScreen[str | None]):
+    """y deletes; with derived artifacts only f does (and says they go too)."""
+
+    HELP_TITLE = "Delete artifact"
+    BINDINGS = [Binding("y", "delete", "Delete"), Binding("f", "force", "Delete with derived"),
+                Binding("n,escape", "keep", "Keep")]
+
+    def __init__(self, name: str, derived: int, active_jobs: int) -> None:
+        super().__init__()
+        self.name_text, self.derived, self.active_jobs = name, derived, active_jobs
+
+    def compose(self) -> ComposeResult:
+        name = escape(self.name_text)
+        if self.active_jobs:
+            body, hint = (f"[b]{name}[/b] is in use by {self.active_jobs} queued or running job(s).\n"
+                          "Cancel them before deleting it."), "n or esc close"
+        elif self.derived:
+            body, hint = (f"{self.derived} artifact(s) derive from [b]{name}[/b].\nf deletes them too, with their "
+                          "files. This cannot be undone."), "f delete with derived · n or esc keep"
+        else:
+            body, hint = f"Delete [b]{name}[/b] and its files?\nThis cannot be undone.", "y delete · n or esc keep"
+        with Vertical(id="confirm-artifact-delete", classes="dialog"):
+            yield Static("Delete artifact", classes="dialog-title")
+            yield Static(body, id="confirm-body")
+            yield Static(hint, classes="hint")
+
+    def action_delete(self) -> None:
+        if not self.active_jobs and not self.derived:
+            self.dismiss("delete")
+        elif self.derived and not self.active_jobs:
+            self.notify(f"{self.derived} artifact(s) derive from it: press f to delete them too.", severity="warning")
+
+    def action_force(self) -> None:
+        if not self.active_jobs:
+            self.dismiss("force")
+
+    def action_keep(self) -> None:
+        self.dismiss(None)
+
+
+# ----------------------------------------------------------------------------- the screen
+
+
+class ArtifactScreen(Screen[None]):
+    """An artifact's details and lineage; keys run the actions that apply to its kind."""
+
+    HELP_TITLE = "Artifact"
+    BINDINGS = [
+        Binding("escape,backspace", "back", "Back"),
+        Binding("m", "act('merge')", "Merge"),
+        Binding("v", "act('convert')", "Convert"),
+        Binding("q", "act('quantize')", "Quantize"),
+        Binding("e", "act('eval')", "Eval"),
+        Binding("t", "chat", "Chat", show=False),  # the line under the details lists every action
+        Binding("p", "act('push')", "Push", show=False),
+        Binding("y", "copy_serve", "Copy serve cmd", show=False),
+        Binding("d", "delete", "Delete"),
+    ]
+
+    def __init__(self, artifact_id: int) -> None:
+        super().__init__()
+        self.artifact_id = artifact_id
+        self.family: ArtifactFamily | None = None
+        self._shown: tuple | None = None
+
+    @property
+    def store(self) -> Store:
+        return self.app.store  # type: ignore[attr-defined]
+
+    def compose(self) -> ComposeResult:
+        yield Static("Loading...", id="artifact-header")
+        with VerticalScroll(id="artifact-body"):
+            yield Tree("lineage", id="artifact-tree")
+            yield Static("", id="artifact-fidelity")
+            yield Static("", id="artifact-evals")
+            yield Static("", id="artifact-actions", classes="hint")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        tree = self.query_one(Tree)
+        tree.show_root = False
+        tree.styles.height = "auto"
+        tree.styles.max_height = 10
+        self.poll()
+        self.set_interval(POLL_SECONDS, self.poll)
+
+    def poll(self) -> None:
+        self.run_worker(partial(self._read, self.store, self.artifact_id), group="poll", thread=True,
+                        exclusive=True, exit_on_error=False)
+
+    @staticmethod
+    def _read(store: Store, artifact_id: int) -> ArtifactFamily:
+        with store.raw() as conn:
+            return artifact_family(conn, artifact_id)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        group = event.worker.group
+        if event.state == WorkerState.SUCCESS and group == "poll":
+            self._show(event.worker.result)
+        elif event.state == WorkerState.ERROR and group == "poll":
+            error = event.worker.error
+            self.query_one("#artifact-header", Static).update(
+                escape(str(error) if isinstance(error, NotFound) else f"cannot read the artifact: {error}"))
+        elif event.state == WorkerState.SUCCESS and group == "serve":
+            commands = event.worker.result["commands"]
+            self.app.copy_to_clipboard(commands[0])
+            extra = f"; Modelfile: {event.worker.result['modelfile']}" if event.worker.result.get("modelfile") else ""
+            self.notify(f"Copied: {commands[0]}{extra}", timeout=8)
+        elif event.state == WorkerState.SUCCESS and group == "delete":
+            self.notify(f"Deleted {len(event.worker.result)} artifact(s).")
+            self.app.pop_screen()
+        elif event.state == WorkerState.ERROR and group in {"serve", "delete"}:
+            error = event.worker.error
+            self.notify(str(error) if isinstance(error, TunedeckError) else f"{group} failed: {error}",
+                        severity="error")
+
+    def _show(self, family: ArtifactFamily) -> None:
+        self.family = family
+        a = family.artifact
+        meta = json_dict(a.meta)
+        key = (tuple(sorted((n.id, n.meta) for n in family.nodes.values())), family.active_jobs)
+        if key == self._shown:
+            return
+        self._shown = key
+        header = Text.assemble(("Artifact ", "bold"), (f"{a.id} ", "dim"), (a.kind, "bold"), " ", a.name, "  ")
+        header.append(badge(meta))
+        header.append(f"\n{size_text(a.size)}  sha256 {a.sha256[:16]}…  made {ago(a.created_at)}"
+                      + (f" by job {a.job_id}" if a.job_id else "") + f"\n{a.path}")
+        self.query_one("#artifact-header", Static).update(header)
+        tree = self.query_one(Tree)
+        tree.clear()
+
+        def add(parent: Any, node_id: int) -> None:
+            node = family.nodes[node_id]
+            label = node_label(node)
+            if node_id == family.id:
+                label.stylize("reverse")
+            branch = parent.add(label, data=node_id, expand=True)
+            for child in family.children(node_id):
+                add(branch, child.id)
+            if not family.children(node_id):
+                branch.allow_expand = False
+
+        add(tree.root, family.root)
+        tree.root.expand_all()
+        self.query_one("#artifact-fidelity", Static).update(fidelity_text(meta))
+        self.query_one("#artifact-evals", Static).update(evals_text(meta))
+        keys = {"merge": "m merge", "convert": "v convert", "quantize": "q quantize", "eval": "e eval",
+                "chat": "t chat", "push": "p push", "serve": "y copy serve command"}
+        can = [label for action, label in keys.items() if a.kind in APPLIES[action]]
+        self.query_one("#artifact-actions", Static).update(" · ".join([*can, "d delete", "esc back"]))
+
+    # -- actions -------------------------------------------------------------------
+
+    def _applies(self, action: str) -> bool:
+        if self.family is None:
+            return False
+        kind = self.family.artifact.kind
+        if kind not in APPLIES[action]:
+            self.notify(f"{action} does not apply to a {kind}.", severity="warning")
+            return False
+        return True
+
+    def _fields(self, action: str) -> list[FormField]:
+        assert self.family is not None
+        a = self.family.artifact
+        if action == "merge":
+            return [FormField("dtype", "Precision of the merged model (fp32, bf16, fp16)", "fp32")]
+        if action == "convert":
+            quants = "" if a.kind == "adapter" else "q8_0,q4_k_m"
+            return [FormField("outtype", "GGUF type (f16, bf16, f32)", "f16"),
+                    FormField("quant", "Then quantize to (comma-separated; empty for none)", quants,
+                              "q8_0,q4_k_m,q5_k_m,q6_k,q4_0,q3_k_m,q2_k")]
+        if action == "quantize":
+            return [FormField("quant", "Quant types (comma-separated)", "q8_0,q4_k_m")]
+        if action == "eval":
+            dataset = next((json_dict(n.meta).get("dataset_id") for n in self._chain() if
+                            json_dict(n.meta).get("dataset_id")), "")
+            return [FormField("dataset", "Dataset (name or id; empty to skip)", str(dataset or "")),
+                    FormField("compare", "Forgetting check against (artifact id, or base; empty to skip)",
+                              "base" if len(self._chain()) > 1 else ""),
+                    FormField("sweep", "Quant sweep (y/n)", "y" if a.kind == "gguf" else "n")]
+        if action == "push":
+            return [FormField("repo", "Hub repo id (org/name)", "", "org/name"),
+                    FormField("private", "Private (y/n)", "y")]
+        return []
+
+    def _chain(self) -> list[Any]:
+        assert self.family is not None
+        chain, node = [], self.family.artifact
+        while node is not None and node not in chain:
+            chain.append(node)
+            node = self.family.nodes.get(node.parent_id)
+        return chain
+
+    def action_act(self, action: str) -> None:
+        if not self._applies(action):
+            return
+        assert self.family is not None
+        title = f"{action.capitalize()} [b]{escape(self.family.artifact.name)}[/b]"
+        work = partial(queue_action, self.store, action, self.artifact_id)
+        self.app.push_screen(ActionDialog(title, self._fields(action), work), partial(self._queued, action))
+
+    def _queued(self, action: str, job_id: int | None) -> None:
+        if job_id is not None:
+            self.notify(f"{action.capitalize()} queued as job {job_id}; its results appear here when it ends.")
+
+    def action_chat(self) -> None:
+        if not self._applies("chat"):
+            return
+        assert self.family is not None
+        from tui.screens.chat import ChatScreen
+
+        self.app.push_screen(ChatScreen(self.family.artifact.path, project=self.family.project))
+
+    def action_copy_serve(self) -> None:
+        if not self._applies("serve"):
+            return
+        from engine.export import serve_info
+
+        self.run_worker(partial(serve_info, self.store, str(self.artifact_id)), group="serve", thread=True,
+                        exit_on_error=False)
+
+    def action_delete(self) -> None:
+        if self.family is None:
+            return
+        derived = len(self.family.children(self.artifact_id))
+        dialog = ConfirmArtifactDelete(self.family.artifact.name, derived, self.family.active_jobs)
+        self.app.push_screen(dialog, self._delete)
+
+    def _delete(self, answer: str | None) -> None:
+        if answer:
+            from engine.artifacts import delete_with_files
+
+            self.run_worker(partial(delete_with_files, self.store, self.artifact_id, force=answer == "force"),
+                            group="delete", thread=True, exit_on_error=False)
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
