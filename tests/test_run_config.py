@@ -325,3 +325,19 @@ def test_config_modules_import_nothing_heavy() -> None:
         top = {a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names}
         top |= {n.module.split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
         assert not top & {"torch", "transformers", "trl", "peft", "bitsandbytes", "datasets", "accelerate"}
+
+
+def test_cpu_allocator_failure_counts_as_out_of_memory() -> None:
+    """The CPU allocator's failure says neither "out of memory" nor raises MemoryError; it must still get
+    the out-of-memory message with its suggestions, not a generic failure."""
+    import torch
+
+    from engine.train.trainer import _oom_message, is_oom
+
+    with pytest.raises(RuntimeError) as real:
+        torch.empty(2**50, dtype=torch.uint8)  # 1 PiB: refused by the allocator at once
+    assert is_oom(real.value)
+    assert is_oom(MemoryError()) and is_oom(torch.cuda.OutOfMemoryError("CUDA out of memory."))
+    assert not is_oom(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    message = _oom_message(7, real.value)
+    assert message.startswith("out of memory at step 7") and "gradient_checkpointing: true" in message

@@ -86,6 +86,14 @@ def trainer_args(cfg: RunConfig, out: Path, precision: str, cuda: bool, has_eval
     }
 
 
+def is_oom(exc: BaseException) -> bool:
+    """Whether an exception means memory ran out: CUDA's OOM, Python's MemoryError, or the CPU allocator's
+    "can't allocate memory" (which says neither "out of memory" nor raises MemoryError)."""
+    text = str(exc).lower()
+    return (isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+            or "out of memory" in text or "can't allocate memory" in text)
+
+
 def _oom_message(step: int, exc: BaseException) -> str:
     from engine.train.callback import peak_memory_mb
 
@@ -152,12 +160,10 @@ def run_train_job(ctx: JobContext) -> None:
                              callbacks=[callback])
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    except torch.cuda.OutOfMemoryError as exc:
+    except (torch.cuda.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+        if not is_oom(exc):
+            raise
         raise TunedeckError(_oom_message(trainer.state.global_step, exc)) from None
-    except RuntimeError as exc:
-        if "out of memory" in str(exc).lower():
-            raise TunedeckError(_oom_message(trainer.state.global_step, exc)) from None
-        raise
     if callback.cancelled:
         raise JobCancelled(f"cancelled at step {trainer.state.global_step}; checkpoint saved")
     _finish(ctx, cfg, trainer, tokenizer, bool(val_rows))
