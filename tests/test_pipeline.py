@@ -77,7 +77,9 @@ def test_run_adapter_merge_convert_quantize_on_cpu(home: Path, gguf_tools_env: P
     assert outputs["q8_0"] == outputs["f16"]  # 8-bit keeps greedy answers on this model
 
     lora = _ok("convert", str(adapter), "--wait", home=home)
-    assert lora["status"] == "completed"
+    assert lora["status"] == "completed" and lora["result"]["fidelity"] == "pass"
+    lora_row = _ok("artifact", "show", str(lora["result"]["artifact_id"]), home=home)
+    assert lora_row["kind"] == "gguf-lora" and lora_row["meta"]["fidelity"]["agreement"]["top1_agreement"] >= 0.99
     lora_gguf = Path(lora["result"]["path"])
     base_gguf = _ok("convert", "1", "--wait", home=home)["result"]["path"]
     # the base GGUF with the GGUF adapter answers like the merged model's GGUF

@@ -230,3 +230,25 @@ def check_conversion(model_dir: Path, gguf_path: Path, texts: list[str] | None =
     agreement = check_agreement(model, load_llama(gguf_path, logits_all=True, n_ctx=n_ctx), chunks)
     checks = {"tokens": tokens, "template": template, "agreement": agreement}
     return {"status": worst([c["status"] for c in checks.values()]), **checks}
+
+
+def check_adapter_conversion(base_dir: Path, adapter_dir: Path, base_gguf: Path, lora_gguf: Path,
+                             texts: list[str] | None = None) -> dict[str, Any]:
+    """(c) for a GGUF adapter: the base GGUF with it applied (llama.cpp's --lora) predicts the same next
+    tokens as the base model with the PEFT adapter."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir if (adapter_dir / "tokenizer_config.json").is_file()
+                                                  else base_dir))
+    chunks = held_out_ids(tokenizer, [*HELD_OUT, *(texts or [])])
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    import llama_cpp
+
+    n_ctx = max(len(c) for c in chunks) + 8
+    llm = llama_cpp.Llama(model_path=str(base_gguf), lora_path=str(lora_gguf), logits_all=True, n_ctx=n_ctx,
+                          n_threads=2, n_gpu_layers=0, verbose=False)
+    agreement = check_agreement(model, llm, chunks)
+    return {"status": agreement["status"], "agreement": agreement}

@@ -84,6 +84,24 @@ def _quantize_one(ctx: JobContext, source: Path, source_id: int, qtype: str, out
             "fallback": report.get("fallback", 0)}
 
 
+def _adapter_fidelity(ctx: JobContext, tools: Path, adapter: Path, base_dir: Path, lora_gguf: Path) -> dict:
+    """Check a GGUF adapter against the PEFT adapter on an f32 GGUF of the base made for the check."""
+    import tempfile
+
+    from engine.gguf.convert import convert_model
+    from engine.gguf.fidelity import check_adapter_conversion
+
+    texts = _render(base_dir, _held_out_texts(ctx, ctx.config.get("artifact_id")))
+    with tempfile.TemporaryDirectory(prefix="base-gguf-", dir=ctx.job_dir) as tmp:
+        ctx.log("fidelity check: converting the base to a temporary f32 GGUF to apply the adapter to")
+        with ctx.interruptible():
+            base_gguf = convert_model(tools, base_dir, Path(tmp) / "base-f32.gguf", "f32")
+            fidelity = check_adapter_conversion(base_dir, adapter, base_gguf, lora_gguf, texts)
+    ctx.log(f"  agreement (base GGUF + GGUF adapter vs base + PEFT adapter): {fidelity['status']} "
+            + json.dumps(fidelity["agreement"]))
+    return fidelity
+
+
 def run_convert_job(ctx: JobContext) -> None:
     """Convert a model (or adapter) artifact to GGUF, check fidelity, then make the requested quants."""
     from engine.gguf.convert import convert_adapter, convert_model
@@ -100,11 +118,15 @@ def run_convert_job(ctx: JobContext) -> None:
     ctx.progress(0.05, force=True)
     if cfg.get("source_kind") == "adapter":
         out = out_dir / f"{stem}-lora-{outtype}.gguf"
+        base_dir = Path(cfg["base_path"])
         with ctx.interruptible():
-            convert_adapter(tools, source, Path(cfg["base_path"]), out, outtype)
+            convert_adapter(tools, source, base_dir, out, outtype)
+        ctx.progress(0.4, force=True)
+        fidelity = _adapter_fidelity(ctx, tools, source, base_dir, out)
         artifact_id = _register(ctx, "gguf-lora", out, cfg.get("artifact_id"),
-                                {"format": "gguf-lora", "outtype": outtype, "base_model": cfg["base_path"]})
-        ctx.set_result(artifact_id=artifact_id, path=str(out))
+                                {"format": "gguf-lora", "outtype": outtype, "base_model": cfg["base_path"],
+                                 "fidelity": fidelity})
+        ctx.set_result(artifact_id=artifact_id, path=str(out), fidelity=fidelity["status"])
         ctx.log(f"wrote the GGUF adapter {out} (artifact {artifact_id}); use it with llama.cpp's --lora on the "
                 "base model's GGUF")
         return
