@@ -53,7 +53,7 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("eta", "ETA"),
         ("device", "Dev"),
     ],
-    "artifacts": [("kind", "Kind"), ("name", "Name"), ("size", "Size"), ("path", "Path")],
+    "artifacts": [("kind", "Kind"), ("name", "Name"), ("size", "Size"), ("fidelity", "Fidelity"), ("path", "Path")],
     "chat": [("title", "Title"), ("model", "Model"), ("updated", "Updated")],
 }
 
@@ -64,7 +64,8 @@ EMPTY: dict[str, str] = {
     "runs": "No runs in this project yet. Press [b]n[/b] to start a training run "
     "(from a shell: tunedeck run new PROJECT --preset smoke).",
     "artifacts": "No artifacts in this project yet. Models, adapters and exports made by runs appear here.",
-    "chat": "No chat sessions in this project yet.",
+    "chat": "No chat sessions in this project yet. Press [b]c[/b] to chat with a GGUF model "
+    "(from a shell: tunedeck chat MODEL.gguf --project NAME).",
 }
 EMPTY_KEYS = "Press [b]1[/b]-[b]4[/b] to switch tabs, [b]esc[/b] to go back to the projects, [b]?[/b] for all keys."
 
@@ -178,6 +179,27 @@ def run_cells(run: RunRow, now: float | None = None) -> tuple[str, ...]:
     )
 
 
+def artifact_rows(artifacts: list[Any]) -> list[tuple[str, tuple]]:
+    """Artifacts as a lineage tree: each parent followed by what was made from it, indented."""
+    from tui.screens.artifact import badge
+
+    by_id = {a.id: a for a in artifacts}
+    kids: dict[int | None, list[Any]] = {}
+    for a in sorted(artifacts, key=lambda a: a.id):
+        kids.setdefault(a.parent_id if a.parent_id in by_id else None, []).append(a)
+    rows: list[tuple[str, tuple]] = []
+
+    def walk(parent: int | None, depth: int) -> None:
+        for a in kids.get(parent, []):
+            kind = ("  " * (depth - 1) + "└ " if depth else "") + a.kind
+            rows.append((str(a.id), (kind, clip(a.name, 24) or "-", size_text(a.size), badge(json_dict(a.meta)),
+                                     a.path)))
+            walk(a.id, depth + 1)
+
+    walk(None, 0)
+    return rows
+
+
 def _load(store: Store, name: str) -> ProjectData:
     with store.raw() as conn:
         project = project_contents(conn, name)
@@ -188,9 +210,7 @@ def _load(store: Store, name: str) -> ProjectData:
     now = time.time()
     data.runs = {str(r.id): r for r in runs}
     data.rows["runs"] = [(str(r.id), run_cells(r, now)) for r in runs]
-    data.rows["artifacts"] = [
-        (str(a.id), (a.kind, clip(a.name, 24) or "-", size_text(a.size), a.path)) for a in artifacts
-    ]
+    data.rows["artifacts"] = artifact_rows(artifacts)
     data.rows["chat"] = [
         (
             str(c.id),
@@ -210,6 +230,7 @@ class ProjectScreen(Screen[None]):
         Binding("escape,backspace", "back", "Back"),
         Binding("i", "import_dataset", "Import dataset"),
         Binding("n", "new_run", "New run"),
+        Binding("c", "new_chat", "New chat"),
         Binding("enter", "open_row", "Open", show=False),
         Binding("space", "mark_run", "Mark run to compare", show=False),
         Binding("C", "compare_runs", "Compare marked runs", show=False),
@@ -443,8 +464,27 @@ class ProjectScreen(Screen[None]):
         """enter on a tab without rows (the tab bar has focus): nothing to open, or the highlighted row."""
         if self.active_tab == "runs":
             self.action_open_run()
+        elif self.active_tab == "chat":
+            self.action_open_chat()
+        elif self.active_tab == "artifacts":
+            self.action_open_artifact()
         else:
             self.action_open_dataset()
+
+    @on(DataTable.RowSelected, "#artifacts-table")
+    def _artifact_selected(self) -> None:
+        self.action_open_artifact()
+
+    def action_open_artifact(self) -> None:
+        """enter on the Artifacts tab: the highlighted artifact's lineage, checks and actions."""
+        table = self.query_one("#artifacts-table", LiveTable)
+        key = table.current_key if table.display else None
+        if key is None:
+            self.notify("No artifact to open. Runs, merges and conversions make them.", severity="warning")
+            return
+        from tui.screens.artifact import ArtifactScreen
+
+        self.app.push_screen(ArtifactScreen(int(key)))
 
     def action_open_dataset(self) -> None:
         if self.active_tab != "datasets":
@@ -550,3 +590,38 @@ class ProjectScreen(Screen[None]):
         self._select["runs"] = str(job_id)
         self.action_show_tab("runs")
         self.reload()
+
+    # -- chat --------------------------------------------------------------------
+
+    @on(DataTable.RowSelected, "#chat-table")
+    def _chat_selected(self) -> None:
+        self.action_open_chat()
+
+    def action_open_chat(self) -> None:
+        """enter on the Chat tab: reopen the highlighted session."""
+        table = self.query_one("#chat-table", LiveTable)
+        key = table.current_key if table.display else None
+        if key is None:
+            self.notify("No chat session to open. Press c to start one.", severity="warning")
+            return
+        from tui.screens.chat import ChatScreen
+
+        self.app.push_screen(ChatScreen(session_id=int(key), project=self.project_name))
+
+    def action_new_chat(self) -> None:
+        """c: pick a GGUF model (and optionally a second one to compare) and open the chat."""
+        from tui.screens.chat_new import NewChatDialog
+
+        self.app.push_screen(NewChatDialog(), self._open_new_chat)
+
+    def _open_new_chat(self, choice: Any) -> None:
+        if choice is None:
+            return
+        if choice.compare:
+            from tui.screens.chat_compare import ChatCompareScreen
+
+            self.app.push_screen(ChatCompareScreen(choice.model, choice.compare))
+        else:
+            from tui.screens.chat import ChatScreen
+
+            self.app.push_screen(ChatScreen(choice.model, project=self.project_name))

@@ -1,0 +1,125 @@
+"""The Artifacts tab and the artifact screen at 80x24: lineage tree, fidelity badge, actions that queue real
+jobs, the serve command, and a delete that refuses while others derive from it unless forced."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+from textual.pilot import Pilot
+from textual.widgets import Input, Tree
+from tui_pilot import drive, notes, screen_text, type_text, wait_for
+
+from store.db import open_store
+from tui.app import TunedeckApp
+from tui.screens.artifact import ActionDialog, ArtifactScreen, ConfirmArtifactDelete
+from tui.screens.project import ProjectScreen
+from tui.widgets.live_table import LiveTable
+
+
+@pytest.fixture
+def converted_home(home: Path, gguf_tools_env: Path) -> Path:
+    assert run_cli("demo", home=home).returncode == 0
+    proc = run_cli("convert", "1", "--quant", "q8_0", "--wait", home=home, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return home
+
+
+def _jobs(home: Path) -> list[dict]:
+    return json.loads(run_cli("job", "list", "--json", home=home).stdout)
+
+
+async def _open_artifacts(app: TunedeckApp, pilot: Pilot) -> LiveTable:
+    app.push_screen(ProjectScreen("demo"))
+    await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen), "project screen")
+    await pilot.press("3")
+    table = app.screen.query_one("#artifacts-table", LiveTable)
+    await wait_for(pilot, lambda: table.row_count >= 4, "artifact rows")
+    return table
+
+
+def test_artifacts_tab_tree_and_artifact_screen(converted_home: Path) -> None:
+    store = open_store(converted_home)
+    seen: dict[str, str] = {}
+
+    async def scenario(app: TunedeckApp, pilot: Pilot) -> None:
+        table = await _open_artifacts(app, pilot)
+        await wait_for(pilot, lambda: "pass" in screen_text(app), "fidelity badges")
+        seen["tab"] = screen_text(app)
+        # rows: model, its gguf (indented), the quant (indented twice), then the data file
+        assert [table.get_row_at(i)[0] for i in range(table.row_count)][:3] == ["model", "└ gguf", "  └ gguf"]
+        table.focus()
+        table.move_cursor(row=1)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ArtifactScreen), "artifact screen")
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.family is not None, "artifact read")
+        await pilot.pause(0.2)
+        seen["artifact"] = screen_text(app)
+        tree = screen.query_one(Tree)
+        labels = [str(n.label) for n in tree.root.children[0].children]
+        assert any("gguf" in label and "f16" in label for label in labels)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: "llama-server" in notes(app), "serve command copied")
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, ActionDialog), "quantize dialog")
+        field = app.screen.query_one("#field-quant", Input)
+        field.value = ""
+        await type_text(pilot, "q6_k")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ArtifactScreen), "dialog closed", timeout=10)
+        await wait_for(pilot, lambda: "queued as job" in notes(app), "queued note")
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, ActionDialog), "quantize dialog again")
+        field = app.screen.query_one("#field-quant", Input)
+        field.value = ""
+        await type_text(pilot, "q9_x")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "unknown quant type q9_x" in screen_text(app), "error in the dialog")
+        await pilot.press("escape")
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmArtifactDelete), "delete dialog")
+        # the quantize job reads it while it runs; once it ends, its q6_k derives from it
+        shown = " ".join(screen_text(app).split())
+        assert "is in use by 1 queued or running" in shown or "derive from" in shown
+        await pilot.press("y")  # refused either way
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, ConfirmArtifactDelete)
+        await pilot.press("escape")
+
+    drive(store, scenario)
+    assert "✓ pass" in seen["tab"] and "└ gguf" in seen["tab"]
+    assert "Fidelity" in seen["artifact"] and "agreement" in seen["artifact"]
+    quantize_jobs = [j for j in _jobs(converted_home) if j["kind"] == "quantize"]
+    assert len(quantize_jobs) == 1 and quantize_jobs[0]["config"]["quants"] == ["q6_k"]
+    deadline = time.monotonic() + 120
+    while run_cli("job", "show", str(quantize_jobs[0]["id"]), "--json", home=converted_home).stdout.count(
+            '"status": "completed"') == 0:
+        assert time.monotonic() < deadline, "quantize job did not finish"
+        time.sleep(0.5)
+    store.close()
+
+
+def test_forced_delete_removes_the_subtree_and_its_files(converted_home: Path) -> None:
+    store = open_store(converted_home)
+    arts = json.loads(run_cli("artifact", "list", "demo", "--json", home=converted_home).stdout)
+    f16 = next(a for a in arts if a["name"].endswith("f16.gguf"))
+    quant = next(a for a in arts if a["name"].endswith("q8_0.gguf"))
+
+    async def scenario(app: TunedeckApp, pilot: Pilot) -> None:
+        app.push_screen(ArtifactScreen(f16["id"]))
+        await wait_for(pilot, lambda: app.screen.family is not None, "artifact read")
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmArtifactDelete), "delete dialog")
+        await pilot.press("f")
+        await wait_for(pilot, lambda: "Deleted 2 artifact(s)" in notes(app), "deleted note", timeout=10)
+
+    drive(store, scenario)
+    left = {a["id"] for a in json.loads(run_cli("artifact", "list", "demo", "--json", home=converted_home).stdout)}
+    assert f16["id"] not in left and quant["id"] not in left and 1 in left
+    assert not Path(f16["path"]).exists() and not Path(quant["path"]).exists()
+    assert Path(json.loads(run_cli("artifact", "show", "1", "--json", home=converted_home).stdout)["path"]).exists()
+    store.close()

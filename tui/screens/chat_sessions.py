@@ -1,0 +1,84 @@
+"""Saved chat sessions of every project (and those from `tunedeck chat` in none); enter reopens one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Static
+
+from store.db import Store
+from tui.screens._common import ago, clip
+
+
+def session_rows(store: Store) -> list[tuple[int, str, str, str, str, str]]:
+    """(id, title, model file, project, messages, updated) for every session, most recent first."""
+    from store.chat import session_summaries
+
+    with store.raw() as conn:
+        summaries = session_summaries(conn)
+    return [
+        (s.id, clip(s.title or f"session {s.id}", 28), clip(Path(s.model_path).name, 18), clip(s.project or "-", 10),
+         str(s.messages), ago(s.updated_at))
+        for s in summaries
+    ]  # fmt: skip
+
+
+class ChatSessionsScreen(ModalScreen[int | None]):
+    """A list of saved chat sessions; enter returns the highlighted one's id, esc nothing."""
+
+    HELP_TITLE = "Chat sessions"
+    DEFAULT_CSS = """
+    ChatSessionsScreen { align: center middle; }
+    ChatSessionsScreen #sessions-box { width: 78; max-width: 100%; height: 20; max-height: 100%;
+        border: round $accent; background: $surface; padding: 0 1; }
+    ChatSessionsScreen DataTable { height: 1fr; }
+    ChatSessionsScreen .hint { height: 1; color: $text-muted; }
+    """
+    BINDINGS = [
+        Binding("escape", "close", "Close"),
+        Binding("enter", "open", "Open", show=False),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="sessions-box"):
+            yield Static("[b]Saved chat sessions[/b]")
+            yield DataTable(id="sessions", cursor_type="row")
+            yield Static("enter reopens · esc closes", classes="hint")
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_columns("Title", "Model", "Project", "Msgs", "Updated")
+        self._read()
+
+    @work(thread=True, exit_on_error=False)
+    def _read(self) -> None:
+        rows = session_rows(self.app.store)  # type: ignore[attr-defined]
+        self.app.call_from_thread(self._show, rows)
+
+    def _show(self, rows: list[tuple[int, str, str, str, str, str]]) -> None:
+        table = self.query_one(DataTable)
+        for sid, *cells in rows:
+            table.add_row(*cells, key=str(sid))
+        if not rows:
+            self.query_one(".hint", Static).update("No saved sessions yet · esc closes")
+        table.focus()
+
+    @on(DataTable.RowSelected)
+    def _selected(self) -> None:
+        self.action_open()
+
+    def action_open(self) -> None:
+        table = self.query_one(DataTable)
+        if table.row_count == 0:
+            return
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        if key is not None:
+            self.dismiss(int(key))
+
+    def action_close(self) -> None:
+        self.dismiss(None)
