@@ -416,6 +416,30 @@ def test_session_becomes_a_chat_dataset(store: Store) -> None:
     assert status == "completed", error
     with store.raw() as conn:
         assert conn.execute("SELECT num_train + num_val FROM datasets WHERE name = ?", (done.name,)).fetchone()[0] == 1
+    # appended to that dataset: a new snapshot with its rows plus this chat again (here an exact duplicate,
+    # which the import's default exact dedup drops; the old snapshot is left as runs used it)
+    more = session_to_dataset(store, sid, append_to=done.name)
+    assert more.name == f"{done.name}+chat{sid}" and more.examples == 2
+    rows = [json.loads(line) for line in more.path.read_text().splitlines()]
+    assert rows == [example, example]
+    _wait_import(store, more.job_id)
+    with store.raw() as conn:
+        counts = dict(conn.execute("SELECT name, num_train + num_val FROM datasets").fetchall())
+    assert counts == {done.name: 1, more.name: 1}
+    with pytest.raises(NotFound):
+        session_to_dataset(store, sid, append_to="no-such-dataset")
+
+
+def _wait_import(store: Store, job_id: int) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        with store.raw() as conn:
+            status, error = conn.execute("SELECT status, error FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if status not in ("queued", "running"):
+            break
+        assert time.monotonic() < deadline, "the import did not finish"
+        time.sleep(0.2)
+    assert status == "completed", error
 
 
 def test_session_without_project_or_answers_is_refused(store: Store) -> None:

@@ -66,6 +66,10 @@ def test_convert_and_quantize_demo_model(home: Path, gguf_tools_env: Path) -> No
     # hidden size 64 is not a multiple of the k-quant block: llama.cpp falls back per tensor, and we say so
     report = ggufs["demo-llama-q4_k_m.gguf"]["meta"]["quantize"]
     assert report["fallback"] > 0 and "fallback" in report["note"]
+    from engine.gguf.quantize import tensor_types
+
+    # the types taken from llama.cpp's log are the file's own
+    assert report["tensor_types"] == tensor_types(Path(ggufs["demo-llama-q4_k_m.gguf"]["path"]))
     assert "Q4_K" not in report["tensor_types"] or report["tensor_types"]["Q4_K"] < report["n_tensors"]
     for a in ggufs.values():
         _text, n = _generate(Path(a["path"]))

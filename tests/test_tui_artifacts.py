@@ -123,3 +123,60 @@ def test_forced_delete_removes_the_subtree_and_its_files(converted_home: Path) -
     assert not Path(f16["path"]).exists() and not Path(quant["path"]).exists()
     assert Path(json.loads(run_cli("artifact", "show", "1", "--json", home=converted_home).stdout)["path"]).exists()
     store.close()
+
+
+def test_adapter_actions_queue_merge_convert_and_eval(home: Path, demo_model_dir: Path, tmp_path: Path) -> None:
+    """m, v and e on an adapter queue real merge, convert and eval jobs with what the dialogs say."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from engine.artifacts import register_artifact
+    from store.jobs import request_cancel
+    from store.projects import create_project
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(demo_model_dir)),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    adapter_dir = tmp_path / "adapter"
+    model.save_pretrained(str(adapter_dir))
+    store = open_store(home)
+    with store.write() as session:
+        project = create_project(session, "p")
+        base = register_artifact(session, project.id, "model", demo_model_dir, name="base")
+        adapter_id = register_artifact(session, project.id, "adapter", adapter_dir, name="ad", parent_id=base.id,
+                                       meta={"base_model": str(demo_model_dir)}).id
+
+    async def act(app: TunedeckApp, pilot: Pilot, key: str, before: int) -> None:
+        await pilot.press(key)
+        await wait_for(pilot, lambda: isinstance(app.screen, ActionDialog), f"{key} dialog")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: notes(app).count("queued as job") > before, f"{key} queued", timeout=15)
+
+    async def scenario(app: TunedeckApp, pilot: Pilot) -> None:
+        app.push_screen(ArtifactScreen(adapter_id))
+        await wait_for(pilot, lambda: app.screen.family is not None, "artifact read")
+        await pilot.pause(0.1)
+        assert "m merge" in screen_text(app) and "q quantize" not in screen_text(app)
+        for i, key in enumerate("mve"):
+            await act(app, pilot, key, i)
+        await pilot.press("q")  # does not apply to an adapter
+        await wait_for(pilot, lambda: "Quantize does not apply to this adapter" in notes(app), "refused")
+
+    drive(store, scenario)
+    with store.raw() as conn:
+        jobs = {kind: json.loads(config) for kind, config in conn.execute("SELECT kind, config FROM jobs")}
+    assert set(jobs) == {"merge", "convert", "eval"}
+    assert jobs["merge"]["dtype"] == "fp32" and jobs["convert"]["quants"] == []
+    assert jobs["eval"]["base_path"] == str(demo_model_dir)
+    with store.write() as session:
+        for job_id in (1, 2, 3):
+            request_cancel(session, job_id)
+    deadline = time.monotonic() + 60
+    while True:
+        with store.raw() as conn:
+            if not conn.execute("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')").fetchone()[0]:
+                break
+        assert time.monotonic() < deadline, "jobs did not stop"
+        time.sleep(0.3)
+    store.close()

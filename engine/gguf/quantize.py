@@ -57,6 +57,20 @@ def _capture_fd2() -> Iterator[list[str]]:
             sys.stderr.flush()
 
 
+TENSOR_LINE_RE = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]\s+\S+\s+- \[[^\]]*\], type =\s*(\w+)"
+                            r"(?:, converting to (\w+))?", re.MULTILINE)
+
+
+def logged_tensor_types(log: str) -> dict[str, int] | None:
+    """Tensor types of the output as llama.cpp's quantizer reports them, one line per tensor (None if the
+    log does not list every tensor). Much faster than reading the file back: GGUFReader parses the whole
+    vocabulary (seconds for a 50k-token model)."""
+    found = TENSOR_LINE_RE.findall(log)
+    if not found or len(found) != int(found[-1][1]):
+        return None
+    return dict(Counter((converted or kept).upper() for _, _, kept, converted in found))
+
+
 def tensor_types(path: Path) -> dict[str, int]:
     """How many tensors of each ggml type a GGUF holds."""
     import gguf
@@ -89,7 +103,7 @@ def quantize(src: Path, out: Path, qtype: str, threads: int | None = None) -> di
         os.replace(partial, out)
     finally:
         partial.unlink(missing_ok=True)
-    types = tensor_types(out)
+    types = logged_tensor_types(text) or tensor_types(out)
     report: dict[str, Any] = {"type": qtype, "tensor_types": types, "n_tensors": sum(types.values())}
     if m := FALLBACK_RE.search(text):
         report["fallback"] = int(m.group(1))

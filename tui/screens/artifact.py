@@ -7,26 +7,23 @@ chat pane on a GGUF, copy the serve command (OSC 52, which works over SSH), or d
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from rich.text import Text
-from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.markup import escape
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, Input, Label, Static, Tree
+from textual.widgets import Footer, Static, Tree
 from textual.worker import Worker, WorkerState
 
 from store.db import Store
 from store.errors import NotFound, TunedeckError
 from store.views import ArtifactFamily, artifact_family, json_dict
 from tui.screens._common import ago, size_text
-from tui.screens.forms import SubmitInWorker
+from tui.screens.forms import ActionDialog, FormField
 
 POLL_SECONDS = 2.0
 BADGE = {"pass": ("✓ pass", "green"), "warn": ("! warn", "yellow"), "fail": ("✗ fail", "red")}
@@ -142,62 +139,6 @@ def queue_action(store: Store, action: str, artifact_id: int, values: dict[str, 
 
 
 # ----------------------------------------------------------------------------- dialogs
-
-
-@dataclass(frozen=True)
-class FormField:
-    key: str
-    label: str
-    value: str = ""
-    placeholder: str = ""
-
-
-class ActionDialog(SubmitInWorker, ModalScreen[Any]):
-    """A few text fields and enter to run `work(values)` in a thread; errors stay in the dialog."""
-
-    HELP_TITLE = "Artifact action"
-    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("enter", "submit", "Go", show=False)]
-    submit_failure = "could not queue the job"
-
-    def __init__(self, title: str, fields: list[FormField], work: Callable[[dict[str, str]], Any]) -> None:
-        super().__init__()
-        self.title_text = title
-        self.fields = fields
-        self.work = work
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="artifact-action", classes="dialog"):
-            yield Static(self.title_text, classes="dialog-title")
-            for f in self.fields:
-                yield Label(f.label)
-                yield Input(value=f.value, placeholder=f.placeholder, id=f"field-{f.key}")
-            yield Static("", id="error", classes="error")
-            yield Static("enter queue · tab next field · esc cancel", classes="hint")
-
-    def on_mount(self) -> None:
-        self.show_error("")
-        if self.fields:
-            self.query_one(f"#field-{self.fields[0].key}", Input).focus()
-
-    @on(Input.Submitted)
-    def _submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        self.action_submit()
-
-    def show_error(self, message: str) -> None:
-        error = self.query_one("#error", Static)
-        error.update(escape(message))
-        error.display = bool(message)
-
-    def action_submit(self) -> None:
-        values = {f.key: self.query_one(f"#field-{f.key}", Input).value.strip() for f in self.fields}
-        self.submit_work(partial(self.work, values))
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        self.submit_finished(event)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
 
 class ConfirmArtifactDelete(ModalScreen[str | None]):
@@ -359,7 +300,7 @@ class ArtifactScreen(Screen[None]):
             return False
         kind = self.family.artifact.kind
         if kind not in APPLIES[action]:
-            self.notify(f"{action} does not apply to a {kind}.", severity="warning")
+            self.notify(f"{action.capitalize()} does not apply to this {kind}.", severity="warning")
             return False
         return True
 

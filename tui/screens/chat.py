@@ -551,15 +551,24 @@ class ChatScreen(Screen[None]):
         self._after_write(future, lambda path: f"Saved to {path}", "Exported")
 
     def action_to_dataset(self) -> None:
-        """ctrl+t: queue the session's finished exchanges for import as a new chat-format dataset."""
+        """ctrl+t: queue the session's finished exchanges for import, alone or appended to a dataset's rows."""
         session_id = self._saved_session()
         if session_id is None:
             return
         from tui.chat.export import session_to_dataset
+        from tui.screens.forms import ActionDialog, FormField
 
-        future = self._write(lambda: session_to_dataset(self.store, session_id, self.project))
-        self._after_write(future, lambda done: f"Importing it as dataset {done.name} (job {done.job_id}).",
-                          "Added to a dataset")  # fmt: skip
+        def export(values: dict[str, str]) -> Any:
+            return session_to_dataset(self.store, session_id, self.project,
+                                      append_to=values.get("append_to") or None)
+
+        def queued(done: Any) -> None:
+            if done is not None:
+                self.notify(f"Importing {done.examples} example(s) as dataset {done.name} (job {done.job_id}).",
+                            title="Added to a dataset", timeout=8)
+
+        fields = [FormField("append_to", "Append to dataset (name or id; empty: a new dataset of this chat)")]
+        self.app.push_screen(ActionDialog("Add this chat to a dataset", fields, export), queued)
 
     def action_sessions(self) -> None:
         """ctrl+o: the saved sessions; enter reopens one here."""

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.markup import escape
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label, Static
 from textual.worker import Worker, WorkerState
 
 from store.errors import TunedeckError
@@ -48,3 +57,59 @@ class SubmitInWorker:
             self.submit_failed()
             self.show_error(str(error) if isinstance(error, TunedeckError) else f"{self.submit_failure}: {error}")
         return True
+
+
+@dataclass(frozen=True)
+class FormField:
+    key: str
+    label: str
+    value: str = ""
+    placeholder: str = ""
+
+
+class ActionDialog(SubmitInWorker, ModalScreen[Any]):
+    """A few text fields and enter to run `work(values)` in a thread; errors stay in the dialog."""
+
+    HELP_TITLE = "Artifact action"
+    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("enter", "submit", "Go", show=False)]
+    submit_failure = "could not queue the job"
+
+    def __init__(self, title: str, fields: list[FormField], work: Callable[[dict[str, str]], Any]) -> None:
+        super().__init__()
+        self.title_text = title
+        self.fields = fields
+        self.work = work
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="artifact-action", classes="dialog"):
+            yield Static(self.title_text, classes="dialog-title")
+            for f in self.fields:
+                yield Label(f.label)
+                yield Input(value=f.value, placeholder=f.placeholder, id=f"field-{f.key}")
+            yield Static("", id="error", classes="error")
+            yield Static("enter queue · tab next field · esc cancel", classes="hint")
+
+    def on_mount(self) -> None:
+        self.show_error("")
+        if self.fields:
+            self.query_one(f"#field-{self.fields[0].key}", Input).focus()
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_submit()
+
+    def show_error(self, message: str) -> None:
+        error = self.query_one("#error", Static)
+        error.update(escape(message))
+        error.display = bool(message)
+
+    def action_submit(self) -> None:
+        values = {f.key: self.query_one(f"#field-{f.key}", Input).value.strip() for f in self.fields}
+        self.submit_work(partial(self.work, values))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        self.submit_finished(event)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
