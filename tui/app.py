@@ -36,6 +36,7 @@ class TunedeckApp(App[None]):
         Binding("question_mark", "help", "Help"),
         # Not a priority binding: in a text box, q types a q.
         Binding("q", "quit", "Quit"),
+        Binding("g", "gpu", "GPUs"),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
     ]
 
@@ -58,6 +59,12 @@ class TunedeckApp(App[None]):
             self.screen.dismiss(None)
             return
         self.push_screen(HelpScreen(self.screen))
+
+    def action_gpu(self) -> None:
+        from tui.screens.gpu import GpuScreen
+
+        if not isinstance(self.screen, GpuScreen):
+            self.push_screen(GpuScreen())
 
 
 def run_app(store: Store) -> None:

@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from store.errors import TunedeckError
-from tui.commands import artifacts, chat, datasets, jobs, merge, projects, runs
+from tui.commands import artifacts, chat, datasets, gpu, jobs, merge, projects, runs
 from tui.commands.common import UsageError, open_from_args
 
 EXIT_ERROR = 1
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
 
-    for module in (projects, datasets, runs, jobs, artifacts, merge, chat):
+    for module in (projects, datasets, runs, jobs, artifacts, merge, chat, gpu):
         module.register(verbs, common)
     return parser
 

