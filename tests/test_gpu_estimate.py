@@ -335,3 +335,25 @@ def test_calibration_is_clamped_and_prefers_the_method(store: Store, layouts: di
     factors = correction_factors(store)
     lora = factor_for(factors, "llama", "lora")  # too few lora runs: the family's factor over all methods
     assert lora is not None and lora.method is None and lora.samples == 4
+
+
+def test_a_run_keeps_its_estimate_for_calibration(store, demo_model_dir) -> None:  # type: ignore[no-untyped-def]
+    """What the trainer calls on a GPU at the start of a run: the estimate from the run config lands in the
+    job's result beside where the measured peak goes (the GPU-only call sites run in device_check)."""
+    from engine.gpu.calibrate import ESTIMATE_KEY, MEASURED_KEY, history, record_measured
+    from engine.gpu.runrecord import record_run_estimate
+    from engine.train.presets import preset_config
+    from store.jobs import create_job, get_job
+    from store.projects import create_project
+
+    run = preset_config("lora").model_dump(mode="json")
+    with store.write() as session:
+        job_id = create_job(session, create_project(session, "p").id, "train", {"run": run}).id
+    est = record_run_estimate(store, job_id, run, str(demo_model_dir))
+    assert est is not None and est["total_bytes"] > 0
+    record_measured(store, job_id, 123.0)
+    with store.read() as session:
+        result = get_job(session, job_id).result
+    assert result[ESTIMATE_KEY]["total_mb"] > 0 and result[MEASURED_KEY] == 123.0
+    assert any(row.job_id == job_id for row in history(store))
+    assert record_run_estimate(store, job_id, run, "/no/such/model") is None

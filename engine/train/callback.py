@@ -37,6 +37,9 @@ def store_callback(ctx: JobContext) -> Any:
             self._t_last = time.monotonic()
             self._step_last = 0
             self._tokens_last: float | None = None
+            import torch
+
+            self.gpu = torch.cuda.is_available()
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self._t_last, self._step_last = time.monotonic(), state.global_step
@@ -65,6 +68,10 @@ def store_callback(ctx: JobContext) -> Any:
                 values["eval_perplexity"] = math.exp(values["eval_loss"])
             with self.ctx.store.write() as session:
                 upsert_metrics(session, self.ctx.job_id, state.global_step, values)
+            if self.gpu:  # utilization and memory over time, for the run's GPU chart and calibration
+                from engine.gpu.record import record_sample
+
+                record_sample(self.ctx.store, self.ctx.job_id, state.global_step)
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.ctx.progress(state.global_step / max(state.max_steps, 1), step=state.global_step,

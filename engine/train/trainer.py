@@ -132,6 +132,11 @@ def run_train_job(ctx: JobContext) -> None:
     ctx.log(f"model loaded: {trainable:,} trainable parameters" + (f", {four_bit} Linear4bit layers "
             f"({cfg.quant.quant_type}, double quant {cfg.quant.double_quant})" if four_bit else ""))
     ctx.check_cancel()
+    if cuda:  # kept beside the measured peak, so estimates calibrate on this machine's runs
+        from engine.gpu.runrecord import record_run_estimate
+
+        if est := record_run_estimate(ctx.store, ctx.job_id, ctx.config["run"], ctx.config["model_path"]):
+            ctx.log(f"estimated GPU memory {est.get('total_bytes', 0) / 2**30:.1f} GiB")
 
     from datasets import Dataset
 
@@ -166,6 +171,11 @@ def run_train_job(ctx: JobContext) -> None:
         raise TunedeckError(_oom_message(trainer.state.global_step, exc)) from None
     if callback.cancelled:
         raise JobCancelled(f"cancelled at step {trainer.state.global_step}; checkpoint saved")
+    if cuda:
+        from engine.gpu.calibrate import record_measured
+        from engine.train.callback import peak_memory_mb
+
+        record_measured(ctx.store, ctx.job_id, peak_memory_mb())
     _finish(ctx, cfg, trainer, tokenizer, bool(val_rows))
 
 
