@@ -258,6 +258,9 @@ def test_panel_with_injected_gpus_at_80x24(store: Store) -> None:
         app.push_screen(GpuScreen(sampler=s))
         await wait_for(pilot, lambda: isinstance(app.screen, GpuScreen) and app.screen.snapshot is not None,
                        "the first sample")  # fmt: skip
+        # the running jobs are read from the store beside the sample: under load they can land a refresh later
+        await wait_for(pilot, lambda: f"◆ job {job_id} train my-run" in screen_text(app), "our job marked",
+                       timeout=10)  # fmt: skip
         shown = screen_text(app)
         assert "driver 560.35.03 · 2 GPUs" in shown
         assert "GPU 0 NVIDIA H200 · n/a · 120/700 W · clk 1980/2619 MHz" in shown
