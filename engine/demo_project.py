@@ -6,7 +6,13 @@ Idempotent: what exists already is kept; what is missing is built. The same buil
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from sqlmodel import select
@@ -27,6 +33,46 @@ DEMO_EXAMPLES = 400
 DEMO_DATASET = "demo"
 
 
+def demo_cache_dir() -> Path:
+    """Where this machine keeps a built demo model, keyed by the builder's source and the library versions
+    that shape its bytes (the build is deterministic, so a copy is the model a fresh build would make)."""
+    import engine.demo
+
+    digest = hashlib.sha256(Path(engine.demo.__file__).read_bytes())
+    for package in ("torch", "transformers", "tokenizers", "sentencepiece", "safetensors"):
+        try:
+            digest.update(f"{package}={metadata.version(package)};".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"{package}=none;".encode())
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "tunedeck" / f"demo-llama-{digest.hexdigest()[:16]}"
+
+
+def install_demo_model(dest: Path) -> Path:
+    """Put the demo model at `dest`: a copy of this machine's cached build, building (and caching) it first
+    if needed. Falls back to building at `dest` when the cache cannot be written."""
+    cache = demo_cache_dir()
+    if not (cache / ".complete").is_file():
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            built = build_demo_model(Path(tempfile.mkdtemp(prefix=".build-", dir=cache.parent)) / "m", seed=0)
+            (built / ".complete").write_text("")
+            try:
+                built.rename(cache)
+            except OSError:  # another process cached it meanwhile
+                pass
+            shutil.rmtree(built.parent, ignore_errors=True)
+        except OSError:
+            return build_demo_model(dest, seed=0)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        shutil.copytree(cache, tmp / "m", ignore=shutil.ignore_patterns(".complete"))
+        (tmp / "m").rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
 def ensure_demo_project(store: Store, log: Callable[[str], object] | None = None) -> dict[str, Any]:
     """Create whatever part of the demo project is missing; return what it holds."""
     say = log or (lambda _msg: None)
@@ -34,7 +80,7 @@ def ensure_demo_project(store: Store, log: Callable[[str], object] | None = None
     data_file = subdir(store.home, "demo") / DEMO_DATA
     if not model_dir.exists():
         say(f"building a tiny Llama model in {model_dir} ...")
-        build_demo_model(model_dir, seed=0)
+        install_demo_model(model_dir)
     if not data_file.exists():
         say(f"writing {DEMO_EXAMPLES} examples to {data_file} ...")
         write_demo_dataset(data_file, n=DEMO_EXAMPLES, seed=0)

@@ -38,9 +38,9 @@ def store(home: Path):
 @pytest.fixture(scope="session")
 def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny demo Llama, built once per test session (read-only for tests)."""
-    from engine.demo import build_demo_model
+    from engine.demo_project import install_demo_model
 
-    return build_demo_model(tmp_path_factory.mktemp("demo") / "demo-llama")
+    return install_demo_model(tmp_path_factory.mktemp("demo") / "demo-llama")
 
 
 def run_cli(*args: str, home: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120):

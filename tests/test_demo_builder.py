@@ -165,6 +165,20 @@ def test_build_is_deterministic(demo_dir: Path, tmp_path: Path) -> None:
         assert (again / name).read_bytes() == (demo_dir / name).read_bytes(), name
 
 
+def test_the_cached_demo_model_is_the_built_one(demo_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """`tunedeck demo` copies this machine's cached build: every file equals a fresh build's."""
+    from engine.demo_project import demo_cache_dir, install_demo_model
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first = install_demo_model(tmp_path / "a")  # builds into the (empty) cache, then copies
+    assert (demo_cache_dir() / ".complete").is_file()
+    second = install_demo_model(tmp_path / "b")  # copies
+    names = sorted(p.name for p in demo_dir.iterdir())
+    assert sorted(p.name for p in first.iterdir()) == names == sorted(p.name for p in second.iterdir())
+    for name in names:
+        assert (first / name).read_bytes() == (demo_dir / name).read_bytes() == (second / name).read_bytes(), name
+
+
 def test_training_reduces_loss(tokenizer, model) -> None:
     """30 AdamW steps on 64 chat examples must clearly lower the loss."""
     torch.manual_seed(0)

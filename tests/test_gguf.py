@@ -11,10 +11,6 @@ import pytest
 from conftest import run_cli
 
 
-def _demo(home: Path) -> None:
-    assert run_cli("demo", home=home).returncode == 0
-
-
 def _artifacts(home: Path, project: str = "demo") -> list[dict]:
     proc = run_cli("artifact", "list", project, "--json", home=home)
     assert proc.returncode == 0, proc.stderr
@@ -41,8 +37,18 @@ def test_sdist_unpacks_only_the_converter(tmp_path: Path, llama_sdist: Path) -> 
     assert size < 8_000_000
 
 
-def test_convert_and_quantize_demo_model(home: Path, gguf_tools_env: Path) -> None:
-    _demo(home)
+@pytest.fixture(scope="module")
+def demo_home(tmp_path_factory: pytest.TempPathFactory, llama_sdist: Path) -> Path:
+    """One demo home for the conversion tests of this module (they run in order and build on each other)."""
+    home = tmp_path_factory.mktemp("gguf") / "home"
+    env = {"TUNEDECK_LLAMA_SDIST": str(llama_sdist), "HF_HUB_OFFLINE": "1"}
+    assert run_cli("demo", home=home, env=env).returncode == 0
+    assert run_cli("tools", "fetch", home=home, env=env).returncode == 0
+    return home
+
+
+def test_convert_and_quantize_demo_model(demo_home: Path) -> None:
+    home = demo_home
     model = next(a for a in _artifacts(home) if a["kind"] == "model")
     proc = run_cli("convert", str(model["id"]), "--quant", "q8_0,q4_k_m", "--wait", "--json", home=home,
                    timeout=300)
@@ -79,10 +85,9 @@ def test_convert_and_quantize_demo_model(home: Path, gguf_tools_env: Path) -> No
     assert "fidelity  pass" in shown.stdout and "agreement" in shown.stdout
 
 
-def test_quantize_verb_and_bad_types(home: Path, gguf_tools_env: Path) -> None:
-    _demo(home)
-    assert run_cli("convert", "1", "--wait", home=home, timeout=300).returncode == 0
-    f16 = next(a for a in _artifacts(home) if a["kind"] == "gguf")
+def test_quantize_verb_and_bad_types(demo_home: Path) -> None:
+    home = demo_home  # holds the f16 GGUF the test above made
+    f16 = next(a for a in _artifacts(home) if a["name"] == "demo-llama-f16.gguf")
     bad = run_cli("quantize", str(f16["id"]), "--quant", "q4_k_m,q9_z", home=home)
     assert bad.returncode == 1 and "q9_z" in bad.stderr
     wrong_kind = run_cli("quantize", "1", "--quant", "q8_0", home=home)
@@ -174,8 +179,9 @@ def test_corrupt_model_fails_cleanly(home: Path, tmp_path: Path, demo_model_dir:
     assert not list((home / "jobs").rglob("*.gguf*"))
 
 
-def test_refusals_before_queueing(home: Path) -> None:
-    _demo(home)
+def test_refusals_before_queueing(demo_home: Path) -> None:
+    home = demo_home
+    before = json.loads(run_cli("job", "list", "--json", home=home).stdout)
     data = next(a for a in _artifacts(home) if a["kind"] == "data")
     for args, message in [
         (("convert", str(data["id"])), "expected adapter or merged or model"),
@@ -185,8 +191,7 @@ def test_refusals_before_queueing(home: Path) -> None:
     ]:
         proc = run_cli(*args, home=home)
         assert proc.returncode in (1, 2) and message in proc.stderr, (args, proc.stderr)
-    jobs = json.loads(run_cli("job", "list", "--json", home=home).stdout)
-    assert [j["kind"] for j in jobs] == ["dataset-import"]
+    assert json.loads(run_cli("job", "list", "--json", home=home).stdout) == before
 
 
 def _mount_tmpfs(where: Path, size: str) -> bool:

@@ -20,10 +20,14 @@ from tui.screens.project import ProjectScreen
 from tui.widgets.live_table import LiveTable
 
 
-@pytest.fixture
-def converted_home(home: Path, gguf_tools_env: Path) -> Path:
-    assert run_cli("demo", home=home).returncode == 0
-    proc = run_cli("convert", "1", "--quant", "q8_0", "--wait", home=home, timeout=300)
+@pytest.fixture(scope="module")
+def converted_home(tmp_path_factory: pytest.TempPathFactory, llama_sdist: Path) -> Path:
+    """The demo model converted and quantized once for this module (the tests below run in order; the last
+    one deletes part of it)."""
+    home = tmp_path_factory.mktemp("artifacts") / "home"
+    env = {"TUNEDECK_LLAMA_SDIST": str(llama_sdist), "HF_HUB_OFFLINE": "1"}
+    assert run_cli("demo", home=home, env=env).returncode == 0
+    proc = run_cli("convert", "1", "--quant", "q8_0", "--wait", home=home, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return home
 
@@ -103,28 +107,6 @@ def test_artifacts_tab_tree_and_artifact_screen(converted_home: Path) -> None:
     store.close()
 
 
-def test_forced_delete_removes_the_subtree_and_its_files(converted_home: Path) -> None:
-    store = open_store(converted_home)
-    arts = json.loads(run_cli("artifact", "list", "demo", "--json", home=converted_home).stdout)
-    f16 = next(a for a in arts if a["name"].endswith("f16.gguf"))
-    quant = next(a for a in arts if a["name"].endswith("q8_0.gguf"))
-
-    async def scenario(app: TunedeckApp, pilot: Pilot) -> None:
-        app.push_screen(ArtifactScreen(f16["id"]))
-        await wait_for(pilot, lambda: app.screen.family is not None, "artifact read")
-        await pilot.press("d")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmArtifactDelete), "delete dialog")
-        await pilot.press("f")
-        await wait_for(pilot, lambda: "Deleted 2 artifact(s)" in notes(app), "deleted note", timeout=10)
-
-    drive(store, scenario)
-    left = {a["id"] for a in json.loads(run_cli("artifact", "list", "demo", "--json", home=converted_home).stdout)}
-    assert f16["id"] not in left and quant["id"] not in left and 1 in left
-    assert not Path(f16["path"]).exists() and not Path(quant["path"]).exists()
-    assert Path(json.loads(run_cli("artifact", "show", "1", "--json", home=converted_home).stdout)["path"]).exists()
-    store.close()
-
-
 def test_adapter_actions_queue_merge_convert_and_eval(home: Path, demo_model_dir: Path, tmp_path: Path) -> None:
     """m, v and e on an adapter queue real merge, convert and eval jobs with what the dialogs say."""
     import torch
@@ -179,4 +161,31 @@ def test_adapter_actions_queue_merge_convert_and_eval(home: Path, demo_model_dir
                 break
         assert time.monotonic() < deadline, "jobs did not stop"
         time.sleep(0.3)
+    store.close()
+
+
+def test_forced_delete_removes_the_subtree_and_its_files(converted_home: Path) -> None:
+    store = open_store(converted_home)
+    arts = json.loads(run_cli("artifact", "list", "demo", "--json", home=converted_home).stdout)
+    f16 = next(a for a in arts if a["name"].endswith("f16.gguf"))
+    quant = next(a for a in arts if a["name"].endswith("q8_0.gguf"))
+    subtree = {f16["id"]}  # f16 and every quant made from it (the first test added a q6_k)
+    for a in arts:
+        if a["parent_id"] in subtree:
+            subtree.add(a["id"])
+
+    async def scenario(app: TunedeckApp, pilot: Pilot) -> None:
+        app.push_screen(ArtifactScreen(f16["id"]))
+        await wait_for(pilot, lambda: app.screen.family is not None, "artifact read")
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmArtifactDelete), "delete dialog")
+        await pilot.press("f")
+        await wait_for(pilot, lambda: f"Deleted {len(subtree)} artifact(s)" in notes(app), "deleted note",
+                       timeout=10)
+
+    drive(store, scenario)
+    left = {a["id"] for a in json.loads(run_cli("artifact", "list", "demo", "--json", home=converted_home).stdout)}
+    assert not subtree & left and quant["id"] in subtree and 1 in left
+    assert not Path(f16["path"]).exists() and not Path(quant["path"]).exists()
+    assert Path(json.loads(run_cli("artifact", "show", "1", "--json", home=converted_home).stdout)["path"]).exists()
     store.close()
