@@ -11,7 +11,7 @@ from engine.jobctx import JobContext
 MAX_HELD_OUT_ROWS = 16
 
 
-def _held_out_texts(ctx: JobContext, artifact_id: int | None) -> list[str]:
+def _held_out_texts(ctx: JobContext, artifact_id: int | None) -> list[dict[str, Any]]:
     """Validation rows of the dataset the model was trained on (found through the lineage), as chat text."""
     from store.artifacts import lineage
     from store.models import Artifact, Dataset
@@ -25,30 +25,23 @@ def _held_out_texts(ctx: JobContext, artifact_id: int | None) -> list[str]:
         dataset = session.get(Dataset, dataset_id) if dataset_id else None
     if dataset is None:
         return []
-    rows = []
-    val = Path(dataset.path) / "val.jsonl"
-    if val.is_file():
-        with val.open(encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    rows.append(json.loads(line))
-                if len(rows) >= MAX_HELD_OUT_ROWS:
-                    break
-    return [json.dumps(r) for r in rows]
+    from engine.evaluate.texts import read_rows
+
+    try:
+        rows = read_rows(Path(dataset.path), "val", limit=MAX_HELD_OUT_ROWS)
+    except FileNotFoundError:
+        return []
+    return rows
 
 
-def _render(tokenizer_dir: Path, rows: list[str]) -> list[str]:
+def _render(tokenizer_dir: Path, rows: list[dict[str, Any]]) -> list[str]:
+    """Rows as the text the model saw (chats through its chat template)."""
     from transformers import AutoTokenizer
 
+    from engine.evaluate.texts import render_row
+
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    texts = []
-    for raw in rows:
-        row = json.loads(raw)
-        if "messages" in row and getattr(tokenizer, "chat_template", None):
-            texts.append(tokenizer.apply_chat_template(row["messages"], tokenize=False))
-        elif "text" in row:
-            texts.append(row["text"])
-    return texts
+    return [text for text in (render_row(row, tokenizer) for row in rows) if text]
 
 
 def _register(ctx: JobContext, kind: str, path: Path, parent_id: int | None, meta: dict[str, Any]) -> int:

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tui.commands.common import human_size, open_from_args, print_json, table, when
+from tui.commands.jobs import finish_queued
 
 if TYPE_CHECKING:
-    from store.db import Store
     from store.models import Artifact
 
 
@@ -87,29 +87,6 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
 def _wait_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait", action="store_true", help="wait for the job; exit non-zero if it fails")
     p.add_argument("--json", action="store_true")
-
-
-def finish_queued(args: argparse.Namespace, store: Store, job_id: int, label: str) -> int:
-    """Print the queued job's id, or with --wait wait for it and report; exit status 1 unless it completed."""
-    from tui.commands.jobs import wait_for_job
-
-    if not args.wait:
-        if args.json:
-            print_json({"job_id": job_id})
-        else:
-            print(job_id)
-        return 0
-    job = wait_for_job(store, job_id, f"{label} {job_id}", show_progress=not args.json)
-    if args.json:
-        print_json(job.model_dump())
-    else:
-        print(f"{label} {job_id} {job.status}" + (f": {job.error}" if job.error else ""))
-        for key in ("artifact_id", "path", "fidelity"):
-            if job.result.get(key) is not None:
-                print(f"  {key:<12} {job.result[key]}")
-        for q in job.result.get("quants", []):
-            print(f"  {q['type']:<12} artifact {q['artifact_id']}  fidelity {q.get('fidelity') or '-'}  {q['path']}")
-    return 0 if job.status == "completed" else 1
 
 
 def artifact_dict(artifact: Artifact, chain: list[Artifact], derived: list[Artifact]) -> dict[str, Any]:

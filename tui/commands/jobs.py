@@ -133,3 +133,24 @@ def cmd_job_cancel(args: argparse.Namespace) -> int:
         status = request_cancel(session, args.id)
     print(f"job {args.id} cancelled" if status == "cancelled" else f"job {args.id}: asked the engine to stop")
     return 0
+
+
+def finish_queued(args: argparse.Namespace, store: Store, job_id: int, label: str) -> int:
+    """Print the queued job's id, or with --wait wait for it and report; exit status 1 unless it completed."""
+    if not args.wait:
+        if args.json:
+            print_json({"job_id": job_id})
+        else:
+            print(job_id)
+        return 0
+    job = wait_for_job(store, job_id, f"{label} {job_id}", show_progress=not args.json)
+    if args.json:
+        print_json(job.model_dump())
+    else:
+        print(f"{label} {job_id} {job.status}" + (f": {job.error}" if job.error else ""))
+        for key in ("artifact_id", "path", "fidelity"):
+            if job.result.get(key) is not None:
+                print(f"  {key:<12} {job.result[key]}")
+        for q in job.result.get("quants", []):
+            print(f"  {q['type']:<12} artifact {q['artifact_id']}  fidelity {q.get('fidelity') or '-'}  {q['path']}")
+    return 0 if job.status == "completed" else 1

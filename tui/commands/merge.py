@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from store.db import Store
-from tui.commands.common import UsageError, open_from_args, print_json
-from tui.commands.jobs import wait_for_job
+from tui.commands.common import UsageError, open_from_args
+from tui.commands.jobs import finish_queued
 
 
 def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -55,30 +54,12 @@ def parse_weights(values: list[str] | None) -> list[float] | None:
         raise UsageError(f"--weights takes numbers, got {' '.join(values)}") from None
 
 
-def _report(store: Store, job_id: int, args: argparse.Namespace, label: str) -> int:
-    if not args.wait:
-        if args.json:
-            print_json({"job_id": job_id})
-        else:
-            print(job_id)
-        return 0
-    job = wait_for_job(store, job_id, f"{label} {job_id}", show_progress=not args.json)
-    if args.json:
-        print_json(job.model_dump())
-    elif job.status == "completed":
-        artifact = job.result.get("artifact_id")
-        print(f"{label} {job_id} completed: artifact {artifact} at {job.result.get('path')}")
-    else:
-        print(f"{label} {job_id} {job.status}" + (f": {job.error}" if job.error else ""))
-    return 0 if job.status == "completed" else 1
-
-
 def cmd_merge(args: argparse.Namespace) -> int:
     from engine.merge.queue import queue_merge
 
     store = open_from_args(args)
     job_id = queue_merge(store, args.artifact, dtype=args.dtype, name=args.name)
-    return _report(store, job_id, args, "merge")
+    return finish_queued(args, store, job_id, "merge")
 
 
 def cmd_merge_models(args: argparse.Namespace) -> int:
@@ -89,4 +70,4 @@ def cmd_merge_models(args: argparse.Namespace) -> int:
         store, args.project, args.base, args.inputs, args.method, parse_weights(args.weights), args.density,
         args.name, seed=args.seed, on_warning=lambda msg: print(f"warning: {msg}", file=sys.stderr),
     )
-    return _report(store, job_id, args, "merge-models")
+    return finish_queued(args, store, job_id, "merge-models")
