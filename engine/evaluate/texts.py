@@ -63,8 +63,17 @@ def row_sequences(tokenizer: Any, rows: list[dict[str, Any]]) -> list[Sequence]:
         if "messages" in row and getattr(tokenizer, "chat_template", None):
             ids, mask = encode_chat(tokenizer, row["messages"])
             out.append((list(ids), list(mask)))
-        elif "messages" in row:
-            out += text_sequences(tokenizer, ["\n".join(f"{m['role']}: {m['content']}" for m in row["messages"])])
-        elif "text" in row:
-            out += text_sequences(tokenizer, [str(row["text"])])
+        elif text := render_row(row, tokenizer):
+            out += text_sequences(tokenizer, [text])
     return [(ids, mask) for ids, mask in out if sum(mask[1:]) > 0]
+
+
+def render_row(row: dict[str, Any], tokenizer: Any | None) -> str:
+    """One normalized row as the text the model saw (chats through the chat template when there is one)."""
+    if "prompt" in row and "chosen" in row:  # preference rows: the preferred conversation
+        row = {"messages": [*row["prompt"], *row["chosen"]]}
+    if "messages" in row:
+        if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+            return str(tokenizer.apply_chat_template(row["messages"], tokenize=False))
+        return "\n".join(f"{m['role']}: {m['content']}" for m in row["messages"])
+    return str(row.get("text", ""))
