@@ -8,6 +8,8 @@ processes racing on one job cannot both win.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
@@ -152,17 +154,43 @@ def reap_stale(session: Session, stale_after: float = STALE_AFTER_S) -> list[int
     that lost power) never shows as running forever.
     """
     cutoff = now() - stale_after
-    stale = session.exec(
-        select(Job.id).where(Job.status == S.running.value, (Job.heartbeat_at.is_(None)) | (Job.heartbeat_at < cutoff))
-    ).all()
+    running = session.exec(select(Job.id, Job.pid, Job.started_at, Job.heartbeat_at)
+                           .where(Job.status == S.running.value)).all()
     reaped = []
-    for job_id in stale:
+    for job_id, pid, started_at, beat in running:
+        if beat is not None and beat >= cutoff and not process_gone(pid, started_at):
+            continue
+        why = ("the engine process is gone (killed, or the machine restarted)" if beat is not None and beat >= cutoff
+               else "the engine stopped responding (no heartbeat)")
         try:
-            transition(session, job_id, S.interrupted, error="the engine stopped responding (no heartbeat)")
+            transition(session, job_id, S.interrupted, error=why)
             reaped.append(job_id)
         except IllegalTransition:
             pass  # it finished meanwhile
     return reaped
+
+
+def process_gone(pid: int | None, started_at: float | None) -> bool:
+    """Whether the process that runs a job is certainly gone from this machine: no such pid, or a pid
+    reused by a process that started after the job did. Unknown is "not gone" (the heartbeat decides)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # it exists, under another user
+    if started_at is None:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22: start time in clock ticks since boot
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return False
+    return boot + ticks / os.sysconf("SC_CLK_TCK") > started_at + 5.0  # the pid was reused
 
 
 def set_result(session: Session, job_id: int, result: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
 
@@ -117,3 +118,31 @@ def test_compare_and_set_race(tmp_path) -> None:
         except IllegalTransition:
             pass
     assert wins == 1
+
+
+def test_a_job_whose_process_is_gone_is_interrupted_at_once(store) -> None:  # type: ignore[no-untyped-def]
+    """After a kill -9 or a power cut the next reader need not wait a minute for the heartbeat to go stale:
+    a running job whose process no longer exists on this machine is interrupted at once."""
+    import subprocess
+    import sys
+    import time
+
+    from store.jobs import get_job, process_gone, reap_stale
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with store.write() as session:
+            project_id = create_project(session, "p").id
+            job_id = create_job(session, project_id, "train").id
+            transition(session, job_id, "running", pid=proc.pid)
+            assert reap_stale(session) == []  # alive, fresh heartbeat
+    finally:
+        proc.kill()
+        proc.wait()
+    with store.write() as session:
+        assert reap_stale(session) == [job_id]
+        job = get_job(session, job_id)
+        assert job.status == "interrupted" and "process is gone" in (job.error or "")
+    assert not process_gone(os.getpid(), time.time())  # this process started before "now"
+    assert process_gone(os.getpid(), 1.0)  # a job started at 1970 cannot be this process: the pid was reused
+    assert not process_gone(None, time.time())
