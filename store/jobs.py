@@ -181,11 +181,16 @@ def process_gone(pid: int | None, started_at: float | None) -> bool:
         return True
     except PermissionError:
         pass  # it exists, under another user
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    if fields[0] in {"Z", "X"}:  # a zombie: killed, but its new parent (init) has not reaped it yet
+        return True
     if started_at is None:
         return False
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22: start time in clock ticks since boot
+        ticks = int(fields[19])  # field 22 of /proc/PID/stat: start time in clock ticks since boot
         boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
                     if line.startswith("btime "))
     except (OSError, ValueError, IndexError, StopIteration):

@@ -95,3 +95,19 @@ def demo_gguf(tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path, ll
     folder = tmp_path_factory.mktemp("demo-gguf")
     tools = unpack_sdist(llama_sdist, folder / "tools")
     return convert_model(tools, demo_model_dir, folder / "demo-llama-f16.gguf", "f16")
+
+
+FAULT_SUMMARY: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def fault_summary() -> list[str]:
+    """Fault tests append one line per fault class (trials, survived, lost); printed at the end of the run."""
+    return FAULT_SUMMARY
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    if FAULT_SUMMARY:
+        terminalreporter.section("fault classes")
+        for line in FAULT_SUMMARY:
+            terminalreporter.write_line(line)

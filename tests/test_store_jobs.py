@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from pathlib import Path
 
 import pytest
 
@@ -146,3 +147,10 @@ def test_a_job_whose_process_is_gone_is_interrupted_at_once(store) -> None:  # t
     assert not process_gone(os.getpid(), time.time())  # this process started before "now"
     assert process_gone(os.getpid(), 1.0)  # a job started at 1970 cannot be this process: the pid was reused
     assert not process_gone(None, time.time())
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # exits; not waited for, so a zombie
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert process_gone(zombie.pid, time.time() - 60)  # killed engines whose runner died too look like this
+    zombie.wait()

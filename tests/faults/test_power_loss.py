@@ -1,0 +1,128 @@
+"""Power-loss approximation: SIGKILL every tunedeck process at random moments of a training run and an import,
+then check the store as the next reader finds it, resume, and check the run still ends where it should."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow
+TRIALS = 5
+PLANNED_STEPS = 120
+LEGAL_AFTER_READ = {"queued", "completed", "failed", "cancelled", "interrupted"}
+
+
+def _engine_pids(home: Path) -> list[int]:
+    """Every live process of this home's engine (runners and jobs)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"engine" in argv and str(home).encode() in argv:
+            pids.append(int(proc.name))
+    return pids
+
+
+def _kill_all(home: Path) -> int:
+    killed = 0
+    for pid in _engine_pids(home):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 10
+    while _engine_pids(home) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return killed
+
+
+def _jobs(home: Path) -> dict[int, dict]:
+    proc = run_cli("job", "list", "--json", home=home)  # a reader: reaps what died
+    assert proc.returncode == 0, proc.stderr
+    return {j["id"]: j for j in json.loads(proc.stdout)}
+
+
+def _check_store(home: Path) -> list[str]:
+    """What is wrong with the store as the next reader finds it ([] when all is well)."""
+    problems = []
+    with sqlite3.connect(home / "tunedeck.db") as conn:
+        if (check := conn.execute("PRAGMA integrity_check").fetchone()[0]) != "ok":
+            problems.append(f"integrity_check: {check}")
+        dups = conn.execute("SELECT job_id, step, name, count(*) FROM metrics GROUP BY job_id, step, name "
+                            "HAVING count(*) > 1").fetchall()
+        if dups:
+            problems.append(f"duplicate metrics {dups[:3]}")
+    for job in _jobs(home).values():
+        if job["status"] not in LEGAL_AFTER_READ:
+            problems.append(f"job {job['id']} is {job['status']} after every process died")
+    return problems
+
+
+def test_sigkill_everything_at_random_moments(home: Path, tmp_path: Path, fault_summary: list[str]) -> None:
+    from engine.demo import write_demo_dataset
+
+    assert run_cli("demo", home=home).returncode == 0
+    run = run_cli("run", "new", "demo", "--preset", "smoke", "--set", f"max_steps={PLANNED_STEPS}",
+                  "--set", "save_steps=10", "--set", "logging_steps=1", "--set", "eval_steps=0", home=home)
+    assert run.returncode == 0, run.stderr
+    run_id = int(run.stdout.strip())
+    rng = random.Random(20261128)
+    survived = lost = 0
+    imports = []
+    for trial in range(TRIALS):
+        data = tmp_path / f"more-{trial}.jsonl"
+        write_demo_dataset(data, n=3000, seed=trial)
+        imp = run_cli("dataset", "add", "demo", str(data), "--name", f"more-{trial}", "--dedup", "near",
+                      "--no-wait", "--json", home=home)
+        assert imp.returncode == 0, imp.stderr
+        imports.append(json.loads(imp.stdout)["job_id"])
+        time.sleep(rng.uniform(2.0, 9.0))
+        _kill_all(home)
+        problems = _check_store(home)
+        status = _jobs(home)[run_id]["status"]
+        if status == "completed":
+            break
+        assert status == "interrupted", f"trial {trial}: the run is {status}"
+        if problems:
+            lost += 1
+        else:
+            survived += 1
+        assert not problems, f"trial {trial}: {problems}"
+        assert run_cli("run", "resume", str(run_id), home=home).returncode == 0
+    finish = run_cli("job", "show", str(run_id), "--json", home=home)
+    deadline = time.monotonic() + 300
+    while json.loads(finish.stdout)["status"] in ("queued", "running", "interrupted"):
+        if json.loads(finish.stdout)["status"] == "interrupted":
+            assert run_cli("run", "resume", str(run_id), home=home).returncode == 0
+        assert time.monotonic() < deadline, "the run did not finish after the last resume"
+        time.sleep(1)
+        finish = run_cli("job", "show", str(run_id), "--json", home=home)
+    job = json.loads(finish.stdout)
+    fault_summary.append(f"power loss (SIGKILL of every process, {TRIALS} random moments): trials "
+                         f"{survived + lost}, survived {survived}, lost {lost}")
+    assert job["status"] == "completed", job["error"]
+    assert job["step"] == PLANNED_STEPS
+    with sqlite3.connect(home / "tunedeck.db") as conn:
+        steps = [s for (s,) in conn.execute("SELECT step FROM metrics WHERE job_id = ? AND name = 'loss' "
+                                            "ORDER BY step", (run_id,))]
+    assert steps == sorted(set(steps)) and steps[-1] == PLANNED_STEPS
+    _kill_all(home)  # the imports' runner, if still going
+    for job_id in imports:  # every interrupted import left no dataset row and no snapshot behind
+        assert _jobs(home)[job_id]["status"] in LEGAL_AFTER_READ
+    with sqlite3.connect(home / "tunedeck.db") as conn:
+        rows = dict(conn.execute("SELECT name, path FROM datasets").fetchall())
+    for name, path in rows.items():
+        assert Path(path, "train.jsonl").is_file(), name
