@@ -1,7 +1,9 @@
 """Training overhead: the same SFT config through tunedeck's engine and through a bare TRL script.
 
-Both train the same model on the same rows with the same SFTConfig settings, each in a fresh
-process, interleaved (engine, bare, engine, bare...); throughput is TRL's own
+Both train the same model on the same features (the rows tokenized with the chat template and the
+assistant-only mask by `engine.train.data.sft_features`, as the engine does) with the same SFTConfig
+settings, so what differs is the engine around the trainer: runner, job process, store callback. Each
+runs in a fresh process, interleaved (engine, bare, engine, bare...); throughput is TRL's own
 `train_steps_per_second` from each trainer.train(), so process start-up and model loading are
 not counted on either side. Prints the median steps/s of each, the ratio engine / bare
 (goal >= 0.98) and the peak RSS of each process. Models: the demo model, and SmolLM2-135M from
@@ -35,13 +37,16 @@ tok = AutoTokenizer.from_pretrained(model_path)
 model = AutoModelForCausalLM.from_pretrained(model_path)
 model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
                                          task_type="CAUSAL_LM"))
-rows = [{"messages": json.loads(line)["messages"]} for line in open(data_path)]
+sys.path.insert(0, sys.argv[7])
+from engine.train.data import sft_features  # the same features the engine trains on: its tokenization and mask
+rows = [json.loads(line) for line in open(data_path)]
+features = sft_features(tok, rows, int(max_length), assistant_only=True)
 args = SFTConfig(output_dir=out, max_steps=int(steps), per_device_train_batch_size=int(batch),
                  gradient_accumulation_steps=1, learning_rate=2e-4, lr_scheduler_type="constant",
                  warmup_steps=0, max_length=int(max_length), activation_checkpointing=False, bf16=False,
                  use_cpu=True, logging_steps=10, save_strategy="no", eval_strategy="no", report_to="none",
                  disable_tqdm=True, seed=42)
-trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
+trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(features), processing_class=tok)
 metrics = trainer.train().metrics
 print(json.dumps({"steps_per_s": metrics["train_steps_per_second"],
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -73,7 +78,7 @@ def bare_run(tmp: Path, model: str, data: Path, steps: int, batch: int, max_leng
     script = tmp / "bare_trl.py"
     script.write_text(BARE)
     result = subprocess.run([sys.executable, str(script), model, str(data), str(tmp / "bare-out"), str(steps),
-                             str(batch), str(max_length)], capture_output=True, text=True, timeout=1800,
+                             str(batch), str(max_length), str(ROOT)], capture_output=True, text=True, timeout=1800,
                             check=False)
     if result.returncode:
         raise SystemExit(f"bare TRL run failed: {result.stderr[-2000:]}")
