@@ -79,7 +79,37 @@ def model_facts(engine: ChatEngine) -> str:
     return "\n".join(lines)
 
 
-class ChatScreen(Screen[None]):
+class PanelKeys:
+    """esc and f2 as both chat screens (one model, or two compared) use them: esc stops the answers in
+    progress, else closes the settings panel, else leaves; f2 shows or hides the panel."""
+
+    busy: bool
+    _ended_at: float
+
+    def stop_answers(self) -> None:
+        raise NotImplementedError
+
+    def action_stop_or_back(self) -> None:
+        if self.busy:
+            self.stop_answers()
+            return
+        panel = self.query_one(ParamsPanel)  # type: ignore[attr-defined]
+        if panel.has_class("-shown"):
+            panel.remove_class("-shown")
+            self.query_one("#prompt", Input).focus()  # type: ignore[attr-defined]
+            return
+        if time.monotonic() - self._ended_at >= ESC_GRACE:
+            self.dismiss()  # type: ignore[attr-defined]
+
+    def action_toggle_panel(self) -> None:
+        panel = self.query_one(ParamsPanel)  # type: ignore[attr-defined]
+        panel.toggle_class("-shown")
+        target = panel.query_one("#param-system", Input) if panel.has_class("-shown") else self.query_one(  # type: ignore[attr-defined]
+            "#prompt", Input)
+        target.focus()
+
+
+class ChatScreen(PanelKeys, Screen[None]):
     """Chat with one model: enter sends, esc stops an answer, ctrl+r/ctrl+e regenerate or edit, f2 settings."""
 
     HELP_TITLE = "Chat"
@@ -151,7 +181,7 @@ class ChatScreen(Screen[None]):
 
     def on_unmount(self) -> None:
         self._closing = True
-        self._stop()
+        self.stop_answers()
         threading.Thread(target=self._cleanup, name="chat-cleanup", daemon=True).start()
 
     def _cleanup(self) -> None:
@@ -436,31 +466,10 @@ class ChatScreen(Screen[None]):
 
     # -- keys ------------------------------------------------------------------------------
 
-    def _stop(self) -> None:
+    def stop_answers(self) -> None:
         self._stop_asked = True
         if self.generation is not None:
             self.generation.stop()
-
-    def action_stop_or_back(self) -> None:
-        """esc: stop the answer in progress; else close the settings, else leave the chat."""
-        if self.busy:
-            self._stop()
-            return
-        panel = self.query_one(ParamsPanel)
-        if panel.has_class("-shown"):
-            panel.remove_class("-shown")
-            self.query_one("#prompt", Input).focus()
-            return
-        if time.monotonic() - self._ended_at >= ESC_GRACE:
-            self.dismiss()
-
-    def action_toggle_panel(self) -> None:
-        panel = self.query_one(ParamsPanel)
-        panel.toggle_class("-shown")
-        if panel.has_class("-shown"):
-            panel.query_one("#param-system", Input).focus()
-        else:
-            self.query_one("#prompt", Input).focus()
 
     def _drop_from(self, index: int) -> None:
         """Remove turns[index:] from the screen and (queued) from the store."""

@@ -21,7 +21,7 @@ from textual.widgets import Footer, Input, Static
 
 from store.errors import TunedeckError
 from tui.chat.params import SamplingParams
-from tui.screens.chat import ESC_GRACE, STREAM_INTERVAL, answer_note
+from tui.screens.chat import STREAM_INTERVAL, PanelKeys, answer_note
 from tui.widgets.chat_log import ChatLog, MessageView
 from tui.widgets.chat_params import ParamsPanel
 
@@ -46,7 +46,7 @@ class Side:
     last: Answer | None = None
 
 
-class ChatCompareScreen(Screen[None]):
+class ChatCompareScreen(PanelKeys, Screen[None]):
     """enter asks both models; esc stops both answers (or goes back); f2 shows the shared settings."""
 
     HELP_TITLE = "Compare models"
@@ -106,7 +106,7 @@ class ChatCompareScreen(Screen[None]):
 
     def on_unmount(self) -> None:
         self._closing = True
-        self._stop_all()
+        self.stop_answers()
         threading.Thread(target=self._cleanup, name="compare-cleanup", daemon=True).start()
 
     def _cleanup(self) -> None:
@@ -265,25 +265,9 @@ class ChatCompareScreen(Screen[None]):
         if not self.busy:
             self._ended_at = time.monotonic()
 
-    def _stop_all(self) -> None:
+    def stop_answers(self) -> None:
         for side in self.sides.values():
             side.stop_asked = True
             if side.generation is not None:
                 side.generation.stop()
 
-    def action_stop_or_back(self) -> None:
-        if self.busy:
-            self._stop_all()
-            return
-        panel = self.query_one(ParamsPanel)
-        if panel.has_class("-shown"):
-            panel.remove_class("-shown")
-            self.query_one("#prompt", Input).focus()
-            return
-        if time.monotonic() - self._ended_at >= ESC_GRACE:
-            self.dismiss()
-
-    def action_toggle_panel(self) -> None:
-        panel = self.query_one(ParamsPanel)
-        panel.toggle_class("-shown")
-        (panel.query_one("#param-system", Input) if panel.has_class("-shown") else self.query_one("#prompt")).focus()
