@@ -212,12 +212,14 @@ def check_quant(quant: Path, parent: Path, chunks: list[list[int]], qtype: str) 
             "delta": round(delta, 5), "limit": ok}
 
 
-def check_conversion(model_dir: Path, gguf_path: Path, texts: list[str] | None = None) -> dict[str, Any]:
-    """Checks (a)-(c) for a GGUF converted from `model_dir` (f32/f16/bf16)."""
+def check_conversion(model_dir: Path, gguf_path: Path, texts: list[str] | None = None,
+                     tokenizer: Any | None = None) -> dict[str, Any]:
+    """Checks (a)-(c) for a GGUF converted from `model_dir` (f32/f16/bf16); `tokenizer` is the model's own,
+    when the caller has it loaded already."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(model_dir))
     meta = metadata(gguf_path)
     vocab = load_llama(gguf_path, vocab_only=True)
     tokens = check_tokens(tokenizer, vocab)

@@ -34,13 +34,16 @@ def _held_out_texts(ctx: JobContext, artifact_id: int | None) -> list[dict[str, 
     return rows
 
 
-def _render(tokenizer_dir: Path, rows: list[dict[str, Any]]) -> list[str]:
-    """Rows as the text the model saw (chats through its chat template)."""
+def _tokenizer(folder: Path) -> Any:
     from transformers import AutoTokenizer
 
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+def _render(tokenizer: Any, rows: list[dict[str, Any]]) -> list[str]:
+    """Rows as the text the model saw (chats through its chat template)."""
     from engine.evaluate.texts import render_row
 
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     return [text for text in (render_row(row, tokenizer) for row in rows) if text]
 
 
@@ -84,7 +87,7 @@ def _adapter_fidelity(ctx: JobContext, tools: Path, adapter: Path, base_dir: Pat
     from engine.gguf.convert import convert_model
     from engine.gguf.fidelity import check_adapter_conversion
 
-    texts = _render(base_dir, _held_out_texts(ctx, ctx.config.get("artifact_id")))
+    texts = _render(_tokenizer(base_dir), _held_out_texts(ctx, ctx.config.get("artifact_id")))
     with tempfile.TemporaryDirectory(prefix="base-gguf-", dir=ctx.job_dir) as tmp:
         ctx.log("fidelity check: converting the base to a temporary f32 GGUF to apply the adapter to")
         with ctx.interruptible():
@@ -129,11 +132,12 @@ def run_convert_job(ctx: JobContext) -> None:
         convert_model(tools, source, out, outtype, cfg.get("pre_tokenizer"))
     ctx.progress(0.4, force=True)
     ctx.check_cancel()
-    texts = _render(source, _held_out_texts(ctx, cfg.get("artifact_id")))
+    tokenizer = _tokenizer(source)
+    texts = _render(tokenizer, _held_out_texts(ctx, cfg.get("artifact_id")))
     ctx.log(f"fidelity check: tokens, chat template, next-token agreement over {len(texts)} held-out rows "
             "+ general text")
     with ctx.interruptible():
-        fidelity = check_conversion(source, out, texts)
+        fidelity = check_conversion(source, out, texts, tokenizer)
     for name in ("tokens", "template", "agreement"):
         ctx.log(f"  {name}: {fidelity[name]['status']} "
                 + json.dumps({k: v for k, v in fidelity[name].items() if k not in {'status', 'examples'}})[:300])
@@ -144,11 +148,9 @@ def run_convert_job(ctx: JobContext) -> None:
     quants = []
     chunks = None
     if cfg.get("quants"):
-        from transformers import AutoTokenizer
-
         from engine.gguf.fidelity import HELD_OUT
 
-        chunks = held_out_ids(AutoTokenizer.from_pretrained(str(source)), [*HELD_OUT, *texts])
+        chunks = held_out_ids(tokenizer, [*HELD_OUT, *texts])
     for i, qtype in enumerate(cfg.get("quants") or []):
         ctx.check_cancel()
         quants.append(_quantize_one(ctx, out, gguf_id, qtype, out_dir, chunks, stem))
@@ -167,11 +169,9 @@ def run_quantize_job(ctx: JobContext) -> None:
     chunks = None
     model_dir = cfg.get("source_model")
     if model_dir and Path(model_dir, "config.json").is_file():
-        from transformers import AutoTokenizer
-
         from engine.gguf.fidelity import HELD_OUT, held_out_ids
 
-        chunks = held_out_ids(AutoTokenizer.from_pretrained(model_dir), HELD_OUT)
+        chunks = held_out_ids(_tokenizer(Path(model_dir)), HELD_OUT)
     quants = []
     for i, qtype in enumerate(cfg["quants"]):
         ctx.check_cancel()
