@@ -9,10 +9,10 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
+from tui.screens.forms import SubmitInWorker
 from tui.widgets.path_input import PathInput
 
 GGUF_SUFFIXES = (".gguf",)
@@ -37,7 +37,7 @@ def check_model_text(text: str) -> str:
     return ""
 
 
-class NewChatDialog(ModalScreen[NewChat | None]):
+class NewChatDialog(SubmitInWorker, ModalScreen[NewChat | None]):  # for its error line
     """Model path (tab completes), optional second model; enter opens the chat (or the comparison)."""
 
     HELP_TITLE = "New chat"
@@ -61,11 +61,6 @@ class NewChatDialog(ModalScreen[NewChat | None]):
     def on_mount(self) -> None:
         self.show_error("")
         self.query_one("#model", Input).focus()
-
-    def show_error(self, message: str) -> None:
-        error = self.query_one("#error", Static)
-        error.update(escape(message))
-        error.display = bool(message)
 
     @on(Input.Changed)
     def _changed(self) -> None:

@@ -63,11 +63,6 @@ class NewProjectDialog(SubmitInWorker, ModalScreen[str | None]):
     def _changed(self) -> None:
         self.show_error("")
 
-    def show_error(self, message: str) -> None:
-        error = self.query_one("#error", Static)
-        error.update(escape(message))
-        error.display = bool(message)
-
     def action_submit(self) -> None:
         name = self.query_one("#name", Input).value
         description = self.query_one("#description", Input).value.strip()

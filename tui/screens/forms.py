@@ -31,8 +31,11 @@ class SubmitInWorker:
     submit_failure = "could not submit"
     _busy = False
 
-    def show_error(self, message: str) -> None:  # each form shows errors its own way
-        raise NotImplementedError
+    def show_error(self, message: str) -> None:
+        """Show (or with "" hide) the form's error line, a Static with id "error"."""
+        error = self.query_one("#error", Static)  # type: ignore[attr-defined]
+        error.update(escape(message))
+        error.display = bool(message)
 
     def submit_failed(self) -> None:
         """Hook run when a submit failed, before its message is shown (refresh, refocus...)."""
@@ -98,11 +101,6 @@ class ActionDialog(SubmitInWorker, ModalScreen[Any]):
     def _submitted(self, event: Input.Submitted) -> None:
         event.stop()
         self.action_submit()
-
-    def show_error(self, message: str) -> None:
-        error = self.query_one("#error", Static)
-        error.update(escape(message))
-        error.display = bool(message)
 
     def action_submit(self) -> None:
         values = {f.key: self.query_one(f"#field-{f.key}", Input).value.strip() for f in self.fields}

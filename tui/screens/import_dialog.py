@@ -160,11 +160,6 @@ class ImportDialog(SubmitInWorker, ModalScreen[Queued | None]):
         event.stop()
         self.action_submit()
 
-    def show_error(self, message: str) -> None:
-        error = self.query_one("#error", Static)
-        error.update(escape(message))
-        error.display = bool(message)
-
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "submit" and any(select.expanded for select in self.query(Select)):
             return False  # enter picks the highlighted choice of an open list

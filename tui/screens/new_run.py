@@ -504,11 +504,6 @@ class NewRunForm(SubmitInWorker, ModalScreen[int | None]):
             return False  # enter picks the highlighted choice of an open list
         return True
 
-    def show_error(self, message: str) -> None:
-        error = self.query_one("#error", Static)
-        error.update(escape(message))
-        error.display = bool(message)
-
     # -- actions -----------------------------------------------------------------
 
     def action_toggle_yaml(self) -> None:
