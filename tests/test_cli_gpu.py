@@ -66,6 +66,18 @@ def test_estimate_json_with_a_gpu_size_suggests_what_fits(home: Path, tmp_path: 
     assert "Verdict: too big" in text and "Nearest settings that fit:" in text and "gradient checkpointing on" in text
 
 
+def test_estimate_per_gpu_with_several_gpus(home: Path, tmp_path: Path) -> None:
+    folder = model_dir(tmp_path, LLAMA_3_8B)
+    args = ("estimate", "--model", str(folder), "--method", "full", "--gpu-memory", "80", "--json")
+    one = json.loads(run_cli(*args, home=home).stdout)
+    four = json.loads(run_cli(*args, "--gpus", "4", "--strategy", "fsdp", home=home).stdout)
+    assert four["settings"]["gpus"] == 4 and four["settings"]["strategy"] == "fsdp"
+    assert four["total_bytes"] < one["total_bytes"] / 2  # model state split four ways
+    assert one["verdict"] == "too big" and four["verdict"] in ("fits", "tight")
+    bad = run_cli("estimate", "--model", str(folder), "--strategy", "zero9", home=home)
+    assert bad.returncode == 2 and "invalid choice: 'zero9'" in bad.stderr
+
+
 def test_estimate_refusals(home: Path, tmp_path: Path) -> None:
     missing = run_cli("estimate", "--model", str(tmp_path / "nowhere"), home=home)
     assert missing.returncode == 1 and "no such model folder" in missing.stderr and missing.stdout == ""

@@ -17,7 +17,16 @@ from engine.gpu.calibrate import (
     record_estimate,
     record_measured,
 )
-from engine.gpu.estimate import GIB, HEADROOM, NF4_DQ_BYTES, EstimateError, Settings, estimate, total_bytes
+from engine.gpu.estimate import (
+    GIB,
+    HEADROOM,
+    NF4_DQ_BYTES,
+    EstimateError,
+    Settings,
+    estimate,
+    total_bytes,
+    with_changes,
+)
 from engine.gpu.fit import nearest_fits
 from engine.gpu.layout import Layout, ModelConfigError, arithmetic_layout, model_layout, read_config
 from store.db import Store
@@ -263,6 +272,49 @@ def test_search_moves_full_fine_tuning_to_an_adapter_and_gives_up_when_nothing_f
     assert full.verdict == "too big"
     assert full.suggestions[0].settings.method in ("lora", "qlora")
     assert nearest_fits(layouts["Llama-2-70B"], Settings(method="qlora"), 8 * GIB) == []
+
+
+def test_several_gpus_split_model_state_by_strategy(layouts: dict[str, Layout]) -> None:
+    """Per-GPU memory: ddp replicates everything; ZeRO-2 splits gradients, optimizer and master weights; FSDP and
+    ZeRO-3 split the weights too; offload moves state to CPU memory; activations and logits are never split."""
+    seventy = layouts["Llama-2-70B"]
+    base = Settings(method="full", batch=1, max_length=2048)
+
+    def parts(**changes: Any) -> dict[str, int]:
+        return {item.key: item.bytes for item in estimate(seventy, with_changes(base, **changes)).items}
+
+    one, ddp = parts(), parts(gpus=8)
+    zero2, fsdp, zero3 = parts(gpus=8, strategy="deepspeed_zero2"), parts(gpus=8, strategy="fsdp"), \
+        parts(gpus=8, strategy="deepspeed_zero3")
+    assert ddp == one
+    assert zero2["weights"] == one["weights"] and zero2["optimizer"] == -(-one["optimizer"] // 8)
+    assert zero2["gradients"] == -(-one["gradients"] // 8) and zero2["master"] == -(-one["master"] // 8)
+    assert fsdp == zero3 and fsdp["weights"] == -(-one["weights"] // 8)
+    for key in ("activations", "logits", "overhead"):
+        assert zero3[key] == one[key]
+    # Full fine-tuning of a 70B model: ~1.2 TB on one GPU; ZeRO-3 on 8 x 80 GB cards brings it to ~160 GB
+    # per card, still too big; offloading the optimizer (and master weights) leaves ~20 GB per card.
+    total = {name: sum(p.values()) / GIB for name, p in {"one": one, "zero3": zero3}.items()}
+    assert total["one"] > 1000 and 130 < total["zero3"] < 200, total
+    offload_opt = parts(gpus=8, strategy="deepspeed_zero3", offload="optimizer")
+    assert offload_opt["optimizer"] == offload_opt["master"] == 0
+    assert sum(offload_opt.values()) / GIB < 80
+    offload_all = parts(gpus=8, strategy="fsdp", offload="all")
+    assert offload_all["weights"] == one["weights"] // seventy.layers  # one layer as the working set
+    with pytest.raises(EstimateError, match="strategy must be one of"):
+        estimate(seventy, with_changes(base, strategy="zero9"))
+
+
+def test_with_several_gpus_the_search_suggests_sharding(layouts: dict[str, Layout]) -> None:
+    seventy = layouts["Llama-2-70B"]
+    settings = Settings(method="full", batch=1, max_length=2048, gpus=8)
+    result = estimate(seventy, settings, free_bytes=80 * GIB)
+    assert result.verdict == "too big" and result.suggestions
+    texts = [" ".join(s.changes) for s in result.suggestions]
+    assert any("strategy ddp→" in t for t in texts), texts
+    assert all(not (s.settings.method == "qlora" and s.settings.strategy != "ddp") for s in result.suggestions)
+    single = estimate(seventy, with_changes(settings, gpus=1), free_bytes=80 * GIB)
+    assert not any("strategy" in " ".join(s.changes) for s in single.suggestions)  # one GPU: nothing to split
 
 
 # ----------------------------------------------------------------------------- calibration

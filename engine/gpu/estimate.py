@@ -20,6 +20,12 @@ The model (per device, one GPU, no sharding):
 - logits: batch x length x vocab x 4 bytes (fp32), times 3 (the upcast logits, their log-softmax kept for
   the backward pass, and its gradient): this dominates small models with large vocabularies.
 - a fixed overhead for the CUDA context, cuBLAS workspaces and allocator slack.
+
+Several GPUs (`gpus` > 1) give the memory per GPU: ddp keeps a whole copy of everything on each;
+deepspeed_zero2 splits the gradients, optimizer states and fp32 master weights across them; fsdp and
+deepspeed_zero3 split the weights too. Offload moves the optimizer states and master weights ("optimizer")
+or all model state ("all"; one layer's weights stay as the working set) to CPU memory. Activations and
+logits are per GPU and never split.
 """
 
 from __future__ import annotations
@@ -45,6 +51,12 @@ OBJECTIVES = ("sft", "dpo")
 OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit")
 PRECISIONS = {"bf16": 2, "fp16": 2, "fp32": 4}
 FULL_PRECISIONS = ("mixed", "bf16")
+STRATEGIES = ("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3")
+OFFLOADS = ("none", "optimizer", "all")
+# What each strategy splits across GPUs (the rest is replicated).
+SHARDED = {"ddp": frozenset(), "deepspeed_zero2": frozenset({"gradients", "optimizer", "master"}),
+           "fsdp": frozenset({"weights", "gradients", "optimizer", "master", "reference"}),
+           "deepspeed_zero3": frozenset({"weights", "gradients", "optimizer", "master", "reference"})}
 
 
 class EstimateError(TunedeckError):
@@ -67,15 +79,19 @@ class Settings:
     full_precision: str = "mixed"
     double_quant: bool = True
     targets: tuple[str, ...] | None = None  # LoRA target module names; None = all linear layers
+    gpus: int = 1
+    strategy: str = "ddp"
+    offload: str = "none"
 
     def check(self) -> None:
         """Raise EstimateError naming the first bad setting."""
         choices = {"method": METHODS, "optimizer": OPTIMIZERS, "precision": tuple(PRECISIONS),
-                   "objective": OBJECTIVES, "full_precision": FULL_PRECISIONS}  # fmt: skip
+                   "objective": OBJECTIVES, "full_precision": FULL_PRECISIONS, "strategy": STRATEGIES,
+                   "offload": OFFLOADS}  # fmt: skip
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise EstimateError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
-        for name in ("max_length", "batch", "grad_accum", "rank"):
+        for name in ("max_length", "batch", "grad_accum", "rank", "gpus"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise EstimateError(f"{name} must be a positive integer, not {value!r}")
@@ -228,6 +244,7 @@ def breakdown(layout: Layout, s: Settings) -> tuple[list[Item], int]:
         ]
         if s.objective == "dpo":
             items.append(Item("reference", "DPO reference model", total * weight_bytes, "a frozen copy"))
+    items = _per_gpu(items, layout, s)
     ckpt = "with" if s.gradient_checkpointing else "without"
     items += [
         Item("activations", "Activations", activations(layout, s),
@@ -237,6 +254,26 @@ def breakdown(layout: Layout, s: Settings) -> tuple[list[Item], int]:
         Item("overhead", "CUDA context and allocator", OVERHEAD_BYTES, "fixed"),
     ]  # fmt: skip
     return items, trainable
+
+
+def _per_gpu(items: list[Item], layout: Layout, s: Settings) -> list[Item]:
+    """Model-state items as one GPU holds them under the strategy and offload."""
+    if s.gpus == 1 and s.offload == "none":
+        return items
+    sharded = SHARDED[s.strategy] if s.gpus > 1 else frozenset()
+    offloaded = {"none": frozenset(), "optimizer": frozenset({"optimizer", "master"}),
+                 "all": frozenset({"weights", "gradients", "optimizer", "master", "reference"})}[s.offload]
+    out = []
+    for item in items:
+        if item.key in offloaded:
+            keep = item.bytes // max(layout.layers, 1) if item.key == "weights" else 0  # one layer at a time
+            out.append(replace(item, bytes=keep, detail=f"{item.detail}; offloaded to CPU memory".lstrip("; ")))
+        elif item.key in sharded:
+            out.append(replace(item, bytes=-(-item.bytes // s.gpus),
+                               detail=f"{item.detail}; 1/{s.gpus} per GPU ({s.strategy})".lstrip("; ")))
+        else:
+            out.append(item)
+    return out
 
 
 def verdict(total: int, free: int | None) -> str:

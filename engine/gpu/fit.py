@@ -3,6 +3,7 @@
 Each knob has a ladder of steps away from the user's value, and each step a cost (how much the run
 changes): a smaller micro-batch with more accumulation keeps the effective batch (cost 1 per halving),
 gradient checkpointing (1), an 8-bit optimizer (1), a cheaper method (lora -> qlora 2, full -> lora 3),
+with several GPUs a sharding strategy (1) or CPU offload (2-3),
 a lower LoRA rank (2 per halving) and a shorter max length (3 per halving: it drops content). Every
 combination is estimated; the fitting ones are taken cheapest first, skipping any that turns every knob
 a cheaper one already taken turns (so each suggestion is a different way to fit, not the same plus more).
@@ -59,7 +60,25 @@ def _ladders(s: Settings) -> list[list[_Step]]:
               for m in METHOD_LADDER[s.method]]  # fmt: skip
     rank = [_Step((("rank", r),), 2 * i, f"LoRA rank {s.rank}→{r}")
             for i, r in enumerate(_halvings(s.rank, min(MIN_RANK, s.rank)))]  # fmt: skip
-    return [batch, length, ckpt, optim, method, rank]
+    return [_sharding(s), batch, length, ckpt, optim, method, rank]
+
+
+SHARDING_STEPS = ((("deepspeed_zero2", "none"), 1), (("fsdp", "none"), 1), (("deepspeed_zero3", "none"), 1),
+                  (("deepspeed_zero3", "optimizer"), 2), (("fsdp", "all"), 3), (("deepspeed_zero3", "all"), 3))
+
+
+def _sharding(s: Settings) -> list[_Step]:
+    """Splitting model state across several GPUs, then offloading it to CPU memory (only with several GPUs)."""
+    steps = [_Step((), 0, "")]
+    if s.gpus > 1:
+        for (strategy, offload), cost in SHARDING_STEPS:
+            if (strategy, offload) != (s.strategy, s.offload):
+                moves = [f"strategy {s.strategy}→{strategy}"] if strategy != s.strategy else []
+                if offload != s.offload:
+                    moves.append(f"offload {s.offload}→{offload}")
+                text = " with ".join(moves)
+                steps.append(_Step((("strategy", strategy), ("offload", offload)), cost, text))
+    return steps
 
 
 def _candidates(s: Settings) -> Iterator[tuple[tuple[int, ...], list[_Step]]]:
@@ -84,6 +103,8 @@ def nearest_fits(layout: Layout, s: Settings, free_bytes: int, factor: Factor | 
         method = fields.get("method", s.method)
         if method == "full" and index[-1] > 0:
             continue  # the rank does not matter to full fine-tuning
+        if method == "qlora" and fields.get("strategy", s.strategy) != "ddp":
+            continue  # 4-bit weights are not sharded (the run would be refused)
         candidate = with_changes(s, **fields)
         total = total_bytes(layout, candidate, factor)
         if total <= budget:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from engine.gpu.estimate import GIB, Settings, estimate
+from engine.gpu.estimate import GIB, OFFLOADS, STRATEGIES, Settings, estimate
 from engine.gpu.layout import model_layout, read_config
 from store.errors import TunedeckError
 
@@ -23,6 +23,18 @@ def _positive(value: Any, default: int) -> int | None:
     return value
 
 
+def device_list(value: Any) -> list[int]:
+    """GPU indices from a config's or a form's `devices` ([0, 1], 1 or "0,1"); [] when none or unreadable."""
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        return [int(p) for p in parts] if all(p.isdigit() for p in parts) else []
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, int) and not isinstance(v, bool)]
+    return []
+
+
 def form_settings(data: dict[str, Any]) -> Settings | None:
     """Estimator settings from a run config dict (as the form holds it); None when a number is not usable yet."""
     training = data.get("training") or {}
@@ -39,7 +51,10 @@ def form_settings(data: dict[str, Any]) -> Settings | None:
         return None
     targets = lora.get("target_modules")
     precision = training.get("precision")
+    gpus = max(1, len(device_list(data.get("devices"))))
     return Settings(
+        gpus=gpus, strategy=data.get("strategy") if data.get("strategy") in STRATEGIES else "ddp",
+        offload=data.get("offload") if data.get("offload") in OFFLOADS else "none",
         method=data.get("method") if data.get("method") in ("lora", "qlora", "full") else defaults.method,
         objective="dpo" if data.get("objective") == "dpo" else "sft",
         gradient_checkpointing=bool(training.get("gradient_checkpointing", defaults.gradient_checkpointing)),
@@ -91,11 +106,14 @@ def _free(data: dict[str, Any], sampler: Sampler | None) -> tuple[int | None, st
     snap = (sampler or default_sampler()).sample()
     if not snap.available:
         return None, ""
-    devices = data.get("devices") or []
-    wanted = devices[0] if devices and isinstance(devices[0], int) else None
-    gpus = [g for g in snap.gpus if g.memory_free_mb is not None and (wanted is None or g.index == wanted)]
+    wanted = set(device_list(data.get("devices")))
+    gpus = [g for g in snap.gpus if g.memory_free_mb is not None and (not wanted or g.index in wanted)]
     if not gpus:
         return None, ""
+    if len(wanted) > 1:  # each of the run's cards holds its share: the least free one decides
+        least = min(gpus, key=lambda g: g.memory_free_mb or 0.0)
+        free = least.memory_free_mb or 0.0
+        return int(free * 1024 * 1024), f"GPU {least.index} ({free / 1024:.0f} GiB free, least of {len(gpus)})"
     best = max(gpus, key=lambda g: g.memory_free_mb or 0.0)
     free = best.memory_free_mb or 0.0
     return int(free * 1024 * 1024), f"GPU {best.index} ({free / 1024:.0f} GiB free)"

@@ -36,6 +36,11 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="bf16")
     p.add_argument("--full-precision", choices=("mixed", "bf16"), default="mixed",
                    help="full fine-tuning: mixed (fp32 master weights, gradients, Adam states) or pure bf16")
+    p.add_argument("--gpus", type=int, default=1, metavar="N", help="GPUs the run uses (memory is per GPU)")
+    p.add_argument("--strategy", choices=("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"), default="ddp",
+                   help="with several GPUs: what is split across them (ddp: nothing)")
+    p.add_argument("--offload", choices=("none", "optimizer", "all"), default="none",
+                   help="model state moved to CPU memory (fsdp, deepspeed)")
     p.add_argument("--gpu-memory", type=float, metavar="GB",
                    help="compare with this much free memory (GiB) instead of the GPU's free memory now")
     p.add_argument("--gpu", type=int, metavar="INDEX", help="compare with this GPU (default: the one with most free)")
@@ -139,6 +144,14 @@ def _free_memory(args: argparse.Namespace) -> tuple[int | None, str]:
             raise UsageError(f"estimate: no GPU {args.gpu} with a known free memory (see `tunedeck gpu`)")
     if not gpus:
         return None, "NVML does not report the GPUs' free memory; pass --gpu-memory GB."
+    if args.gpus > 1 and args.gpu is None:  # the run's N cards: the best N, limited by the least free of them
+        chosen = sorted(gpus, key=lambda g: g.memory_free_mb or 0.0, reverse=True)[: args.gpus]
+        if len(chosen) < args.gpus:
+            return None, f"--gpus {args.gpus}, but {len(chosen)} GPU(s) report their free memory here"
+        least = chosen[-1]
+        free = least.memory_free_mb or 0.0
+        return int(free * 1024 * 1024), (f"the least free of GPUs {', '.join(str(g.index) for g in chosen)}: "
+                                         f"GPU {least.index} has {free / 1024:.1f} GiB free now")
     best = max(gpus, key=lambda g: g.memory_free_mb or 0.0)
     free = best.memory_free_mb or 0.0
     return int(free * 1024 * 1024), f"GPU {best.index} ({best.name or 'n/a'}) has {free / 1024:.1f} GiB free now"
@@ -149,12 +162,15 @@ def run_estimate(args: argparse.Namespace) -> tuple[Estimate, str]:
     from engine.gpu.calibrate import correction_factors, factor_for
     from engine.gpu.estimate import Settings, estimate
     from engine.gpu.layout import model_layout, read_config
+    from engine.model_folder import check_config
 
     config, where = read_config(args.model)
+    check_config(config, where, known_type=False)  # the estimator has its own families and fallbacks
     layout = model_layout(config)
     settings = Settings(method=args.method, max_length=args.max_length, batch=args.batch, grad_accum=args.grad_accum,
                         rank=args.rank, gradient_checkpointing=args.gradient_checkpointing, optimizer=args.optimizer,
-                        precision=args.precision, objective=args.objective, full_precision=args.full_precision)
+                        precision=args.precision, objective=args.objective, full_precision=args.full_precision,
+                        gpus=args.gpus, strategy=args.strategy, offload=args.offload)
     settings.check()
     factor = None
     if not args.no_calibration:
@@ -176,7 +192,9 @@ def estimate_text(est: Estimate, model: str) -> str:
         f"{model}: {est.model_type}, {est.params / 1e9:.2f}B parameters ({est.param_source} count)",
         f"{s.method} {s.objective} · batch {s.batch} x grad accum {s.grad_accum} · max length {s.max_length}"
         + (f" · rank {s.rank}" if s.method != "full" else "")
-        + f" · checkpointing {'on' if s.gradient_checkpointing else 'off'} · {s.optimizer} · {s.precision}",
+        + f" · checkpointing {'on' if s.gradient_checkpointing else 'off'} · {s.optimizer} · {s.precision}"
+        + (f" · {s.gpus} GPUs, {s.strategy}" if s.gpus > 1 else "")
+        + (f", offload {s.offload}" if s.offload != "none" else ""),
         "",
     ]
     width = max(len(item.label) for item in est.items)
