@@ -348,3 +348,19 @@ def artifact_family(conn: sqlite3.Connection, artifact_id: int) -> ArtifactFamil
         root = nodes[root].parent_id
         seen.add(root)
     return ArtifactFamily(id=artifact_id, project=row[1], nodes=nodes, root=root, active_jobs=active)
+
+
+def lineage_order(artifacts: list[Any]) -> list[tuple[Any, int]]:
+    """Artifacts as a lineage tree in display order: each one followed by what was made from it (oldest
+    first), with its depth. A parent outside the list (another project, deleted) makes a root."""
+    by_id = {a.id: a for a in artifacts}
+    kids: dict[int | None, list[Any]] = {}
+    for a in sorted(artifacts, key=lambda a: a.id):
+        kids.setdefault(a.parent_id if a.parent_id in by_id else None, []).append(a)
+    out: list[tuple[Any, int]] = []
+    stack = [(a, 0) for a in reversed(kids.get(None, []))]
+    while stack:  # depth-first without recursion: lineage chains can be long
+        a, depth = stack.pop()
+        out.append((a, depth))
+        stack.extend((child, depth + 1) for child in reversed(kids.get(a.id, [])))
+    return out

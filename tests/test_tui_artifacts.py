@@ -189,3 +189,18 @@ def test_forced_delete_removes_the_subtree_and_its_files(converted_home: Path) -
     assert not Path(f16["path"]).exists() and not Path(quant["path"]).exists()
     assert Path(json.loads(run_cli("artifact", "show", "1", "--json", home=converted_home).stdout)["path"]).exists()
     store.close()
+
+
+def test_lineage_order_keeps_each_branch_under_its_parent() -> None:
+    """A model with two adapters, each converted: every derived artifact sits right under its own parent (the
+    order `artifact list` and the Artifacts tab share), whatever order the ids came in."""
+    from types import SimpleNamespace
+
+    from store.views import lineage_order
+
+    def art(id_: int, parent: int | None) -> SimpleNamespace:
+        return SimpleNamespace(id=id_, parent_id=parent)
+
+    arts = [art(1, None), art(2, 1), art(3, 1), art(4, 2), art(5, 3), art(6, 99), art(7, 4)]
+    order = [(a.id, depth) for a, depth in lineage_order(list(reversed(arts)))]
+    assert order == [(1, 0), (2, 1), (4, 2), (7, 3), (3, 1), (5, 2), (6, 0)]  # 6's parent is not listed: a root

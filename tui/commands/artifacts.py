@@ -108,12 +108,13 @@ def cmd_artifact_list(args: argparse.Namespace) -> int:
     if args.json:
         print_json([a.model_dump() for a in rows])
         return 0
-    depth: dict[int, int] = {}
+    from store.views import lineage_order
+
     lines = []
-    for a in rows:
-        depth[a.id] = depth.get(a.parent_id, -1) + 1 if a.parent_id in depth else 0  # type: ignore[index]
+    for a, depth in lineage_order(rows):  # the same tree as the Artifacts tab
         badge = (a.meta.get("fidelity") or {}).get("status", "")
-        lines.append((a.id, "  " * depth[a.id] + a.kind, a.name, human_size(a.size), badge or "-", when(a.created_at)))
+        kind = ("  " * (depth - 1) + "└ " if depth else "") + a.kind
+        lines.append((a.id, kind, a.name, human_size(a.size), badge or "-", when(a.created_at)))
     print(table(("ID", "KIND", "NAME", "SIZE", "FIDELITY", "CREATED"), lines) if lines else "no artifacts")
     return 0
 

@@ -17,7 +17,7 @@ from textual.worker import Worker, WorkerState
 
 from store.db import Store
 from store.errors import NotFound
-from store.views import RunRow, json_dict, project_contents, project_runs
+from store.views import RunRow, json_dict, lineage_order, project_contents, project_runs
 from tui.screens._common import ago, clip, size_text
 from tui.screens.import_dialog import ImportDialog, ImportErrorDialog, Queued
 from tui.widgets.badges import verdict_badge
@@ -183,20 +183,10 @@ def artifact_rows(artifacts: list[Any]) -> list[tuple[str, tuple]]:
     """Artifacts as a lineage tree: each parent followed by what was made from it, indented."""
     from tui.screens.artifact import badge
 
-    by_id = {a.id: a for a in artifacts}
-    kids: dict[int | None, list[Any]] = {}
-    for a in sorted(artifacts, key=lambda a: a.id):
-        kids.setdefault(a.parent_id if a.parent_id in by_id else None, []).append(a)
     rows: list[tuple[str, tuple]] = []
-
-    def walk(parent: int | None, depth: int) -> None:
-        for a in kids.get(parent, []):
-            kind = ("  " * (depth - 1) + "└ " if depth else "") + a.kind
-            rows.append((str(a.id), (kind, clip(a.name, 24) or "-", size_text(a.size), badge(json_dict(a.meta)),
-                                     a.path)))
-            walk(a.id, depth + 1)
-
-    walk(None, 0)
+    for a, depth in lineage_order(artifacts):
+        kind = ("  " * (depth - 1) + "└ " if depth else "") + a.kind
+        rows.append((str(a.id), (kind, clip(a.name, 24) or "-", size_text(a.size), badge(json_dict(a.meta)), a.path)))
     return rows
 
 
