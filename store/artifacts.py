@@ -21,7 +21,7 @@ def get_artifact(session: Session, ref: int | str, kinds: set[str] | None = None
             raise NotFound(f"artifact name {ref!r} is ambiguous ({len(found)} artifacts): use its id")
         artifact = found[0] if found else None
     if artifact is None:
-        raise NotFound(f"no artifact {ref}")
+        raise NotFound(f"no artifact {ref}" if str(ref).isdigit() else f"no artifact named {ref!r}")
     if kinds and artifact.kind not in kinds:
         raise Refused(f"artifact {artifact.id} is a {artifact.kind}; expected {' or '.join(sorted(kinds))}")
     return artifact

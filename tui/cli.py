@@ -6,10 +6,11 @@ Errors go to stderr as one line with a non-zero exit code; `--debug` adds the tr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from store.errors import TunedeckError
 from tui.commands import artifacts, chat, datasets, gpu, jobs, merge, projects, runs
@@ -62,6 +63,29 @@ def _launch_tui(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _library_caches_in_home(args: argparse.Namespace) -> Iterator[None]:
+    """The compilers' caches under the home while a command runs: this process builds models too (`model
+    modules`, `estimate`, the TUI), and the runners it starts inherit them. Undone after, for in-process callers."""
+    from engine.launch import library_cache_env
+    from store.home import resolve_home
+
+    added = {k: v for k, v in library_cache_env(resolve_home(getattr(args, "home", None))).items()
+             if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for var in added:
+            os.environ.pop(var, None)
+
+
+def _printable(text: str) -> str:
+    """`text` with control characters (say an ESC in a name the user typed) escaped, so an error message cannot
+    drive the terminal; the line breaks of a multi-line message stay."""
+    return "".join(ch if ch == "\n" or ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (the console script exits with it)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -71,14 +95,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         func: Callable[[argparse.Namespace], int] = getattr(args, "func", _launch_tui)
         if args.verb is not None and func is _launch_tui:
             raise UsageError(f"tunedeck {args.verb}: missing action (see `tunedeck {args.verb} --help`)")
-        return func(args)
+        with _library_caches_in_home(args):
+            return func(args)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except TunedeckError as exc:
         if debug:
             traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_printable(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except BrokenPipeError:  # `tunedeck ... | head`: the reader left; nothing to report
         sys.stdout = open(os.devnull, "w")
@@ -90,14 +115,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         where = f" ({exc.filename})" if exc.filename else ""
-        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        print(_printable(f"error: {exc.strerror or exc}{where}"), file=sys.stderr)
         return EXIT_ERROR
     except Exception as exc:
         if debug:
             traceback.print_exc()
         else:
             print(
-                f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr
+                _printable(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)"),
+                file=sys.stderr,
             )
         return EXIT_ERROR
 

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from engine.launch import start_runner
+from engine.model_folder import check_tokenizer_files
 from store.datasets import dataset_name_taken
 from store.db import Store
-from store.errors import AlreadyExists, NotFound
+from store.errors import AlreadyExists, NotFound, Refused
 from store.jobs import create_job
 from store.names import check_name
 from store.projects import get_project
@@ -38,7 +39,12 @@ def queue_import(store: Store, project: str, source: str, *, name: str | None = 
     name = check_name(name or default_name, "dataset name")
     tokenizer = options.get("tokenizer")
     if tokenizer and Path(tokenizer).expanduser().exists():
-        options["tokenizer"] = str(Path(tokenizer).expanduser().resolve())
+        folder = Path(tokenizer).expanduser()
+        if folder.is_dir():
+            check_tokenizer_files(folder)
+        elif folder.suffix != ".gguf":
+            raise Refused(f"{folder}: not a model folder nor a .gguf file (--tokenizer)")
+        options["tokenizer"] = str(folder.resolve())
     with store.write() as session:
         project_row = get_project(session, project)
         if dataset_name_taken(session, project_row.id, name):

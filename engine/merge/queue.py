@@ -20,9 +20,11 @@ from engine.merge.compat import (
     refuse_quantized,
 )
 from engine.merge.methods import DENSITY_METHODS, DTYPES, METHODS
+from engine.model_folder import check_model_folder
 from store.artifacts import get_artifact
 from store.db import Store
 from store.errors import NotFound, Refused
+from store.names import check_name
 from store.projects import get_project
 
 DEFAULT_DENSITY = 0.5
@@ -82,6 +84,7 @@ def resolve_source(session: Any, ref: str) -> Source:
             kind = "adapter"
         elif (path / "config.json").is_file():
             kind = "model"
+            check_model_folder(path, tokenizer=False)  # readable config, whole weights: refused now, not mid-job
         else:
             raise NotFound(f"{ref}: not a model folder (no config.json) nor an adapter folder (no {ADAPTER_CONFIG})")
         resolved = str(path.resolve())
@@ -107,6 +110,7 @@ def queue_merge(store: Store, artifact_ref: str, *, dtype: str = "fp32", name: s
     """Check and queue a `merge` job folding adapter `artifact_ref` into its base; returns the job id."""
     if dtype not in DTYPES:
         raise Refused(f"unknown dtype {dtype!r} (one of {', '.join(DTYPES)})")
+    name = check_name(name, "name") if name else None
     with store.read() as session:
         try:
             artifact = get_artifact(session, artifact_ref, kinds={"adapter"})
@@ -185,6 +189,7 @@ def queue_merge_models(
     `base`) with `method`; returns the job id."""
     if method not in METHODS:
         raise Refused(f"unknown merge method {method!r} (one of {', '.join(METHODS)})")
+    name = check_name(name, "name") if name else None
     if len(inputs) < 2:
         raise Refused(f"merging needs at least two inputs besides the base; got {len(inputs)}")
     if method == "slerp" and len(inputs) != 2:

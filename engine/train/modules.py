@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from store.errors import TunedeckError
+
 
 def linear_module_names(model: str, trust_remote_code: bool = False) -> dict[str, int]:
     """{module name suffix: how many layers have it} for every nn.Linear except the LM head."""
@@ -9,9 +11,13 @@ def linear_module_names(model: str, trust_remote_code: bool = False) -> dict[str
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
-    with init_empty_weights():
-        net = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+        with init_empty_weights():
+            net = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:  # transformers refusing the config
+        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise TunedeckError(f"{model}: transformers cannot build the model from its config ({reason})") from None
     names: dict[str, int] = {}
     for full, module in net.named_modules():
         if isinstance(module, torch.nn.Linear) and not full.endswith("lm_head"):

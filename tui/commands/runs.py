@@ -226,7 +226,7 @@ def cmd_model_modules(args: argparse.Namespace) -> int:
     from engine.train.modules import linear_module_names
     from engine.train.queue import resolve_model
 
-    path, _ = resolve_model(open_from_args(args), args.model)
+    path, _ = resolve_model(open_from_args(args), args.model, need_weights=False)  # reads the config only
     names = linear_module_names(path)
     if args.json:
         print_json(names)
