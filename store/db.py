@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from store.diskfull import DiskFull, disk_full_message, sqlite_full
 from store.home import DB_NAME
 from store.sqlite import BUSY_TIMEOUT_MS, apply_pragmas, connect, prepare_database
 
@@ -84,7 +85,8 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        """A short write transaction: committed on success, rolled back on any error."""
+        """A short write transaction: committed on success, rolled back on any error (a full disk comes out
+        as DiskFull naming the database)."""
         from sqlmodel import Session
 
         self.engine  # noqa: B018 - makes _write_engine
@@ -92,8 +94,10 @@ class Store:
             try:
                 yield session
                 session.commit()
-            except BaseException:
+            except BaseException as exc:
                 session.rollback()
+                if isinstance(exc, Exception) and sqlite_full(exc):
+                    raise DiskFull(disk_full_message(self.path)) from exc
                 raise
 
     @contextmanager

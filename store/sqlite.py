@@ -8,6 +8,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from store.diskfull import DiskFull, disk_full_message, nearly_full
 from store.errors import SchemaError
 from store.home import DB_NAME, ensure_home, resolve_home
 from store.migrations import migrate
@@ -42,6 +43,9 @@ def prepare_database(home: str | os.PathLike[str] | None = None, migrate_to: int
             apply_pragmas(conn)
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         except sqlite3.DatabaseError as exc:
+            if nearly_full(root) and "not a database" not in str(exc):  # WAL needs room for its -shm file
+                raise DiskFull(disk_full_message(path.with_name(path.name + "-shm"),
+                                                 "SQLite needs a little room even to read the store")) from None
             raise SchemaError(f"{path} is not a tunedeck database ({exc})") from None
         if str(mode).lower() != "wal":
             raise SchemaError(f"could not put {path} in WAL mode (got {mode})")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -95,6 +97,31 @@ def demo_gguf(tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path, ll
     folder = tmp_path_factory.mktemp("demo-gguf")
     tools = unpack_sdist(llama_sdist, folder / "tools")
     return convert_model(tools, demo_model_dir, folder / "demo-llama-f16.gguf", "f16")
+
+
+def mount_tmpfs(where: Path, size: str) -> bool:
+    """Mount a tmpfs of `size` (e.g. "100k") at `where`; False when this process may not mount (not root)."""
+    import subprocess
+
+    where.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    return proc.returncode == 0
+
+
+@contextmanager
+def small_disk(where: Path, size: str) -> Iterator[Path]:
+    """A size-limited filesystem at `where` for the block (skips the test where mounting is not allowed);
+    unmounted afterwards, lazily if a process still holds a file there."""
+    import subprocess
+
+    if not mount_tmpfs(where, size):
+        pytest.skip("cannot mount a size-limited tmpfs here (needs root / CAP_SYS_ADMIN)")
+    try:
+        yield where
+    finally:
+        if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
 FAULT_SUMMARY: list[str] = []

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import mount_tmpfs, run_cli
 
 
 def _artifacts(home: Path, project: str = "demo") -> list[dict]:
@@ -194,13 +194,6 @@ def test_refusals_before_queueing(demo_home: Path) -> None:
     assert json.loads(run_cli("job", "list", "--json", home=home).stdout) == before
 
 
-def _mount_tmpfs(where: Path, size: str) -> bool:
-    where.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                          capture_output=True, text=True)
-    return proc.returncode == 0
-
-
 def test_disk_full_during_conversion_and_quantize(tmp_path: Path, llama_sdist: Path, demo_model_dir: Path,
                                                   demo_gguf: Path) -> None:
     from engine.gguf.convert import DiskFull, convert_model
@@ -209,7 +202,7 @@ def test_disk_full_during_conversion_and_quantize(tmp_path: Path, llama_sdist: P
 
     tools = unpack_sdist(llama_sdist, tmp_path / "tools")
     small = tmp_path / "small"
-    if not _mount_tmpfs(small, "100k"):
+    if not mount_tmpfs(small, "100k"):
         pytest.skip("cannot mount a size-limited tmpfs here (needs root / CAP_SYS_ADMIN)")
     try:
         keep = small / "earlier.gguf"

@@ -24,6 +24,7 @@ from engine.datasets.rows import JsonlRows
 from engine.datasets.types import Example, kind_of
 from engine.jobctx import JobCancelled, JobContext
 from store.datasets import dataset_name_taken
+from store.diskfull import writing
 from store.errors import AlreadyExists
 from store.home import subdir
 from store.models import Dataset
@@ -49,9 +50,11 @@ def split_ids(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[i
 
 
 def _fsync_close(fh: BinaryIO) -> None:
-    fh.flush()
-    os.fsync(fh.fileno())
-    fh.close()
+    try:
+        fh.flush()
+        os.fsync(fh.fileno())
+    finally:
+        fh.close()  # even when the flush failed (a full disk): an open file keeps its space after the cleanup
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -139,7 +142,8 @@ def run_import_job(ctx: JobContext) -> None:
     shutil.rmtree(tmp, ignore_errors=True)  # leftover of an earlier, killed attempt
     tmp.mkdir(mode=0o700)
     try:
-        _import_into(ctx, cfg, source, name, hint, tmp, root)
+        with writing(tmp, "nothing was kept"):  # says "disk full while writing" before the cleanup frees space
+            _import_into(ctx, cfg, source, name, hint, tmp, root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

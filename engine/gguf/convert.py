@@ -15,13 +15,13 @@ import logging
 import os
 import re
 import runpy
-import shutil
 import sys
 import tempfile
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
+from store import diskfull
 from store.errors import TunedeckError
 
 OUTTYPES = ("f32", "f16", "bf16")
@@ -31,7 +31,7 @@ class ConversionError(TunedeckError):
     """The converter refused or failed; the message says why and what to do."""
 
 
-class DiskFull(ConversionError):
+class DiskFull(ConversionError, diskfull.DiskFull):
     """The disk filled up while writing a GGUF."""
 
 
@@ -83,14 +83,6 @@ def _run_script(script: Path, argv: list[str], pre_tokenizer: str | None, tools:
                 raise ConversionError(f"llama.cpp's converter stopped (exit {exc.code}); see the job log") from None
 
 
-def _nearly_full(folder: Path) -> bool:
-    """Whether a failed write is best explained by a full disk (numpy reports short writes without errno)."""
-    try:
-        return shutil.disk_usage(folder).free < 1 << 20
-    except OSError:
-        return False
-
-
 def _release(exc: BaseException) -> None:
     """Log the converter's traceback, then drop its frames so its open output file is closed now
     (a deleted but still open .partial keeps its disk space until the handle goes)."""
@@ -101,8 +93,8 @@ def _release(exc: BaseException) -> None:
 
 def _explain(exc: BaseException, model_dir: Path, out: Path) -> ConversionError:
     text = str(exc)
-    if isinstance(exc, OSError) and (exc.errno == errno.ENOSPC or _nearly_full(out.parent)):
-        return DiskFull(f"disk full while writing {out} (free space on {out.parent}); nothing was kept")
+    if isinstance(exc, OSError) and (exc.errno == errno.ENOSPC or diskfull.nearly_full(out.parent)):
+        return DiskFull(diskfull.disk_full_message(out, "nothing was kept"))
     if isinstance(exc, NotImplementedError) and "pre-tokenizer" in text:
         return ConversionError(
             f"{model_dir}: llama.cpp does not recognize this tokenizer's BPE pre-tokenizer (it identifies one by "

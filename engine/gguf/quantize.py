@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.gguf.convert import ConversionError, DiskFull
+from store.diskfull import disk_full_message
 
 QUANT_TYPES: dict[str, str] = {
     "q2_k": "LLAMA_FTYPE_MOSTLY_Q2_K",
@@ -97,7 +98,7 @@ def quantize(src: Path, out: Path, qtype: str, threads: int | None = None) -> di
         text = "".join(log)
         if rc != 0:
             if "No space left" in text or shutil.disk_usage(out.parent).free < src.stat().st_size // 8:
-                raise DiskFull(f"disk full while writing {out} (free space on {out.parent}); nothing was kept")
+                raise DiskFull(disk_full_message(out, "nothing was kept"))
             last = [ln for ln in text.splitlines() if ln.strip()][-1:] or ["no reason given"]
             raise ConversionError(f"llama.cpp could not quantize {src.name} to {qtype}: {last[0].strip()}")
         os.replace(partial, out)
