@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     except IllegalTransition as exc:
         print(f"not running job {args.id}: {exc}", file=sys.stderr)
         return 3
-    return 0 if status.value == "completed" else 1
+    # A cancelled job ended as asked: exit 0, so a distributed launcher does not report the ranks as crashed.
+    return 0 if status.value in ("completed", "cancelled") else 1
 
 
 if __name__ == "__main__":

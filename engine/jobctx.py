@@ -29,8 +29,10 @@ class JobCancelled(TunedeckError):
 class JobContext:
     """Handle passed to each job handler."""
 
-    def __init__(self, store: Store, job_id: int, config: dict[str, Any], job_dir: Path) -> None:
+    def __init__(self, store: Store, job_id: int, config: dict[str, Any], job_dir: Path, *,
+                 main: bool = True) -> None:
         self.store = store
+        self.main = main  # False on ranks > 0 of a distributed job: they never write to the store
         self.job_id = job_id
         self.config = config
         self.job_dir = job_dir
@@ -44,9 +46,14 @@ class JobContext:
         return self.store.home
 
     def log(self, message: str) -> None:
-        """A line in the job's log (stdout is the log file)."""
+        """A line in the job's log (stdout is the log file); rank 0 speaks for a distributed job."""
+        if not self.main:
+            return
         stamp = time.strftime("%H:%M:%S")
-        print(f"[{stamp}] {message}", file=sys.stdout, flush=True)
+        try:
+            print(f"[{stamp}] {message}", file=sys.stdout, flush=True)
+        except OSError:  # the log is on a full disk: losing a line must not fail the job or hide its end
+            pass
 
     def progress(
         self, fraction: float | None = None, *, step: int | None = None, total: int | None = None,
@@ -54,7 +61,7 @@ class JobContext:
     ) -> None:
         """Report progress (0..1) and/or step counts; written at most every 0.5 s unless `force`."""
         now = time.monotonic()
-        if not force and now - self._last_progress < PROGRESS_EVERY_S:
+        if not self.main or (not force and now - self._last_progress < PROGRESS_EVERY_S):
             return
         self._last_progress = now
         fields: dict[str, Any] = {}
@@ -68,9 +75,12 @@ class JobContext:
             heartbeat(session, self.job_id, **fields)
 
     def should_stop(self) -> bool:
-        """True once a cancel was requested (checked in the store at most once a second) or SIGTERM came."""
+        """True once a cancel was requested (checked in the store at most once a second) or SIGTERM came.
+        Ranks > 0 only see their own SIGTERM; a distributed trainer agrees on stopping across ranks."""
         if self._cancelled or self.stop_event.is_set():
             return True
+        if not self.main:
+            return False
         now = time.monotonic()
         if now - self._last_cancel_check >= CANCEL_CHECK_EVERY_S:
             self._last_cancel_check = now
@@ -105,6 +115,8 @@ class JobContext:
             done.set()
 
     def set_result(self, **result: Any) -> None:
-        """Record what the job produced."""
+        """Record what the job produced (rank 0 only)."""
+        if not self.main:
+            return
         with self.store.write() as session:
             set_result(session, self.job_id, result)

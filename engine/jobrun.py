@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import resource
 import signal
 import threading
 import traceback
 from pathlib import Path
 
+from engine.distributed import rank, world_size
 from engine.handlers import handler_for
 from engine.jobctx import JobCancelled, JobContext
 from store.db import Store
+from store.diskfull import disk_full_message
 from store.errors import IllegalTransition, TunedeckError
 from store.home import subdir
 from store.jobs import get_job, heartbeat, transition
@@ -24,19 +28,29 @@ def job_dir(home: Path, job_id: int) -> Path:
     return subdir(home, "jobs", str(job_id))
 
 
+def _print_exc() -> None:
+    """The traceback into the job's log, unless that log is on a full disk."""
+    with contextlib.suppress(OSError):
+        traceback.print_exc()
+
+
 def _beat(store: Store, job_id: int, stop: threading.Event) -> None:
     while not stop.wait(HEARTBEAT_EVERY_S):
         try:
             with store.write() as session:
                 heartbeat(session, job_id)
         except Exception as exc:  # a missed beat must never kill the job
-            print(f"heartbeat failed: {exc}", flush=True)
+            with contextlib.suppress(OSError):  # the log may be on the disk that filled up
+                print(f"heartbeat failed: {exc}", flush=True)
 
 
 def execute_job(store: Store, job_id: int, pid: int) -> JobStatus:
     """Run job `job_id` here to its end; returns the final status (or raises IllegalTransition
-    when the job was not queued, e.g. another runner took it)."""
+    when the job was not queued, e.g. another runner took it). In a distributed job only rank 0
+    claims the job, beats and records its end; the other ranks run the same handler silently."""
     folder = job_dir(store.home, job_id)
+    if rank() != 0:
+        return _execute_follower(store, job_id, folder)
     with store.write() as session:
         transition(session, job_id, JobStatus.running, pid=pid, log_path=str(folder / "job.log"),
                    cancel_requested=False)
@@ -47,7 +61,8 @@ def execute_job(store: Store, job_id: int, pid: int) -> JobStatus:
     stop = threading.Event()
     beater = threading.Thread(target=_beat, args=(store, job_id, stop), daemon=True)
     beater.start()
-    ctx.log(f"job {job_id} ({kind}) started, pid {pid}")
+    ranks = f" (rank 0 of {world_size()} processes)" if world_size() > 1 else ""
+    ctx.log(f"job {job_id} ({kind}) started, pid {pid}{ranks}")
     final, error = JobStatus.completed, None
     try:
         handler_for(kind)(ctx)
@@ -58,11 +73,14 @@ def execute_job(store: Store, job_id: int, pid: int) -> JobStatus:
     except MemoryError:
         final, error = JobStatus.failed, "out of memory"
     except OSError as exc:
-        where = f" ({exc.filename})" if exc.filename else ""
-        final, error = JobStatus.failed, f"{exc.strerror or exc}{where}"
-        traceback.print_exc()
+        _print_exc()
+        if exc.errno == errno.ENOSPC:
+            error = disk_full_message(Path(exc.filename) if exc.filename else folder)
+        else:
+            error = f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+        final = JobStatus.failed
     except Exception as exc:  # every failure must end the job row, not the process
-        traceback.print_exc()
+        _print_exc()
         final, error = JobStatus.failed, f"{type(exc).__name__}: {exc}"
     finally:
         stop.set()
@@ -81,3 +99,23 @@ def execute_job(store: Store, job_id: int, pid: int) -> JobStatus:
     except IllegalTransition as exc:  # reaped as stale meanwhile (a very long stall): say so
         ctx.log(f"could not record the end: {exc}")
     return final
+
+
+def _execute_follower(store: Store, job_id: int, folder: Path) -> JobStatus:
+    """Rank > 0 of a distributed job: run the handler without writing to the store."""
+    with store.read() as session:
+        job = get_job(session, job_id)
+        kind, config, status = job.kind, dict(job.config), job.status
+    if status not in (JobStatus.queued.value, JobStatus.running.value):
+        raise IllegalTransition(f"job {job_id} is {status}")
+    ctx = JobContext(store, job_id, config, folder, main=False)
+    signal.signal(signal.SIGTERM, lambda *_: ctx.stop_event.set())
+    try:
+        handler_for(kind)(ctx)
+    except JobCancelled:
+        return JobStatus.cancelled
+    except Exception:
+        print(f"[rank {rank()}] job {job_id} failed:", flush=True)
+        traceback.print_exc()
+        return JobStatus.failed
+    return JobStatus.completed

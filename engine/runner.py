@@ -2,6 +2,9 @@
 
 Only one runner serves a slot (an flock on `locks/runner-<slot>.lock`, released by the
 kernel even on kill -9). It carries on past failed jobs and exits when the queue is empty.
+A GPU slot's job also holds a lock per card it uses, so overlapping slots take turns on a
+card while disjoint ones run at once. A distributed run's child is `accelerate launch`
+(see `engine.distributed`).
 """
 
 from __future__ import annotations
@@ -9,10 +12,10 @@ from __future__ import annotations
 import fcntl
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from engine.distributed import child_command
 from engine.jobrun import job_dir
 from store.db import Store
 from store.errors import IllegalTransition
@@ -47,18 +50,45 @@ class SlotLock:
             self.fd = None
 
 
-def engine_command(home: Path, *args: str) -> list[str]:
-    """argv for `python -m engine --home HOME ARGS`."""
-    return [sys.executable, "-m", "engine", "--home", str(home), *args]
+class DeviceLocks:
+    """Exclusive locks on GPU indices, held while a job uses them: runners of different slots ("gpu:0,1" and
+    "gpu:1") never run jobs on the same card at once, while jobs on disjoint cards run side by side.
+    Taken in index order (no deadlock between two runners) and released by the kernel even on kill -9."""
+
+    def __init__(self, home: Path, devices: tuple[int, ...]) -> None:
+        self.paths = [subdir(home, "locks") / f"gpu-{d}.lock" for d in sorted(devices)]
+        self.fds: list[int] = []
+
+    def __enter__(self) -> DeviceLocks:
+        for path in self.paths:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits while another slot's job uses this card
+            self.fds.append(fd)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in reversed(self.fds):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        self.fds.clear()
 
 
-def _run_child(store: Store, job_id: int) -> int:
-    log = job_dir(store.home, job_id) / "job.log"
-    with log.open("ab") as fh:
-        child = subprocess.run(
-            engine_command(store.home, "job", "--id", str(job_id)),
-            stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, check=False,
-        )
+def _slot_devices(slot: str) -> tuple[int, ...]:
+    """GPU indices of a slot name ("gpu:0,2" -> (0, 2); "cpu" -> ())."""
+    if not slot.startswith("gpu:"):
+        return ()
+    return tuple(int(d) for d in slot[4:].split(",") if d.strip().isdigit())
+
+
+def _run_child(store: Store, job_id: int, slot: str = "cpu") -> int:
+    folder = job_dir(store.home, job_id)
+    with store.read() as session:
+        job = get_job(session, job_id)
+        run = job.config.get("run") if job.kind == "train" else None
+    argv, env = child_command(store.home, job_id, run, folder)
+    with DeviceLocks(store.home, _slot_devices(slot)), (folder / "job.log").open("ab") as fh:
+        child = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, check=False,
+                               env=env)
     return child.returncode
 
 
@@ -97,7 +127,7 @@ def run_slot(store: Store, slot: str) -> int:
                     return ran
                 continue
             print(f"[{time.strftime('%H:%M:%S')}] runner {slot}: job {job.id} ({job.kind})", flush=True)
-            code = _run_child(store, job.id)
+            code = _run_child(store, job.id, slot)
             _settle(store, job.id, code)
             ran += 1
     finally:

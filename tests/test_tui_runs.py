@@ -174,6 +174,10 @@ def test_form_checks_fields_live_and_keeps_problems_inline(demo: Demo) -> None:
         await wait_for(pilot, lambda: form.query_one("#f-training-max_steps", Input).value == "-1", "lora preset")
         assert form.query_one("#method", Select).value == "lora"
         assert form.query_one("#model", Input).value == demo.model  # kept
+        await set_field(pilot, form, "f-devices", "0,1")  # GPUs this machine does not have
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: "devices [0, 1]: this machine has no NVIDIA GPU" in text(app, "#error"), "GPUs")
+        await set_field(pilot, form, "f-devices", "")
         await set_field(pilot, form, "model", "/nowhere/model")
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: "no such folder" in text(app, "#error"), "queue_run's refusal")

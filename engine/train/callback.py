@@ -14,6 +14,12 @@ KEEP = {"loss", "eval_loss", "learning_rate", "grad_norm", "epoch", "mean_token_
         "entropy", "num_tokens", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
         "eval_rewards/accuracies", "eval_rewards/margins", "train_loss", "train_runtime",
         "train_steps_per_second"}
+RESUME_STATE = "tunedeck"  # our entry in a checkpoint's trainer_state.json: what a resume needs and HF does not keep
+
+
+class AlreadyTrained(Exception):
+    """Raised before the first step of a run resumed from a checkpoint at its last step (transformers would
+    train one step past max_steps); the model then holds that checkpoint's weights, ready to be saved."""
 
 
 def peak_memory_mb() -> float:
@@ -23,6 +29,16 @@ def peak_memory_mb() -> float:
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def any_rank(flag: bool, device: Any) -> bool:
+    """True on every rank when `flag` is true on any rank (one tiny all-reduce)."""
+    import torch
+    import torch.distributed as dist
+
+    value = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def store_callback(ctx: JobContext) -> Any:
@@ -37,12 +53,20 @@ def store_callback(ctx: JobContext) -> Any:
             self._t_last = time.monotonic()
             self._step_last = 0
             self._tokens_last: float | None = None
+            self.trainer: Any = None  # set by the engine: the counters a checkpoint must carry live on it
+            self._first_step = 0  # the step this process started (or resumed) at
+            self._loss_before = 0.0  # the sum of the per-step losses up to that step
             import torch
 
             self.gpu = torch.cuda.is_available()
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self._t_last, self._step_last = time.monotonic(), state.global_step
+            self._first_step = state.global_step
+            saved = (state.stateful_callbacks or {}).get(RESUME_STATE, {}) if state.global_step else {}
+            self._loss_before = float(saved.get("loss_sum", 0.0))
+            if saved.get("num_tokens") is not None and hasattr(self.trainer, "_total_train_tokens"):
+                self.trainer._total_train_tokens = saved["num_tokens"]  # TRL would count from 0 again
             self.ctx.progress(state.global_step / max(state.max_steps, 1), step=state.global_step,
                               total=state.max_steps, force=True)
 
@@ -52,6 +76,9 @@ def store_callback(ctx: JobContext) -> Any:
                 return
             now = time.monotonic()
             values = {k: float(v) for k, v in logs.items() if k in KEEP and isinstance(v, int | float)}
+            if "train_loss" in values and self._first_step:  # transformers averages this process's steps only
+                done = state.global_step - self._first_step
+                values["train_loss"] = (self._loss_before + values["train_loss"] * done) / max(state.global_step, 1)
             steps = state.global_step - self._step_last
             if steps > 0 and "loss" in values:
                 step_time = (now - self._t_last) / steps
@@ -73,6 +100,14 @@ def store_callback(ctx: JobContext) -> Any:
 
                 record_sample(self.ctx.store, self.ctx.job_id, state.global_step)
 
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.max_steps > 0 and state.global_step >= state.max_steps:
+                if state.is_world_process_zero and self._loss_before:  # in case the kill came before it was logged
+                    with self.ctx.store.write() as session:
+                        upsert_metrics(session, self.ctx.job_id, state.global_step,
+                                       {"train_loss": self._loss_before / state.global_step})
+                raise AlreadyTrained(f"resumed at the last step ({state.global_step})")
+
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.ctx.progress(state.global_step / max(state.max_steps, 1), step=state.global_step,
                               total=state.max_steps, force=True)
@@ -80,7 +115,10 @@ def store_callback(ctx: JobContext) -> Any:
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             frac = state.global_step / max(state.max_steps, 1)
             self.ctx.progress(frac, step=state.global_step, total=state.max_steps)
-            if self.ctx.should_stop():
+            stop = self.ctx.should_stop()
+            if args.world_size > 1:  # every rank must stop at the same step, or the others wait forever
+                stop = any_rank(stop, args.device)
+            if stop:
                 self.cancelled = True
                 control.should_save = True  # a checkpoint at this step, so resume loses nothing
                 control.should_training_stop = True
@@ -90,5 +128,18 @@ def store_callback(ctx: JobContext) -> Any:
                 # writes the final adapter or model right after train() returns, so that save is pure cost
                 # (gigabytes on a real model). A kill in between resumes from the last periodic checkpoint.
                 control.should_save = False
+            if control.should_save:
+                state.stateful_callbacks[RESUME_STATE] = self._resume_state()
+
+        def _resume_state(self) -> dict[str, Any]:
+            """What a resume from a checkpoint saved at this step needs that transformers does not keep: the sum
+            of the per-step losses so far (for the whole run's train_loss) and TRL's count of tokens."""
+            saved: dict[str, Any] = {}
+            tr_loss, total = getattr(self.trainer, "_tr_loss", None), getattr(self.trainer, "_total_loss_scalar", None)
+            if tr_loss is not None and total is not None:  # the logged part, and the part since the last log
+                saved["loss_sum"] = self._loss_before + total + float(tr_loss.item())
+            if hasattr(self.trainer, "_total_train_tokens"):
+                saved["num_tokens"] = self.trainer._total_train_tokens
+            return saved
 
     return StoreCallback(ctx)

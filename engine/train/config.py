@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 import textwrap
+import unicodedata
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -74,6 +75,7 @@ Method = Literal["lora", "qlora", "full"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"]
 Strategy = Literal["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
+Offload = Literal["none", "optimizer", "all"]
 
 _MODULE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -224,6 +226,14 @@ class RunConfig(_Section):
         "ddp", description="How several GPUs share the work: ddp, fsdp, deepspeed_zero2 or deepspeed_zero3. "
         "Ignored on one device."
     )
+    offload: Offload = Field(
+        "none", description="Move state to CPU memory to fit bigger models on several GPUs: optimizer (its states; "
+        "deepspeed) or all (also the parameters; fsdp or deepspeed_zero3). none keeps everything on the GPUs."
+    )
+    cpu_processes: int = Field(
+        1, ge=1, le=64, description="Without GPUs: training processes on the CPU (DDP over gloo). 1 trains in "
+        "one process; more runs the same data-parallel path as several GPUs."
+    )
     trust_remote_code: bool = Field(
         False, description="Run Python code shipped with the model (a few architectures need it). "
         "Only for models you trust."
@@ -254,6 +264,18 @@ class RunConfig(_Section):
             value = value.strip()
             if any(ord(ch) < 32 for ch in value):
                 raise ValueError("must be a single line of text")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        # The same rules as every other name (store.names); its own length limit stays.
+        if "/" in value or "\\" in value:
+            raise ValueError("must not contain a path separator")
+        if value in {".", ".."}:
+            raise ValueError("must not be '.' or '..'")
+        if any(unicodedata.category(ch).startswith("C") for ch in value):
+            raise ValueError("must not contain control characters")
         return value
 
     @field_validator("devices", mode="before")
@@ -692,7 +714,7 @@ def warnings(cfg: RunConfig) -> list[str]:
             out.append(f"lora.alpha: {alpha} is outside the recommended range r..4r ({r}..{4 * r}; 2r is common)")
     if t.max_steps <= 0 and _outside(t.epochs, 1, 5):
         out.append(f"training.epochs: {_num(t.epochs)} is outside the recommended range 1..5")
-    gpus = max(1, len(cfg.devices))
+    gpus = max(1, len(cfg.devices), cfg.cpu_processes)
     effective = t.per_device_batch * t.grad_accum * gpus
     if _outside(effective, 8, 64):
         out.append(f"training.per_device_batch x training.grad_accum: effective batch {effective} "
@@ -706,6 +728,8 @@ def warnings(cfg: RunConfig) -> list[str]:
         out.append("training.packing: ignored for DPO (only SFT packs examples)")
     if cfg.strategy != "ddp" and len(cfg.devices) == 1:
         out.append(f"strategy: {cfg.strategy} has no effect on a single device")
+    if cfg.offload != "none" and cfg.strategy == "ddp":
+        out.append(f"offload: {cfg.offload} has no effect with strategy ddp (use fsdp or deepspeed)")
     return out
 
 

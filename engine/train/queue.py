@@ -10,7 +10,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from engine.distributed import check_plan
 from engine.launch import start_runner
+from engine.model_folder import check_model_folder
 from engine.train.config import RunConfig, dump_yaml, require_complete
 from store.datasets import find_dataset
 from store.db import Store
@@ -25,27 +27,34 @@ def gpu_slot(cfg: RunConfig) -> str:
     """The runner slot a run needs: its GPUs (one run per card), else the CPU slot."""
     if cfg.devices:
         return "gpu:" + ",".join(str(d) for d in sorted(cfg.devices))
+    if cfg.cpu_processes > 1:
+        return "cpu"
     if Path("/proc/driver/nvidia/gpus").is_dir() and any(Path("/proc/driver/nvidia/gpus").iterdir()):
         return "gpu:0"
     return "cpu"
 
 
-def resolve_model(store: Store, model: str) -> tuple[str, int | None]:
-    """(path or hub id to load, model artifact id if it is one of ours)."""
+def resolve_model(store: Store, model: str, *, need_weights: bool = True,
+                  trust_remote_code: bool = False) -> tuple[str, int | None]:
+    """(path or hub id to load, model artifact id if it is one of ours). A local folder is checked first
+    (engine.model_folder): its config, and unless `need_weights` is False its weights and tokenizer files."""
     from sqlmodel import select
 
     from store.models import Artifact
+
+    def check(path: Path) -> None:
+        check_model_folder(path, weights=need_weights, tokenizer=need_weights, trust_remote_code=trust_remote_code)
 
     if model.isdigit():
         with store.read() as session:
             artifact = session.get(Artifact, int(model))
         if artifact is None or artifact.kind not in {"model", "merged"}:
             raise NotFound(f"no model artifact with id {model}")
+        check(Path(artifact.path))
         return artifact.path, artifact.id
     path = Path(model).expanduser()
     if path.exists():
-        if not (path / "config.json").is_file():
-            raise NotFound(f"{path}: not a model folder (no config.json)")
+        check(path)
         with store.read() as session:
             found = session.exec(select(Artifact).where(Artifact.path == str(path.resolve()))).first()
         return str(path.resolve()), found.id if found else None
@@ -68,7 +77,8 @@ def queue_run(store: Store, project: str, cfg: RunConfig, *, start: bool = True)
             cfg = cfg.model_copy(update={"model": cfg.model or (demo.path if demo else ""),
                                          "dataset": cfg.dataset or "demo"})
     require_complete(cfg, "run config")
-    model_path, model_artifact = resolve_model(store, cfg.model)
+    check_plan(cfg.model_dump(mode="json"))
+    model_path, model_artifact = resolve_model(store, cfg.model, trust_remote_code=cfg.trust_remote_code)
     with store.read() as session:
         dataset = find_dataset(session, cfg.dataset, project)
     if dataset.project_id != project_row.id:

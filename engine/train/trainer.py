@@ -9,6 +9,7 @@ artifact whose lineage names the job, the dataset and the base model.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -16,16 +17,39 @@ from typing import Any
 from engine.jobctx import JobCancelled, JobContext
 from engine.train.config import RunConfig, parse_config, resolve_precision
 from engine.train.data import dpo_rows, read_split, sft_features
+from store.diskfull import DiskFull, disk_full_message, is_disk_full, writing
 from store.errors import TunedeckError
 
 SUGGESTIONS = ("a smaller per_device_batch with more grad_accum", "a shorter max_length",
                "gradient_checkpointing: true", "method: qlora", "a lower lora.r")
 
 
+def _complete(checkpoint: Path) -> bool:
+    """Whether a checkpoint was saved to the end: its trainer_state.json (written last) reads as JSON."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def latest_checkpoint(folder: Path) -> Path | None:
-    """The newest complete checkpoint (it has trainer_state.json, written last), if any."""
-    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    """The newest complete checkpoint, if any."""
+    done = [p for p in folder.glob("checkpoint-*") if _complete(p)]
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def drop_partial_checkpoints(folder: Path, exc: BaseException) -> DiskFull | None:
+    """After training failed with `exc`: remove the checkpoints it left half-written, and return a DiskFull
+    naming the one being written when the disk filled up (None when the failure was something else)."""
+    partial = sorted((p for p in folder.glob("checkpoint-*") if not _complete(p)),
+                     key=lambda p: int(p.name.split("-")[-1]))
+    full = not isinstance(exc, TunedeckError) and is_disk_full(exc, folder, while_writing=bool(partial))
+    for path in partial:
+        shutil.rmtree(path, ignore_errors=True)
+    if not full:
+        return None
+    return DiskFull(disk_full_message(partial[-1] if partial else folder, "the earlier checkpoints are kept"))
 
 
 def _dtype(name: str) -> Any:
@@ -50,8 +74,8 @@ def load_model(cfg: RunConfig, model_path: str, precision: str, cuda: bool) -> t
             load_in_4bit=True, bnb_4bit_quant_type=cfg.quant.quant_type,
             bnb_4bit_use_double_quant=cfg.quant.double_quant, bnb_4bit_compute_dtype=_dtype(compute),
         )
-        if cuda:
-            kwargs["device_map"] = {"": 0}
+        if cuda:  # each process of a distributed run holds its own copy on its own card
+            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0") or 0)}
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     if cfg.method == "full":
         return tokenizer, model
@@ -68,6 +92,24 @@ def load_model(cfg: RunConfig, model_path: str, precision: str, cuda: bool) -> t
     return tokenizer, get_peft_model(model, lora)
 
 
+def load_checked(cfg: RunConfig, model_path: str, precision: str, cuda: bool) -> tuple[Any, Any]:
+    """`load_model`, after checking a local folder again (it may have changed since the run was queued). A model
+    that still fails to load ends the job with one line naming it; the traceback goes to the job's log."""
+    import traceback
+
+    from engine.model_folder import check_model_folder
+
+    if Path(model_path).is_dir():
+        check_model_folder(Path(model_path), trust_remote_code=cfg.trust_remote_code)
+    try:
+        return load_model(cfg, model_path, precision, cuda)
+    except Exception as exc:
+        if isinstance(exc, TunedeckError) or is_oom(exc):
+            raise
+        traceback.print_exc()
+        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise TunedeckError(f"cannot load the model {model_path}: {reason}") from None
+
 def trainer_args(cfg: RunConfig, out: Path, precision: str, cuda: bool, has_eval: bool) -> dict[str, Any]:
     """Keyword arguments shared by SFTConfig and DPOConfig."""
     t = cfg.training
@@ -83,6 +125,7 @@ def trainer_args(cfg: RunConfig, out: Path, precision: str, cuda: bool, has_eval
         "eval_on_start": bool(has_eval and t.eval_steps),  # the baseline every later eval is compared with
         "save_strategy": "steps", "save_steps": t.save_steps, "save_total_limit": t.save_total_limit,
         "seed": t.seed, "data_seed": t.seed, "report_to": "none", "disable_tqdm": True,
+        "ddp_find_unused_parameters": False,  # every trainable weight takes part in each step (DDP: no extra pass)
     }
 
 
@@ -126,13 +169,13 @@ def run_train_job(ctx: JobContext) -> None:
     from transformers import set_seed
 
     set_seed(cfg.training.seed)  # LoRA's A matrices are drawn when the model is wrapped, before the Trainer seeds
-    tokenizer, model = load_model(cfg, ctx.config["model_path"], precision, cuda)
+    tokenizer, model = load_checked(cfg, ctx.config["model_path"], precision, cuda)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     four_bit = sum(1 for m in model.modules() if type(m).__name__ == "Linear4bit")
     ctx.log(f"model loaded: {trainable:,} trainable parameters" + (f", {four_bit} Linear4bit layers "
             f"({cfg.quant.quant_type}, double quant {cfg.quant.double_quant})" if four_bit else ""))
     ctx.check_cancel()
-    if cuda:  # kept beside the measured peak, so estimates calibrate on this machine's runs
+    if cuda and ctx.main:  # kept beside the measured peak, so estimates calibrate on this machine's runs
         from engine.gpu.runrecord import record_run_estimate
 
         if est := record_run_estimate(ctx.store, ctx.job_id, ctx.config["run"], ctx.config["model_path"]):
@@ -140,7 +183,7 @@ def run_train_job(ctx: JobContext) -> None:
 
     from datasets import Dataset
 
-    from engine.train.callback import store_callback
+    from engine.train.callback import AlreadyTrained, store_callback
 
     callback = store_callback(ctx)
     args = trainer_args(cfg, ckpt_dir, precision, cuda, bool(val_rows))
@@ -163,20 +206,30 @@ def run_train_job(ctx: JobContext) -> None:
         trainer = DPOTrainer(model=model, ref_model=None, args=DPOConfig(beta=cfg.dpo.beta, **args),
                              train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
                              callbacks=[callback])
+    callback.trainer = trainer
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    except (torch.cuda.OutOfMemoryError, MemoryError, RuntimeError) as exc:
-        if not is_oom(exc):
-            raise
-        raise TunedeckError(_oom_message(trainer.state.global_step, exc)) from None
+    except AlreadyTrained:  # resumed from the last step's checkpoint: the model holds its weights; finish
+        pass
+    except Exception as exc:
+        if is_oom(exc):
+            raise TunedeckError(_oom_message(trainer.state.global_step, exc)) from None
+        if full := drop_partial_checkpoints(ckpt_dir, exc):  # e.g. torch.save's "unexpected pos" on ENOSPC
+            raise full from exc
+        raise
     if callback.cancelled:
         raise JobCancelled(f"cancelled at step {trainer.state.global_step}; checkpoint saved")
-    if cuda:
+    if cuda and ctx.main:
         from engine.gpu.calibrate import record_measured
         from engine.train.callback import peak_memory_mb
 
         record_measured(ctx.store, ctx.job_id, peak_memory_mb())
-    _finish(ctx, cfg, trainer, tokenizer, bool(val_rows))
+    try:
+        with writing(ctx.job_dir / "output", "the checkpoints are kept"):
+            _finish(ctx, cfg, trainer, tokenizer, bool(val_rows))
+    except BaseException:
+        shutil.rmtree(ctx.job_dir / ".output-tmp", ignore_errors=True)
+        raise
 
 
 def _finish(ctx: JobContext, cfg: RunConfig, trainer: Any, tokenizer: Any, has_eval: bool) -> None:
@@ -195,8 +248,16 @@ def _finish(ctx: JobContext, cfg: RunConfig, trainer: Any, tokenizer: Any, has_e
             final["eval_perplexity"] = math.exp(final["eval_loss"])
     out = ctx.job_dir / "output"
     tmp = ctx.job_dir / ".output-tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(str(tmp))
+    if ctx.main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if trainer.args.world_size > 1:
+        trainer.accelerator.wait_for_everyone()
+        trainer.save_model(str(tmp))  # every rank: FSDP and DeepSpeed gather the shards; rank 0 writes
+        trainer.accelerator.wait_for_everyone()
+        if not ctx.main:
+            return
+    else:
+        trainer.model.save_pretrained(str(tmp))
     tokenizer.save_pretrained(str(tmp))
     write_added_tokens_decoder(tmp)  # so llama.cpp's converter types the chat markers as control tokens
     (tmp / "tunedeck_run.json").write_text(json.dumps(ctx.config, indent=2, default=str))
@@ -213,6 +274,6 @@ def _finish(ctx: JobContext, cfg: RunConfig, trainer: Any, tokenizer: Any, has_e
                   "dataset_hash": ctx.config.get("dataset_hash"), "method": cfg.method,
                   "objective": cfg.objective, "steps": step, **final},
         )
-    ctx.set_result(artifact_id=artifact.id, steps=step, **final)
+    ctx.set_result(artifact_id=artifact.id, steps=step, processes=trainer.args.world_size, **final)
     ctx.log(f"saved {kind} to {out} (artifact {artifact.id})" + (f", eval loss {final['eval_loss']:.4f}"
                                                                    if final else ""))

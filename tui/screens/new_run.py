@@ -32,6 +32,8 @@ OBJECTIVES = ("sft", "dpo")
 METHODS = ("lora", "qlora", "full")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+STRATEGIES = ("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3")
+OFFLOADS = ("none", "optimizer", "all")
 DEMO_PROJECT = "demo"
 DEMO_MODEL = "demo-llama"
 MAX_MESSAGES = 4  # lines of problems and warnings under the form
@@ -71,6 +73,9 @@ FIELDS: list[FieldSpec] = [
     FieldSpec("training.seed", "Seed", "0..4294967295"),
     FieldSpec("training.gradient_checkpointing", "Grad checkpoint", "less memory, ~30% slower", "bool"),
     FieldSpec("training.precision", "Precision", "auto = bf16/fp16 on a GPU, fp32 on CPU", "choice", PRECISIONS),
+    FieldSpec("devices", "GPUs", "indices, e.g. 0,1; empty = automatic"),
+    FieldSpec("strategy", "Multi-GPU", "ddp, or fsdp/deepspeed to shard big models", "choice", STRATEGIES),
+    FieldSpec("offload", "Offload", "to CPU memory (fsdp, deepspeed)", "choice", OFFLOADS),
 ]
 SPECS = {spec.path: spec for spec in FIELDS}
 LR_HINTS = {"dpo": "5e-7..5e-6 for DPO", "full": "5e-6..1e-4 for full fine-tuning", "lora": "1e-5..3e-4 for LoRA/QLoRA"}
@@ -97,6 +102,17 @@ class Checked:
     config: Any = None  # a RunConfig
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+
+def _node(data: dict[str, Any], path: str, create: bool = False) -> tuple[dict[str, Any], str]:
+    """The mapping that holds a field's value and the field's key: ("training.seed" -> data["training"], "seed";
+    "devices" -> data, "devices")."""
+    section, _, leaf = path.rpartition(".")
+    if not section:
+        return data, leaf
+    if create:
+        return data.setdefault(section, {}), leaf
+    return data.get(section) or {}, leaf
 
 
 def _descriptions() -> dict[str, str]:
@@ -196,6 +212,8 @@ def _show(value: Any) -> str:
         return ""
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, list):  # GPU indices as in CUDA_VISIBLE_DEVICES
+        return ",".join(str(v) for v in value)
     return str(value)
 
 
@@ -311,8 +329,8 @@ class NewRunForm(SubmitInWorker, ModalScreen[int | None]):
         for key in ("objective", "method"):
             self.query_one(f"#{key}", Select).value = base.get(key) or Select.NULL
         for spec in FIELDS:
-            section, _, leaf = spec.path.partition(".")
-            value = (base.get(section) or {}).get(leaf)
+            node, leaf = _node(base, spec.path)
+            value = node.get(leaf)
             widget = self.query_one(f"#{spec.widget_id}")
             if isinstance(widget, Select):
                 widget.value = value if value in spec.choices else spec.choices[0]
@@ -355,8 +373,7 @@ class NewRunForm(SubmitInWorker, ModalScreen[int | None]):
             if value is not Select.NULL:
                 data[key] = value
         for spec in FIELDS:
-            section, _, leaf = spec.path.partition(".")
-            node = data.setdefault(section, {})
+            node, leaf = _node(data, spec.path, create=True)
             widget = self.query_one(f"#{spec.widget_id}")
             if isinstance(widget, Select):
                 if widget.value is not Select.NULL:
@@ -403,7 +420,7 @@ class NewRunForm(SubmitInWorker, ModalScreen[int | None]):
             hint.update(escape(SPECS["training.grad_accum"].hint))
             return
         t = cfg.training
-        effective = t.per_device_batch * t.grad_accum * max(1, len(cfg.devices))
+        effective = t.per_device_batch * t.grad_accum * max(1, len(cfg.devices), cfg.cpu_processes)
         colour = "green" if 8 <= effective <= 64 else "yellow"
         hint.update(f"effective batch [{colour}]{effective}[/{colour}] (recommended 8..64)")
 
@@ -415,7 +432,7 @@ class NewRunForm(SubmitInWorker, ModalScreen[int | None]):
         """The GPU memory line: recomputed in a thread when a field it depends on changed."""
         import json
 
-        fields = ("model", "method", "objective", "training", "lora", "quant", "devices")
+        fields = ("model", "method", "objective", "training", "lora", "quant", "devices", "strategy", "offload")
         key = json.dumps([data.get(k) for k in fields], sort_keys=True, default=str)
         if key != self._estimate_key:
             self._estimate_key = key
