@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -138,3 +139,12 @@ def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untype
         terminalreporter.section("fault classes")
         for line in FAULT_SUMMARY:
             terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    """Keep each phase's report on the test item (`item.rep_call`), so a fixture's teardown can tell whether its
+    test passed (the fault tests count survived and lost trials that way)."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -55,3 +55,36 @@ def test_hf_token_never_written(tmp_path: Path) -> None:
         assert secret.encode() not in path.read_bytes(), f"token found in {path}"
     assert oct(os.stat(home).st_mode & 0o777) == "0o700"
     assert oct(os.stat(home / "tunedeck.db").st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.slow
+def test_hostile_names_reach_the_engine_as_plain_data(tmp_path: Path) -> None:
+    """Shell syntax in a data file's path, a model folder's path and a run's name goes through the CLI, the queue,
+    the runner and the engine process as data: the run completes, the names are stored verbatim and no command
+    in them ran."""
+    import shutil
+
+    home = tmp_path / "home"
+    assert run_cli("demo", home=home, timeout=600).returncode == 0
+    canary = tmp_path / "PWNED"
+    trap = f"$(touch {canary}); `touch {canary}` | touch {canary} & x'\"*?"
+    folder = tmp_path / f"in {trap.replace('/', '_')}"
+    folder.mkdir()
+    from engine.demo import write_demo_dataset
+
+    data = folder / "data; rm -rf ~.jsonl"
+    write_demo_dataset(data, n=40, seed=3)
+    imported = run_cli("dataset", "add", "demo", str(data), "--name", "hostile-data", home=home, timeout=300)
+    assert imported.returncode == 0, imported.stderr
+    shown = json.loads(run_cli("project", "show", "demo", "--json", home=home).stdout)
+    model = folder / "model $(id)"
+    shutil.copytree(next(a["path"] for a in shown["artifacts_list"] if a["kind"] == "model"), model)
+    name = "run $(touch x) `id`; echo"
+    run = run_cli("run", "new", "demo", "--preset", "smoke", "--dataset", "hostile-data", "--model", str(model),
+                  "--set", "max_steps=2", "--set", "eval_steps=0", "--set", f"name={name}", "--wait", "--json",
+                  home=home, timeout=600)
+    assert run.returncode == 0, run.stderr
+    done = json.loads(run.stdout)
+    assert done["status"] == "completed" and done["name"] == name
+    assert done["config"]["model_path"] == str(model.resolve())
+    assert not canary.exists() and not list(tmp_path.rglob("x"))

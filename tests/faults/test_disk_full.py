@@ -12,6 +12,7 @@ import shutil
 import sqlite3
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,25 @@ RUN_DISK = "480k"
 STEPS, SAVE_EVERY = 40, 10
 OUTPUT_DISK = "64k"  # the demo import's log and the run's log fit; the adapter does not
 IMPORT_DISK = "1m"  # the small dataset (~50 KB with its scratch copy) fits, the big one (2.2 MB) does not
+
+
+@pytest.fixture(scope="module")
+def trials(fault_summary: list[str]) -> Iterator[dict[str, bool]]:
+    """Each test's case, marked survived when all of its checks passed; one summary line for the module."""
+    outcomes: dict[str, bool] = {}
+    yield outcomes
+    survived = sum(outcomes.values())
+    fault_summary.append(f"disk full ({', '.join(outcomes)}): trials {len(outcomes)}, survived {survived}, "
+                         f"lost {len(outcomes) - survived}")
+
+
+@pytest.fixture
+def trial(request: pytest.FixtureRequest, trials: dict[str, bool]) -> Iterator[None]:
+    case = request.node.name.removeprefix("test_disk_full_").replace("_", " ")
+    trials[case] = False
+    yield
+    report = getattr(request.node, "rep_call", None)  # set by conftest's pytest_runtest_makereport
+    trials[case] = bool(report and report.passed)
 
 
 def _integrity(home: Path) -> str:
@@ -75,7 +95,7 @@ def _checkpoint_intact(folder: Path, step: int) -> None:
     torch.load(folder / "scheduler.pt", weights_only=True)
 
 
-def test_disk_full_during_a_training_run(home: Path, tmp_path: Path) -> None:
+def test_disk_full_during_a_training_run(home: Path, tmp_path: Path, trial: None) -> None:
     """The jobs folder (checkpoints and the job log) fills up at the second checkpoint; the store is elsewhere."""
     assert run_cli("demo", home=home, timeout=300).returncode == 0
     jobs = home / "jobs"
@@ -112,7 +132,7 @@ def test_disk_full_during_a_training_run(home: Path, tmp_path: Path) -> None:
     assert steps == list(range(1, STEPS + 1))
 
 
-def test_disk_full_while_saving_the_trained_model(home: Path, tmp_path: Path) -> None:
+def test_disk_full_while_saving_the_trained_model(home: Path, tmp_path: Path, trial: None) -> None:
     """No checkpoint on the way, and the trained adapter (~75 KB of weights) does not fit beside the log."""
     assert run_cli("demo", home=home, timeout=300).returncode == 0
     jobs = home / "jobs"
@@ -163,7 +183,7 @@ def _import_fails_on_a_full_disk(home: Path, small: Path, big: Path) -> tuple[di
     return kept, failed
 
 
-def test_disk_full_during_a_dataset_import(home: Path, tmp_path: Path) -> None:
+def test_disk_full_during_a_dataset_import(home: Path, tmp_path: Path, trial: None) -> None:
     """The datasets folder fills up; the store and the job logs are on another disk."""
     small, big = _import_sources(tmp_path)
     datasets = home / "datasets"
@@ -177,7 +197,7 @@ def test_disk_full_during_a_dataset_import(home: Path, tmp_path: Path) -> None:
         assert sorted(d["name"] for d in _datasets(home, "p")) == ["big", "small"]
 
 
-def test_disk_full_with_the_store_on_it(home: Path, tmp_path: Path) -> None:
+def test_disk_full_with_the_store_on_it(home: Path, tmp_path: Path, trial: None) -> None:
     """The whole home, database included, on the disk that fills up: the import fails the same way, and a
     disk too full for SQLite to open the store is said to be full (not "not a tunedeck database")."""
     small, big = _import_sources(tmp_path)
