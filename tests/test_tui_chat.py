@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from chat_models import (  # noqa: F401 - fixtures, used as test arguments
@@ -202,19 +203,20 @@ def test_compare_streams_two_answers_side_by_side(store: Store, smollm: Path) ->
                        LOAD_TIMEOUT)  # fmt: skip
         assert not any(s.error for s in compare.sides.values())
         await settings(compare, temperature=0.8, seed=11, max_tokens=60)
+        streamed: dict[str, list[tuple[float, int]]] = {"a": [], "b": []}
+        show = compare._stream
+
+        def record(key: str, view: Any, text: str) -> None:  # each side's partial answers, as the UI gets them
+            streamed[key].append((time.monotonic(), len(text)))
+            show(key, view, text)
+
+        compare._stream = record  # type: ignore[method-assign]
         await send(pilot, compare, LONG_PROMPT)
-        both_growing = 0
-        seen: dict[str, set[int]] = {"a": set(), "b": set()}
-        while compare.busy:
-            await pilot.pause(0.02)
-            lengths = {}
-            for key in ("a", "b"):
-                views = compare.log_of(key).views
-                lengths[key] = len(views[-1].text) if len(views) == 2 and compare.sides[key].busy else 0
-                if lengths[key]:
-                    seen[key].add(lengths[key])
-            both_growing += all(lengths.values())
-        assert both_growing >= 2, "the two answers did not stream at the same time"
+        await wait_for(pilot, lambda: not compare.busy, "both answers", ANSWER_TIMEOUT)
+        seen = {key: {n for _, n in points} for key, points in streamed.items()}
+        starts = [points[0][0] for points in streamed.values() if points]
+        ends = [points[-1][0] for points in streamed.values() if points]
+        assert len(starts) == 2 and max(starts) < min(ends), f"the answers did not stream at the same time: {streamed}"
         assert len(seen["a"]) >= 2 and len(seen["b"]) >= 2
         a, b = (compare.sides[k].last for k in ("a", "b"))
         assert a is not None and b is not None

@@ -16,7 +16,7 @@ from conftest import run_cli
 
 pytestmark = pytest.mark.slow
 TRIALS = 5
-PLANNED_STEPS = 120
+PLANNED_STEPS = 1500  # never finished within the trials, however fast the machine: every trial kills a live run
 LEGAL_AFTER_READ = {"queued", "completed", "failed", "cancelled", "interrupted"}
 
 
@@ -93,9 +93,7 @@ def test_sigkill_everything_at_random_moments(home: Path, tmp_path: Path, fault_
         _kill_all(home)
         problems = _check_store(home)
         status = _jobs(home)[run_id]["status"]
-        if status == "completed":
-            break
-        assert status == "interrupted", f"trial {trial}: the run is {status}"
+        assert status == "interrupted", f"trial {trial}: the run is {status} (raise PLANNED_STEPS if completed)"
         if problems:
             lost += 1
         else:
