@@ -7,11 +7,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from store.errors import AlreadyExists, NotFound, Refused
-from store.models import Project
+from store.models import Project, now
 from store.names import check_name
 from store.views import PROJECT_SUMMARIES_SQL, ProjectSummary, summaries_from_rows
 
-__all__ = ["ProjectSummary", "create_project", "delete_project", "get_project", "list_projects"]
+__all__ = ["ProjectSummary", "create_project", "delete_project", "get_project", "list_projects", "rename_project"]
 
 
 def create_project(session: Session, name: str, description: str = "") -> Project:
@@ -25,6 +25,25 @@ def create_project(session: Session, name: str, description: str = "") -> Projec
         session.flush()
     except IntegrityError:  # lost a race with another process
         raise AlreadyExists(f"project {name!r} already exists") from None
+    return project
+
+
+def rename_project(session: Session, name: str, new_name: str) -> Project:
+    """Give a project a new name; NotFound, AlreadyExists or a name refusal otherwise. Everything in it refers
+    to it by id, so runs, datasets and jobs (running ones too) are untouched."""
+    new_name = check_name(new_name, "project name")
+    project = get_project(session, name)
+    if new_name == project.name:
+        return project
+    if session.exec(select(Project.id).where(Project.name == new_name)).first() is not None:
+        raise AlreadyExists(f"project {new_name!r} already exists")
+    project.name = new_name
+    project.updated_at = now()
+    session.add(project)
+    try:
+        session.flush()
+    except IntegrityError:  # lost a race with another process
+        raise AlreadyExists(f"project {new_name!r} already exists") from None
     return project
 
 

@@ -46,7 +46,17 @@ def test_project_lifecycle(capsys, home: Path) -> None:
     assert code == 0 and shown["name"] == "alpha" and shown["jobs"] == []
     code, out, _ = cli(capsys, "--home", h, "project", "show", "alpha")
     assert code == 0 and "project alpha" in out and "first" in out
-    assert cli(capsys, "--home", h, "project", "delete", "alpha")[0] == 0
+    code, out, _ = cli(capsys, "--home", h, "project", "rename", "alpha", "beta")
+    assert code == 0 and out.strip() == "project alpha is now beta"
+    code, out, _ = cli(capsys, "--home", h, "project", "show", "beta", "--json")
+    assert json.loads(out)["id"] == shown["id"] and json.loads(out)["description"] == "first"
+    assert cli(capsys, "--home", h, "project", "create", "gamma")[0] == 0
+    code, _, err = cli(capsys, "--home", h, "project", "rename", "beta", "gamma")
+    assert code == 1 and err.strip() == "error: project 'gamma' already exists"
+    code, _, err = cli(capsys, "--home", h, "project", "rename", "beta", "../x")
+    assert code == 1 and "must not contain a path separator" in err
+    assert cli(capsys, "--home", h, "project", "delete", "gamma")[0] == 0
+    assert cli(capsys, "--home", h, "project", "delete", "beta")[0] == 0
     code, out, _ = cli(capsys, "--home", h, "project", "list", "--json")
     assert json.loads(out) == []
 
@@ -92,6 +102,7 @@ def test_delete_refuses_project_with_runs(capsys, home: Path, store) -> None:
     [
         (["project", "show", "nope"], 1, "error: no project named 'nope' (see `tunedeck project list`)"),
         (["project", "delete", "nope"], 1, "error: no project named 'nope' (see `tunedeck project list`)"),
+        (["project", "rename", "nope", "new"], 1, "error: no project named 'nope' (see `tunedeck project list`)"),
         (["project", "create", "a/b"], 1, "error: project name 'a/b' must not contain a path separator"),
         (["project", "create", ".."], 1, "error: project name '..' is not allowed"),
         (["project", "create", "  "], 1, "error: project name must not be empty"),

@@ -1,6 +1,6 @@
 """Contention on the store for a minute, all real processes: a training run logging metrics every step, a
 second process writing metrics through the engine's own code path in a tight loop, two CLI processes queueing,
-cancelling, creating and deleting in loops, and the real TUI reading the projects, the Runs tab and the run
+cancelling, creating, renaming and deleting in loops, and the real TUI reading the projects, the Runs tab and the run
 screen. No user may see "database is locked" (or any SQLite error), and every write must land."""
 
 from __future__ import annotations
@@ -59,6 +59,8 @@ class CliWriter:
                     self.cancelled[job_id] = name
             if k % 2 == 0 and self.cli(home, "project", "delete", name):
                 self.projects[name] = False
+            elif k % 2 == 1 and self.cli(home, "project", "rename", name, f"{name}-renamed"):
+                self.projects[name], self.projects[f"{name}-renamed"] = False, True
 
     def problems(self) -> list[str]:
         """Commands that failed or showed an error (the config warnings of `run new` are fine)."""

@@ -23,6 +23,11 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("name")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_project_show)
+    p = pverbs.add_parser("rename", help="give a project a new name (its runs and datasets stay with it)",
+                          parents=[common])
+    p.add_argument("name")
+    p.add_argument("new_name", metavar="NEW_NAME")
+    p.set_defaults(func=cmd_project_rename)
     p = pverbs.add_parser("delete", help="delete a project (refuses when it has runs unless --force)",
                           parents=[common])
     p.add_argument("name")
@@ -98,6 +103,15 @@ def cmd_project_show(args: argparse.Namespace) -> int:
     print(f"\nartifacts ({len(artifacts)})")
     for a in artifacts:
         print(f"  {a.id:>4}  {a.kind:<9} {a.name}  {a.path}")
+    return 0
+
+
+def cmd_project_rename(args: argparse.Namespace) -> int:
+    from store.projects import rename_project
+
+    with open_from_args(args).write() as session:
+        new_name = rename_project(session, args.name, args.new_name).name
+    print(f"project {args.name} is now {new_name}")
     return 0
 
 
