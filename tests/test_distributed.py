@@ -4,7 +4,9 @@ DDP run on the CPU (gloo) through the runner, with cancel and resume."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -131,6 +133,21 @@ def _show(home: Path, job_id: int) -> dict:
     return json.loads(run_cli("run", "show", str(job_id), "--json", home=home).stdout)
 
 
+def _job_processes(home: Path, job_id: int) -> list[int]:
+    """Live processes running job `job_id` of this home (each rank, and their launcher)."""
+    wanted = [b"--home", str(home).encode(), b"job", b"--id", str(job_id).encode()]
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0") if proc.name.isdigit() else []
+            state = (proc / "stat").read_text().rsplit(")", 1)[-1].split()[0] if argv else ""
+        except OSError:
+            continue
+        if state != "Z" and all(w in argv for w in wanted):
+            found.append(int(proc.name))
+    return found
+
+
 def _wait(home: Path, job_id: int, statuses: set[str], timeout: float = 400) -> dict:
     deadline = time.time() + timeout
     while (data := _show(home, job_id))["status"] not in statuses:
@@ -140,9 +157,9 @@ def _wait(home: Path, job_id: int, statuses: set[str], timeout: float = 400) -> 
 
 
 @pytest.mark.slow
-def test_two_process_ddp_on_cpu_through_the_runner_with_cancel_and_resume(home: Path) -> None:
+def test_two_process_ddp_on_cpu_through_the_runner_with_cancel_kill_and_resume(home: Path) -> None:
     assert run_cli("demo", home=home, timeout=600).returncode == 0
-    steps = 200
+    steps = 300
     job_id = int(run_cli("run", "new", "demo", "--preset", "smoke", "--set", "cpu_processes=2",
                          "--set", f"max_steps={steps}", "--set", "save_steps=4", "--set", "logging_steps=1",
                          "--set", "eval_steps=0", "--set", "batch=2", "--set", "grad_accum=1",
@@ -158,11 +175,23 @@ def test_two_process_ddp_on_cpu_through_the_runner_with_cancel_and_resume(home: 
     assert (folder / "checkpoints" / f"checkpoint-{stopped_at}" / "trainer_state.json").is_file()
 
     assert run_cli("run", "resume", str(job_id), home=home).returncode == 0
+    # kill -9 of rank 0 mid-run: the job is interrupted, the other rank does not linger, resume carries on.
+    while (running := _show(home, job_id))["step"] < stopped_at + 8:
+        assert running["status"] in {"queued", "running"}, running["error"]
+        time.sleep(0.2)
+    os.kill(running["pid"], signal.SIGKILL)
+    killed = _wait(home, job_id, {"interrupted", "completed", "failed"})
+    assert killed["status"] == "interrupted", killed["error"]
+    deadline = time.time() + 90
+    while _job_processes(home, job_id):
+        assert time.time() < deadline, f"processes of the killed job linger: {_job_processes(home, job_id)}"
+        time.sleep(0.5)
+    assert run_cli("run", "resume", str(job_id), home=home).returncode == 0
     done = _wait(home, job_id, {"completed", "failed", "cancelled", "interrupted"})
     assert done["status"] == "completed", done["error"]
     assert done["step"] == steps and done["result"]["processes"] == 2
     log = (folder / "job.log").read_text()
-    assert log.count("(rank 0 of 2 processes)") == 2  # both starts ran two processes
+    assert log.count("(rank 0 of 2 processes)") == 3  # every start ran two processes
     assert f"resuming from checkpoint-{stopped_at}" in log
     assert (folder / "accelerate.yaml").is_file()
     with sqlite3.connect(home / "tunedeck.db") as conn:  # one set of metrics: rank 0 alone writes
