@@ -104,8 +104,9 @@ def known_model_types() -> frozenset[str]:
     return frozenset(found) if {"llama", "gpt2"} <= found else frozenset()
 
 
-def check_safetensors(file: Path) -> None:
-    """Refuse a safetensors file whose header is unreadable or that is shorter than its header says."""
+def read_safetensors_header(file: Path) -> tuple[int, dict[str, dict[str, Any]]]:
+    """A safetensors file's header: its length in bytes and its tensor entries (name -> dtype, shape,
+    data_offsets); refused when the file is too short, cut inside its header, or its header is not JSON."""
     size = file.stat().st_size
     try:
         with file.open("rb") as fh:
@@ -117,9 +118,21 @@ def check_safetensors(file: Path) -> None:
                 raise Refused(f"{file}: truncated or not a safetensors file (its header alone claims "
                               f"{length:,} bytes; the file has {size:,})")
             header = json.loads(fh.read(length).decode("utf-8"))
-        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
-    except (UnicodeDecodeError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+    except (UnicodeDecodeError, ValueError):
         raise Refused(f"{file}: damaged (its safetensors header cannot be read)") from None
+    if not isinstance(header, dict):
+        raise Refused(f"{file}: damaged (its safetensors header is not an object)")
+    return length, {k: v for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+
+
+def check_safetensors(file: Path) -> None:
+    """Refuse a safetensors file whose header is unreadable or that is shorter than its header says."""
+    length, entries = read_safetensors_header(file)
+    try:
+        end = max((int(v["data_offsets"][1]) for v in entries.values()), default=0)
+    except (ValueError, TypeError, KeyError, IndexError):
+        raise Refused(f"{file}: damaged (its safetensors header cannot be read)") from None
+    size = file.stat().st_size
     if 8 + length + end > size:
         raise Refused(f"{file}: truncated (its tensors need {8 + length + end:,} bytes; the file has {size:,})")
 

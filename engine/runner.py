@@ -21,7 +21,7 @@ from store.db import Store
 from store.errors import IllegalTransition
 from store.home import subdir
 from store.jobs import get_job, next_queued, reap_stale, transition
-from store.models import JobStatus
+from store.models import Job, JobStatus
 
 
 class SlotLock:
@@ -80,12 +80,10 @@ def _slot_devices(slot: str) -> tuple[int, ...]:
     return tuple(int(d) for d in slot[4:].split(",") if d.strip().isdigit())
 
 
-def _run_child(store: Store, job_id: int, slot: str = "cpu") -> int:
-    folder = job_dir(store.home, job_id)
-    with store.read() as session:
-        job = get_job(session, job_id)
-        run = job.config.get("run") if job.kind == "train" else None
-    argv, env = child_command(store.home, job_id, run, folder)
+def _run_child(store: Store, job: Job, slot: str) -> int:
+    folder = job_dir(store.home, job.id)
+    run = job.config.get("run") if job.kind == "train" else None
+    argv, env = child_command(store.home, job.id, run, folder)
     with DeviceLocks(store.home, _slot_devices(slot)), (folder / "job.log").open("ab") as fh:
         child = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, check=False,
                                env=env)
@@ -127,7 +125,7 @@ def run_slot(store: Store, slot: str) -> int:
                     return ran
                 continue
             print(f"[{time.strftime('%H:%M:%S')}] runner {slot}: job {job.id} ({job.kind})", flush=True)
-            code = _run_child(store, job.id, slot)
+            code = _run_child(store, job, slot)
             _settle(store, job.id, code)
             ran += 1
     finally:

@@ -16,16 +16,8 @@ __all__ = ["ProjectSummary", "create_project", "delete_project", "get_project", 
 
 def create_project(session: Session, name: str, description: str = "") -> Project:
     """Insert a project; AlreadyExists if the name is taken."""
-    name = check_name(name, "project name")
-    if session.exec(select(Project.id).where(Project.name == name)).first() is not None:
-        raise AlreadyExists(f"project {name!r} already exists")
-    project = Project(name=name, description=description)
-    session.add(project)
-    try:
-        session.flush()
-    except IntegrityError:  # lost a race with another process
-        raise AlreadyExists(f"project {name!r} already exists") from None
-    return project
+    name = _free_name(session, name)
+    return _save(session, Project(name=name, description=description))
 
 
 def rename_project(session: Session, name: str, new_name: str) -> Project:
@@ -35,15 +27,25 @@ def rename_project(session: Session, name: str, new_name: str) -> Project:
     project = get_project(session, name)
     if new_name == project.name:
         return project
-    if session.exec(select(Project.id).where(Project.name == new_name)).first() is not None:
-        raise AlreadyExists(f"project {new_name!r} already exists")
-    project.name = new_name
-    project.updated_at = now()
+    project.name, project.updated_at = _free_name(session, new_name), now()
+    return _save(session, project)
+
+
+def _free_name(session: Session, name: str) -> str:
+    """`name` checked and not taken by another project, else a refusal naming it."""
+    name = check_name(name, "project name")
+    if session.exec(select(Project.id).where(Project.name == name)).first() is not None:
+        raise AlreadyExists(f"project {name!r} already exists")
+    return name
+
+
+def _save(session: Session, project: Project) -> Project:
+    """Write `project` now; AlreadyExists when another process took its name meanwhile (the unique index)."""
     session.add(project)
     try:
         session.flush()
-    except IntegrityError:  # lost a race with another process
-        raise AlreadyExists(f"project {new_name!r} already exists") from None
+    except IntegrityError:
+        raise AlreadyExists(f"project {project.name!r} already exists") from None
     return project
 
 

@@ -148,3 +148,36 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+def processes_with(*words: str) -> list[int]:
+    """Live (not zombie) processes whose argv holds every one of `words`, e.g. ("engine", str(home))."""
+    wanted = [w.encode() for w in words]
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and all(w in argv for w in wanted):
+            found.append(int(proc.name))
+    return found
+
+
+def store_damage(home: Path) -> list[str]:
+    """What is wrong with a home's database on disk ([] when all is well): integrity_check, and metrics
+    recorded twice for one (job, step, name)."""
+    import sqlite3
+
+    problems = []
+    with sqlite3.connect(home / "tunedeck.db") as conn:
+        if (check := conn.execute("PRAGMA integrity_check").fetchone()[0]) != "ok":
+            problems.append(f"integrity_check: {check}")
+        dups = conn.execute("SELECT job_id, step, name, count(*) FROM metrics GROUP BY job_id, step, name "
+                            "HAVING count(*) > 1").fetchall()
+        if dups:
+            problems.append(f"duplicate metrics {dups[:3]}")
+    return problems

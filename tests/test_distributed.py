@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import processes_with, run_cli
 
 from engine.distributed import accelerate_config, check_plan, child_command, plan_for
 from engine.launch import start_runner
@@ -135,17 +135,7 @@ def _show(home: Path, job_id: int) -> dict:
 
 def _job_processes(home: Path, job_id: int) -> list[int]:
     """Live processes running job `job_id` of this home (each rank, and their launcher)."""
-    wanted = [b"--home", str(home).encode(), b"job", b"--id", str(job_id).encode()]
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0") if proc.name.isdigit() else []
-            state = (proc / "stat").read_text().rsplit(")", 1)[-1].split()[0] if argv else ""
-        except OSError:
-            continue
-        if state != "Z" and all(w in argv for w in wanted):
-            found.append(int(proc.name))
-    return found
+    return processes_with("--home", str(home), "job", "--id", str(job_id))
 
 
 def _wait(home: Path, job_id: int, statuses: set[str], timeout: float = 400) -> dict:

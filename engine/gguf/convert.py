@@ -8,7 +8,6 @@ goes to a temporary name and is renamed into place only when the converter finis
 from __future__ import annotations
 
 import contextlib
-import errno
 import gc
 import json
 import logging
@@ -93,7 +92,7 @@ def _release(exc: BaseException) -> None:
 
 def _explain(exc: BaseException, model_dir: Path, out: Path) -> ConversionError:
     text = str(exc)
-    if isinstance(exc, OSError) and (exc.errno == errno.ENOSPC or diskfull.nearly_full(out.parent)):
+    if diskfull.is_disk_full(exc, out.parent):
         return DiskFull(diskfull.disk_full_message(out, "nothing was kept"))
     if isinstance(exc, NotImplementedError) and "pre-tokenizer" in text:
         return ConversionError(

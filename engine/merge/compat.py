@@ -1,7 +1,7 @@
 """Can these models (or adapters) be merged? Checked before any job is queued.
 
 Light on purpose: reads config.json, tokenizer files, adapter_config.json and safetensors
-headers (an 8-byte little-endian length, then JSON) with the standard library only, so a
+headers (`engine.model_folder.read_safetensors_header`) with the standard library only, so a
 refusal costs milliseconds and never loads a weight. Every refusal is a `store.errors.Refused`
 whose message names the two models and what differs.
 """
@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.model_folder import read_safetensors_header
 from store.errors import NotFound, Refused
 
 WEIGHT_INDEX = "model.safetensors.index.json"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-MAX_HEADER_BYTES = 100 * 1024 * 1024
 TOKENIZER_HASHED_FILES = ("tokenizer.model", "vocab.json", "merges.txt", "vocab.txt", "spiece.model")
 
 
@@ -58,21 +57,7 @@ def read_adapter_config(folder: Path) -> dict[str, Any]:
 
 def safetensors_header(path: Path) -> dict[str, dict[str, Any]]:
     """The tensor entries of a safetensors file's header (name -> dtype, shape, data_offsets)."""
-    try:
-        with path.open("rb") as fh:
-            size = path.stat().st_size
-            raw = fh.read(8)
-            if len(raw) != 8:
-                raise Refused(f"{path}: not a safetensors file (too short)")
-            (length,) = struct.unpack("<Q", raw)
-            if length > min(MAX_HEADER_BYTES, size - 8):
-                raise Refused(f"{path}: not a safetensors file (bad header length {length})")
-            header = json.loads(fh.read(length).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise Refused(f"{path}: not a safetensors file (unreadable header)") from None
-    if not isinstance(header, dict):
-        raise Refused(f"{path}: not a safetensors file (header is not an object)")
-    return {k: v for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+    return read_safetensors_header(path)[1]
 
 
 def weight_files(folder: Path) -> list[Path]:

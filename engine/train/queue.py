@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from engine.distributed import check_plan
+from engine.distributed import check_plan, gpu_count
 from engine.launch import start_runner
 from engine.model_folder import check_model_folder
 from engine.train.config import RunConfig, dump_yaml, require_complete
@@ -29,7 +29,7 @@ def gpu_slot(cfg: RunConfig) -> str:
         return "gpu:" + ",".join(str(d) for d in sorted(cfg.devices))
     if cfg.cpu_processes > 1:
         return "cpu"
-    if Path("/proc/driver/nvidia/gpus").is_dir() and any(Path("/proc/driver/nvidia/gpus").iterdir()):
+    if gpu_count():
         return "gpu:0"
     return "cpu"
 

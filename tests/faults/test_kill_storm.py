@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, store_damage
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 KILLS = 20
@@ -130,16 +130,9 @@ def _store_problems(home: Path, run_id: int) -> list[str]:
     """What is wrong with the store as the next reader finds it after a kill ([] when all is well)."""
     shown = run_cli("run", "show", str(run_id), "--json", home=home)  # a reader: reaps what died
     assert shown.returncode == 0, shown.stderr
-    problems = []
+    problems = store_damage(home)
     if (status := json.loads(shown.stdout)["status"]) != "interrupted":
-        problems.append(f"the run is {status} after its engine was killed")
-    with sqlite3.connect(home / "tunedeck.db") as conn:
-        if (check := conn.execute("PRAGMA integrity_check").fetchone()[0]) != "ok":
-            problems.append(f"integrity_check: {check}")
-        dups = conn.execute("SELECT job_id, step, name, count(*) FROM metrics GROUP BY job_id, step, name "
-                            "HAVING count(*) > 1").fetchall()
-        if dups:
-            problems.append(f"duplicate metrics {dups[:3]}")
+        problems.insert(0, f"the run is {status} after its engine was killed")
     return problems
 
 

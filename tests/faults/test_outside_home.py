@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from chat_models import smollm_path
-from conftest import ROOT
+from conftest import ROOT, processes_with
 
 pytestmark = pytest.mark.slow
 
@@ -35,18 +35,6 @@ UNSET = ("HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE", "HF_XET_CACHE", "TRANSF
 
 def _listing(folders: list[Path]) -> set[Path]:
     return {p for folder in folders for p in folder.rglob("*")}
-
-
-def _engine_pids(home: Path) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0") if proc.name.isdigit() else []
-        except OSError:
-            continue
-        if b"engine" in argv and str(home).encode() in argv:
-            pids.append(int(proc.name))
-    return pids
 
 
 def test_nothing_is_written_outside_the_home_but_named_paths(tmp_path: Path) -> None:
@@ -85,7 +73,7 @@ def test_nothing_is_written_outside_the_home_but_named_paths(tmp_path: Path) -> 
     if gguf is not None:
         tunedeck("chat", str(gguf), "--prompt", "Hi", "--max-tokens", "4", "--threads", "1", "--project", "demo")
     deadline = time.monotonic() + 60
-    while _engine_pids(home) and time.monotonic() < deadline:  # runners exit once their queue is empty
+    while processes_with("engine", str(home)) and time.monotonic() < deadline:  # runners exit once their queue is empty
         time.sleep(0.2)
 
     cache = folders["XDG_CACHE_HOME"] / "tunedeck"

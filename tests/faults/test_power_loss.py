@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import processes_with, run_cli, store_damage
 
 pytestmark = pytest.mark.slow
 TRIALS = 5
@@ -22,17 +22,7 @@ LEGAL_AFTER_READ = {"queued", "completed", "failed", "cancelled", "interrupted"}
 
 def _engine_pids(home: Path) -> list[int]:
     """Every live process of this home's engine (runners and jobs)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"engine" in argv and str(home).encode() in argv:
-            pids.append(int(proc.name))
-    return pids
+    return processes_with("engine", str(home))
 
 
 def _kill_all(home: Path) -> int:
@@ -57,14 +47,7 @@ def _jobs(home: Path) -> dict[int, dict]:
 
 def _check_store(home: Path) -> list[str]:
     """What is wrong with the store as the next reader finds it ([] when all is well)."""
-    problems = []
-    with sqlite3.connect(home / "tunedeck.db") as conn:
-        if (check := conn.execute("PRAGMA integrity_check").fetchone()[0]) != "ok":
-            problems.append(f"integrity_check: {check}")
-        dups = conn.execute("SELECT job_id, step, name, count(*) FROM metrics GROUP BY job_id, step, name "
-                            "HAVING count(*) > 1").fetchall()
-        if dups:
-            problems.append(f"duplicate metrics {dups[:3]}")
+    problems = store_damage(home)
     for job in _jobs(home).values():
         if job["status"] not in LEGAL_AFTER_READ:
             problems.append(f"job {job['id']} is {job['status']} after every process died")
