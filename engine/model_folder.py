@@ -32,22 +32,29 @@ MAX_HEADER_BYTES = 100 * 1024 * 1024
 _CONFIG_PAIR = re.compile(r"""["']([\w.-]+)["']\s*[,:]\s*["']\w+Config["']""")
 
 
+def read_json_object(file: Path, what: str) -> dict[str, Any]:
+    """The JSON object in `file` (`what` names it in errors): NotFound when the file is missing, Refused when
+    it is not valid JSON or not an object."""
+    if not file.is_file():
+        raise NotFound(f"{file.parent}: no {file.name} ({what})")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise Refused(f"{file}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise Refused(f"{file}: expected a JSON object ({what}), got {type(data).__name__}")
+    return data
+
+
 def read_model_config(path: Path) -> dict[str, Any]:
     """`path`'s config.json as a dict, refused when it is missing, not JSON or not an object."""
     if not path.exists():
         raise NotFound(f"{path}: no such model folder")
     if not path.is_dir():
         raise Refused(f"{path}: not a folder (a model is a folder with config.json, weights and tokenizer files)")
-    file = path / "config.json"
-    if not file.is_file():
+    if not (path / "config.json").is_file():
         raise NotFound(f"{path}: not a model folder (no config.json)")
-    try:
-        config = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise Refused(f"{file}: not valid JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise Refused(f"{file}: not a model config (expected a JSON object, got {type(config).__name__})")
-    return config
+    return read_json_object(path / "config.json", "a model config")
 
 
 def check_config(config: dict[str, Any], where: str, trust_remote_code: bool = False, known_type: bool = True) -> None:

@@ -30,7 +30,7 @@ from engine.gpu.estimate import (
 from engine.gpu.fit import nearest_fits
 from engine.gpu.layout import Layout, ModelConfigError, arithmetic_layout, model_layout, read_config
 from store.db import Store
-from store.errors import NotFound
+from store.errors import NotFound, Refused
 from store.models import Job, Project
 
 # Published shapes (no weights): hidden, layers, heads, kv heads, intermediate, vocab; and the known totals.
@@ -151,7 +151,7 @@ def test_config_refusals(tmp_path: Path) -> None:
         read_config("nobody/no-such-model")  # HF_HUB_OFFLINE is set for every test
     bad = write_config(tmp_path / "bad")
     (bad / "config.json").write_text("{not json")
-    with pytest.raises(ModelConfigError, match="cannot read it as JSON"):
+    with pytest.raises(Refused, match=r"config\.json: not valid JSON"):
         read_config(str(bad))
     gpt2 = {"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "n_head": 12, "vocab_size": 50257}
     with pytest.raises(ModelConfigError, match="lacks hidden_size, num_hidden_layers"):

@@ -9,13 +9,13 @@ Two ways to count, which the tests hold to the same figure:
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.model_folder import read_json_object, read_model_config
 from store.errors import NotFound, TunedeckError
 
 REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
@@ -118,20 +118,12 @@ def read_config(model: str, download: bool = True) -> tuple[dict[str, Any], str]
     is set)."""
     path = Path(model).expanduser()
     if path.is_dir():
-        path = path / "config.json"
-        if not path.is_file():
-            raise NotFound(f"{model}: not a model folder (it has no config.json)")
-    elif not path.is_file():
+        return text_config(read_model_config(path)), str(path / "config.json")
+    if not path.is_file():
         if not HUB_ID.match(model):
             raise NotFound(f"{model}: no such model folder")
         path = _hub_config(model) if download else _cached_hub_config(model)
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ModelConfigError(f"{path}: cannot read it as JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise ModelConfigError(f"{path}: not a model config (expected a JSON object)")
-    return text_config(config), str(path)
+    return text_config(read_json_object(path, "a model config")), str(path)
 
 
 def _hub_config(repo: str) -> Path:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.model_folder import read_safetensors_header
+from engine.model_folder import read_json_object, read_safetensors_header
 from store.errors import NotFound, Refused
 
 WEIGHT_INDEX = "model.safetensors.index.json"
@@ -32,27 +32,14 @@ class TensorInfo:
     shape: tuple[int, ...]
 
 
-def read_json(path: Path, what: str) -> dict[str, Any]:
-    """A JSON object from `path`; NotFound when missing, Refused when unreadable."""
-    if not path.is_file():
-        raise NotFound(f"{path.parent}: no {path.name} ({what})")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Refused(f"{path}: cannot read {what}: {exc}") from None
-    if not isinstance(data, dict):
-        raise Refused(f"{path}: {what} is not a JSON object")
-    return data
-
-
 def read_config(folder: Path) -> dict[str, Any]:
     """A model folder's config.json."""
-    return read_json(folder / "config.json", "the model's config")
+    return read_json_object(folder / "config.json", "a model config")
 
 
 def read_adapter_config(folder: Path) -> dict[str, Any]:
     """An adapter folder's adapter_config.json."""
-    return read_json(folder / ADAPTER_CONFIG, "the adapter's config")
+    return read_json_object(folder / ADAPTER_CONFIG, "an adapter config")
 
 
 def safetensors_header(path: Path) -> dict[str, dict[str, Any]]:
@@ -64,7 +51,7 @@ def weight_files(folder: Path) -> list[Path]:
     """The safetensors files holding a model's weights (per its index when sharded)."""
     index = folder / WEIGHT_INDEX
     if index.is_file():
-        weight_map = read_json(index, "the weights index").get("weight_map") or {}
+        weight_map = read_json_object(index, "the weights index").get("weight_map") or {}
         return [folder / name for name in sorted(set(weight_map.values()))]
     return sorted(p for p in folder.glob("*.safetensors") if p.name != ADAPTER_WEIGHTS)
 
@@ -94,7 +81,7 @@ def tokenizer_fingerprints(folder: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     tok = folder / "tokenizer.json"
     if tok.is_file():
-        data = read_json(tok, "the tokenizer")
+        data = read_json_object(tok, "the tokenizer")
         model = data.get("model") or {}
         merges = [" ".join(m) if isinstance(m, list) else m for m in model.get("merges") or []]
         added = sorted((int(t.get("id", -1)), str(t.get("content"))) for t in data.get("added_tokens") or [])

@@ -356,9 +356,7 @@ def test_model_modules_refuses_a_broken_config(capsys: pytest.CaptureFixture[str
 def test_estimate_refuses_a_broken_config(capsys: pytest.CaptureFixture[str], demo_home: Path,
                                           broken_models: dict[str, Path], case: str) -> None:
     folder = broken_models[case]
-    expected = {"no config.json": "no config.json", "config not JSON": "cannot read it as JSON",
-                "config binary": "cannot read it as JSON", "config a list": "expected a JSON object",
-                "missing": "no such model folder"}.get(case, _message(case))
+    expected = {"missing": "no such model folder"}.get(case, _message(case))
     refused(capsys, demo_home, ["estimate", "--model", str(folder), "--gpu-memory", "80"], str(folder), expected)
 
 
