@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         run_slot(store, args.slot)
         return 0
     from engine.jobrun import execute_job
+    from engine.quiet import quiet_library_output
 
+    quiet_library_output()
     try:
         status = execute_job(store, args.id, os.getpid())
     except IllegalTransition as exc:
