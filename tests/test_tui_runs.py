@@ -19,6 +19,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Select
 from tui_pilot import drive, notes, screen_text, text, type_text, wait_for
 
+from engine.train.presets import PRESET_TITLES
 from store.db import Store, open_store
 from store.models import Job
 from tui.app import TunedeckApp
@@ -140,6 +141,10 @@ def test_form_checks_fields_live_and_keeps_problems_inline(demo: Demo) -> None:
         assert form.query_one("#f-training-max_steps", Input).value == "8"
         assert "effective batch 2" in text(app, "#messages")  # a recipe warning, live
         assert "1e-5..3e-4 for LoRA" in text(app, "#f-training-learning_rate-hint")
+        # The preset's hint is whole on one row at 80 columns, for every preset.
+        assert "8 steps, to check the pipeline end to end" in screen_text(app)
+        width = form.query_one("#preset-hint").content_region.width
+        assert all(len(title.partition(": ")[2]) <= width for title in PRESET_TITLES.values()), width
 
         await set_field(pilot, form, "f-training-learning_rate", "abc")
         await wait_for(pilot, lambda: "training.learning_rate: must be a number" in text(app, "#messages"), "abc")

@@ -93,7 +93,7 @@ PRESET_TITLES: dict[str, str] = {
     "smoke": "Smoke test: 8 steps, to check the pipeline end to end",
     "lora": "LoRA default: r16, alpha 32, lr 2e-4, cosine, 3 epochs",
     "qlora": "QLoRA default: LoRA on a 4-bit NF4 base (least memory)",
-    "full": "Full fine-tune: every weight, lr 2e-5, 3 epochs (most memory)",
+    "full": "Full fine-tune: all weights, lr 2e-5, 3 epochs, most VRAM",
     "dpo": "DPO default: preference pairs, LoRA, lr 5e-6, beta 0.1",
 }
 

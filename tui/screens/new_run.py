@@ -353,7 +353,8 @@ class NewRunForm(SubmitInWorker, ModalScreen[int | None]):
 
     def _preset_hint(self, preset: str | None) -> None:
         titles = self.prepared.titles if self.prepared else {}
-        text = titles.get(preset or "", "") if preset else "fields as given (choose a preset to refill them)"
+        # The select already names the preset: the hint shows what it sets, which fits the row at 80 columns.
+        text = titles.get(preset, "").partition(": ")[2] if preset else "fields as given (pick a preset to refill)"
         self.query_one("#preset-hint", Static).update(escape(text))
 
     # -- reading and checking ----------------------------------------------------
