@@ -32,9 +32,12 @@ def add_project(store: Store, name: str, description: str = "") -> int:
         return create_project(session, name, description).id
 
 
-def add_job(store: Store, project_id: int, kind: str = "train", status: str = "completed") -> None:
+def add_job(store: Store, project_id: int, kind: str = "train", status: str = "completed") -> int:
     with store.write() as session:
-        session.add(Job(project_id=project_id, kind=kind, name=f"{kind}-1", status=status, step=3, total_steps=10))
+        job = Job(project_id=project_id, kind=kind, name=f"{kind}-1", status=status, step=3, total_steps=10)
+        session.add(job)
+        session.flush()
+        return int(job.id)  # type: ignore[arg-type]
 
 
 def project_names(store: Store) -> set[str]:
@@ -200,7 +203,10 @@ def test_delete_asks_first(store: Store) -> None:
 
 
 def test_delete_project_with_runs_needs_force(store: Store) -> None:
-    add_job(store, add_project(store, "alpha"))
+    job = add_job(store, add_project(store, "alpha"))
+    checkpoint = store.home / "jobs" / str(job) / "checkpoints" / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "optimizer.pt").write_bytes(b"\0" * 1024)
 
     async def scenario(app: TunedeckApp, pilot: Pilot) -> None:
         await wait_for(pilot, lambda: table_names(app) == ["alpha"], "the row")
@@ -219,6 +225,7 @@ def test_delete_project_with_runs_needs_force(store: Store) -> None:
 
     drive(store, scenario)
     assert project_names(store) == set()
+    assert not (store.home / "jobs" / str(job)).exists()  # its files go with it; a new job may get its id
 
 
 def test_refused_delete_is_a_notification(store: Store, home: Path) -> None:

@@ -373,6 +373,14 @@ def test_stale_run_shows_interrupted_and_resume_and_retry_requeue_it(demo: Demo)
             assert conn.execute("SELECT step FROM jobs WHERE id = ?", (job_id,)).fetchone()[0] == 0
         await wait_for(pilot, lambda: screen.detail.status == "failed" and screen.detail.step == 0, "failed again",
                        timeout=RUN_TIMEOUT)  # fmt: skip
+        assert (demo.store.home / "jobs" / key / "job.log").is_file()
+        await pilot.press("x")  # ended: it can be deleted, after a confirmation
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the delete confirmation")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: f"Run {key} deleted" in notes(app), "deleted")
+        await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen), "back to the project")
+        await wait_for(pilot, lambda: key not in run_rows(app.screen), "the row gone")  # type: ignore[arg-type]
+        assert not (demo.store.home / "jobs" / key).exists()
 
     drive(demo.store, scenario)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 
 from tui.commands.common import open_from_args, print_json, table, when
 
@@ -116,22 +115,10 @@ def cmd_project_rename(args: argparse.Namespace) -> int:
 
 
 def cmd_project_delete(args: argparse.Namespace) -> int:
-    from sqlmodel import select
+    from engine.cleanup import delete_project
 
-    from store.models import Dataset, Job
-    from store.projects import delete_project, get_project
-
-    store = open_from_args(args)
-    with store.write() as session:
-        project = get_project(session, args.name)
-        job_ids = session.exec(select(Job.id).where(Job.project_id == project.id)).all()
-        dataset_ids = session.exec(select(Dataset.id).where(Dataset.project_id == project.id)).all()
-        delete_project(session, args.name, force=args.force)
-    # Rows are gone (committed); now the per-job and per-dataset folders tunedeck owns.
-    for sub, ids in (("jobs", job_ids), ("datasets", dataset_ids)):
-        for ident in ids:
-            shutil.rmtree(store.home / sub / str(ident), ignore_errors=True)
-    print(f"deleted project {args.name}")
+    freed = delete_project(open_from_args(args), args.name, force=args.force)
+    print(f"deleted project {args.name} ({freed / 1e6:,.1f} MB freed)")
     return 0
 
 

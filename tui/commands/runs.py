@@ -19,7 +19,8 @@ PRESET_CHOICES = ("smoke", "lora", "qlora", "full", "dpo")
 
 
 def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    run = verbs.add_parser("run", help="training runs: new, list, show, logs, cancel, resume, retry, export",
+    run = verbs.add_parser("run", help="training runs: new, list, show, logs, cancel, resume, retry, delete, prune, "
+                           "export",
                            parents=[common])
     rverbs = run.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(run))
     p = rverbs.add_parser("template", help="print a commented run config (YAML)", parents=[common])
@@ -59,6 +60,17 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
                           parents=[common])
     p.add_argument("id", type=int)
     p.set_defaults(func=cmd_run_retry)
+    p = rverbs.add_parser("delete", help="delete an ended run with its metrics, log and checkpoints",
+                          parents=[common])
+    p.add_argument("id", type=int)
+    p.add_argument("--force", action="store_true", help="also delete the artifacts it made and what derives from them")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_run_delete)
+    p = rverbs.add_parser("prune", help="remove the checkpoints of completed runs (their outputs stay)",
+                          parents=[common])
+    p.add_argument("project", nargs="?", help="only this project's runs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_run_prune)
     p = rverbs.add_parser("export", help="write a standalone YAML and print the command that reproduces the run",
                           parents=[common])
     p.add_argument("id", type=int)
@@ -197,6 +209,36 @@ def cmd_run_resume(args: argparse.Namespace) -> int:
 
 def cmd_run_retry(args: argparse.Namespace) -> int:
     return _requeue(args, fresh=True)
+
+
+def cmd_run_delete(args: argparse.Namespace) -> int:
+    from engine.cleanup import delete_run
+
+    report = delete_run(open_from_args(args), args.id, force=args.force)
+    if args.json:
+        print_json({"id": report.job_id, "artifacts": [{"id": i, "kind": k} for i, k in report.artifacts],
+                    "kept": report.kept, "freed_bytes": report.freed_bytes})
+        return 0
+    print(f"deleted run {report.job_id} ({report.freed_bytes / 1e6:,.1f} MB freed)")
+    for aid, kind in report.artifacts:
+        print(f"deleted artifact {aid} ({kind})")
+    for path in report.kept:
+        print(f"left {path} (outside the home)")
+    return 0
+
+
+def cmd_run_prune(args: argparse.Namespace) -> int:
+    from engine.cleanup import prune_checkpoints
+
+    pruned = prune_checkpoints(open_from_args(args), args.project)
+    if args.json:
+        print_json([{"id": i, "checkpoints": n, "freed_bytes": b} for i, n, b in pruned])
+        return 0
+    for job_id, count, freed in pruned:
+        print(f"run {job_id}: removed {count} checkpoint(s), {freed / 1e6:,.1f} MB")
+    total = sum(b for _, _, b in pruned)
+    print(f"{total / 1e6:,.1f} MB freed" if pruned else "no completed run has checkpoints left")
+    return 0
 
 
 def cmd_run_export(args: argparse.Namespace) -> int:

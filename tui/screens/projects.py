@@ -37,10 +37,9 @@ def _load(store: Store) -> list[ProjectSummary]:
 
 
 def _delete(store: Store, name: str, force: bool) -> str:
-    from store.projects import delete_project  # SQLAlchemy loads on the first write, in this worker
+    from engine.cleanup import delete_project  # SQLAlchemy loads on the first write, in this worker
 
-    with store.write() as session:
-        delete_project(session, name, force=force)
+    delete_project(store, name, force=force)
     return name
 
 

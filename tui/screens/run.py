@@ -81,6 +81,15 @@ def cancel_run(store: Store, job_id: int) -> str:
         return request_cancel(session, job_id)
 
 
+def delete_run(store: Store, job_id: int) -> str:
+    """Delete an ended run with its files and the artifacts it made (as `tunedeck run delete --force`)."""
+    from engine.cleanup import delete_run as delete
+
+    report = delete(store, job_id, force=True)
+    made = f" and {len(report.artifacts)} artifact(s)" if report.artifacts else ""
+    return f"Run {job_id}{made} deleted; {report.freed_bytes / 1e6:,.1f} MB freed."
+
+
 def requeue_run(store: Store, job_id: int, fresh: bool) -> str:
     """Queue a failed, cancelled or interrupted run again and start its runner (as `tunedeck run resume|retry`).
 
@@ -193,6 +202,7 @@ class RunScreen(Screen[None]):
         Binding("r", "resume_run", "Resume"),
         Binding("R", "retry_run", "Retry"),
         Binding("e", "edit_copy", "Duplicate & edit"),
+        Binding("x", "delete_run", "Delete run", show=False),
         Binding("end", "follow_log", "Follow the log", show=False),
         Binding("1", "show_tab('charts')", "Charts tab", show=False),
         Binding("2", "show_tab('metrics')", "Metrics tab", show=False),
@@ -281,7 +291,10 @@ class RunScreen(Screen[None]):
             elif event.state == WorkerState.ERROR:
                 self.query_one("#run-header", Static).update(escape(f"Could not read run {self.job_id}: "
                                                                     f"{worker.error}"))  # fmt: skip
-        elif group in ("cancel", "requeue"):
+        elif group == "delete" and event.state == WorkerState.SUCCESS:
+            self.notify(worker.result)
+            self.app.pop_screen()
+        elif group in ("cancel", "requeue", "delete"):
             if event.state == WorkerState.SUCCESS:
                 self._action_done(group, worker.result)
             elif event.state == WorkerState.ERROR:
@@ -457,6 +470,23 @@ class RunScreen(Screen[None]):
     def _confirmed_cancel(self, yes: bool | None) -> None:
         if yes:
             self.run_worker(partial(cancel_run, self.store, self.job_id), group="cancel", thread=True,
+                            exit_on_error=False)  # fmt: skip
+
+    def action_delete_run(self) -> None:
+        d = self._ready()
+        if d is None:
+            return
+        if d.kind != "train" or d.status in ACTIVE:
+            what = f"a {d.kind} job" if d.kind != "train" else d.status
+            self.notify(f"Run {d.id} is {what}; only ended training runs can be deleted here.", severity="warning")
+            return
+        body = (f"Delete run [b]{d.id}[/b] with its metrics, log and checkpoints, and the artifacts it made "
+                "(with what derives from them)? This cannot be undone.")
+        self.app.push_screen(ConfirmDialog("Delete run", body, "y delete the run"), self._confirmed_delete)
+
+    def _confirmed_delete(self, yes: bool | None) -> None:
+        if yes:
+            self.run_worker(partial(delete_run, self.store, self.job_id), group="delete", thread=True,
                             exit_on_error=False)  # fmt: skip
 
     def _requeue_check(self, verb: str) -> RunDetail | None:

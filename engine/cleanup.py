@@ -1,0 +1,205 @@
+"""Deleting training runs and pruning their checkpoints, rows and folders together. Light: no torch.
+
+SQLite hands out the id of a deleted newest row again, and a training job resumes from whatever checkpoint its
+folder holds. So a run's folder never stays under its id once its row is gone: it is renamed into the home's
+trash before the delete commits (and renamed back if the commit fails), then emptied. A crash in between leaves
+only trash, which the next clean-up empties.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from store.db import Store
+from store.errors import Refused
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+TRASH = "trash"
+
+
+@dataclass
+class RunDeleted:
+    """What `delete_run` removed: the run, the artifacts it made and those derived from them, and the bytes freed.
+    `kept` lists artifact files outside the home (the user named those paths; they are left alone)."""
+
+    job_id: int
+    artifacts: list[tuple[int, str]] = field(default_factory=list)  # (id, kind)
+    kept: list[str] = field(default_factory=list)
+    freed_bytes: int = 0
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes in the files under `path` (0 when it is missing); links are not followed."""
+    if path.is_symlink() or path.is_file():
+        return path.lstat().st_size
+    total = 0
+    for item in path.rglob("*"):
+        with contextlib.suppress(OSError):
+            if item.is_file() and not item.is_symlink():
+                total += item.stat().st_size
+    return total
+
+
+def _retire(home: Path, paths: Iterable[Path]) -> list[tuple[Path, Path]]:
+    """Rename each existing path into the trash; returns (original, trashed) pairs."""
+    trash = home / TRASH
+    trash.mkdir(mode=0o700, exist_ok=True)
+    moved: list[tuple[Path, Path]] = []
+    try:
+        for path in paths:
+            if path.exists() or path.is_symlink():
+                target = trash / f"{uuid.uuid4().hex[:12]}-{path.name}"
+                path.rename(target)
+                moved.append((path, target))
+    except OSError:
+        _restore(moved)
+        raise
+    return moved
+
+
+def _restore(moved: list[tuple[Path, Path]]) -> None:
+    for original, target in reversed(moved):
+        with contextlib.suppress(OSError):
+            target.rename(original)
+
+
+def empty_trash(home: Path) -> None:
+    """Remove what earlier deletes left in the trash (after a crash, or files that would not go)."""
+    trash = home / TRASH
+    if not trash.is_dir():
+        return
+    for item in trash.iterdir():
+        if item.is_dir() and not item.is_symlink():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            item.unlink(missing_ok=True)
+
+
+def _inside(home: Path, path: Path) -> bool:
+    return home in path.resolve().parents
+
+
+def _still_used(session: Session, path: Path) -> bool:
+    """Whether an artifact row that remains points at `path` or into it (two projects can register one model)."""
+    from sqlalchemy import text
+
+    found = session.execute(text("SELECT 1 FROM artifacts WHERE path = :p OR substr(path, 1, :n) = :prefix LIMIT 1"),
+                            {"p": str(path), "n": len(str(path)) + 1, "prefix": f"{path}/"})
+    return found.first() is not None
+
+
+def delete_run(store: Store, job_id: int, *, force: bool = False) -> RunDeleted:
+    """Delete training run `job_id`: its row, metrics, folder (log, checkpoints, output) and, with `force`, the
+    artifacts it made and every artifact derived from them. Refused while the run is queued or running, and
+    without `force` when it made artifacts."""
+    from sqlmodel import select
+
+    from store.artifacts import delete_artifact
+    from store.jobs import ACTIVE, get_job, reap_stale
+    from store.models import Artifact
+
+    home = store.home.resolve()
+    folder = home / "jobs" / str(job_id)
+    report = RunDeleted(job_id)
+    moved: list[tuple[Path, Path]] = []
+    try:
+        with store.write() as session:
+            reap_stale(session)
+            job = get_job(session, job_id)
+            if job.kind != "train":
+                raise Refused(f"job {job_id} is a {job.kind} job, not a training run")
+            if job.status in ACTIVE:
+                raise Refused(f"run {job_id} is {job.status}; cancel it first (tunedeck run cancel {job_id})")
+            made = session.exec(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id)).all()
+            if made and not force:
+                names = ", ".join(f"{a.id} ({a.kind} {a.name})" for a in made)
+                raise Refused(f"run {job_id} made artifact(s) {names}; pass --force to delete them too, with "
+                              "every artifact derived from them")
+            files: list[Path] = []
+            for artifact in made:
+                if session.get(Artifact, artifact.id) is None:
+                    continue  # already deleted as derived from an earlier one
+                for gone in delete_artifact(session, int(artifact.id), force=True):  # type: ignore[arg-type]
+                    report.artifacts.append((int(gone.id), gone.kind))  # type: ignore[arg-type]
+                    path = Path(gone.path)
+                    if not _inside(home, path):
+                        report.kept.append(gone.path)
+                    elif folder not in path.resolve().parents:
+                        files.append(path)
+            session.delete(job)
+            session.flush()
+            files = [p for p in files if not _still_used(session, p)]
+            report.freed_bytes = sum(disk_usage(p) for p in [folder, *files])
+            moved = _retire(home, [folder, *files])
+    except BaseException:
+        _restore(moved)
+        raise
+    empty_trash(home)
+    return report
+
+
+def delete_project(store: Store, name: str, *, force: bool = False) -> int:
+    """Delete project `name` with its datasets, runs, metrics and artifacts (rules: `store.projects.delete_project`)
+    and the files tunedeck keeps for them under the home; files outside it are the user's. Returns bytes freed."""
+    from sqlmodel import select
+
+    from store.models import Artifact, Dataset, Job
+    from store.projects import delete_project as delete_rows
+    from store.projects import get_project
+
+    home = store.home.resolve()
+    moved: list[tuple[Path, Path]] = []
+    try:
+        with store.write() as session:
+            project = get_project(session, name)
+            jobs = session.exec(select(Job.id).where(Job.project_id == project.id)).all()
+            datasets = session.exec(select(Dataset.id).where(Dataset.project_id == project.id)).all()
+            artifacts = session.exec(select(Artifact.path).where(Artifact.project_id == project.id)).all()
+            delete_rows(session, name, force=force)
+            session.flush()
+            paths = [home / "jobs" / str(i) for i in jobs] + [home / "datasets" / str(i) for i in datasets]
+            paths += [p for p in map(Path, artifacts) if _inside(home, p) and not any(
+                q in p.resolve().parents for q in paths) and not _still_used(session, p)]
+            freed = sum(disk_usage(p) for p in paths if p.exists())
+            moved = _retire(home, paths)
+    except BaseException:
+        _restore(moved)
+        raise
+    empty_trash(home)
+    return freed
+
+
+def prune_checkpoints(store: Store, project: str | None = None) -> list[tuple[int, int, int]]:
+    """Remove the checkpoints of completed training runs (of `project`, else of every project): a completed run
+    is never resumed, and its trained weights are its output. Returns (job id, checkpoints, bytes freed) per run
+    that had any."""
+    from sqlmodel import select
+
+    from store.models import Job, JobStatus
+    from store.projects import get_project
+
+    home = store.home.resolve()
+    with store.read() as session:
+        query = select(Job.id).where(Job.kind == "train", Job.status == JobStatus.completed)
+        if project is not None:
+            query = query.where(Job.project_id == get_project(session, project).id)
+        job_ids = sorted(int(i) for i in session.exec(query).all())  # type: ignore[arg-type]
+    pruned = []
+    for job_id in job_ids:
+        checkpoints = home / "jobs" / str(job_id) / "checkpoints"
+        found = sorted(checkpoints.glob("checkpoint-*")) if checkpoints.is_dir() else []
+        if not found:
+            continue
+        freed = sum(disk_usage(p) for p in found)
+        _retire(home, found)
+        pruned.append((job_id, len(found), freed))
+    empty_trash(home)
+    return pruned

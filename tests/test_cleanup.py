@@ -1,0 +1,135 @@
+"""Deleting runs and projects and pruning checkpoints: rows and files go together, and no folder is left under an
+id SQLite may hand out again (a new run would resume from its checkpoints)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from engine.artifacts import register_artifact
+from store.db import open_store
+from store.jobs import create_job
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A demo home with two completed smoke runs (2 and 3), each with checkpoints and an adapter."""
+    home = tmp_path_factory.mktemp("cleanup") / "home"
+    assert run_cli("demo", home=home, timeout=600).returncode == 0
+    for _ in range(2):
+        result = run_cli("run", "new", "demo", "--preset", "smoke", "--set", "max_steps=4", "--set", "save_steps=2",
+                         "--set", "eval_steps=0", "--wait", "--json", home=home, timeout=600)
+        assert json.loads(result.stdout)["status"] == "completed", result.stderr
+    return home
+
+
+def _count(home: Path, sql: str, *args: object) -> int:
+    with sqlite3.connect(home / "tunedeck.db") as conn:
+        return conn.execute(sql, args).fetchone()[0]
+
+
+def test_prune_removes_completed_runs_checkpoints_and_keeps_their_outputs(trained: Path) -> None:
+    assert len(list((trained / "jobs" / "2" / "checkpoints").glob("checkpoint-*"))) == 2
+    result = run_cli("run", "prune", "demo", "--json", home=trained)
+    pruned = {row["id"]: row for row in json.loads(result.stdout)}
+    assert set(pruned) == {2, 3} and pruned[2]["checkpoints"] == 2 and pruned[2]["freed_bytes"] > 0
+    for job in ("2", "3"):
+        assert not list((trained / "jobs" / job / "checkpoints").glob("checkpoint-*"))
+        assert (trained / "jobs" / job / "output" / "adapter_model.safetensors").is_file()
+    assert not any((trained / "trash").iterdir())
+    again = run_cli("run", "prune", home=trained)
+    assert again.returncode == 0 and "no completed run has checkpoints left" in again.stdout
+
+
+def test_delete_refuses_active_runs_and_runs_with_artifacts_unless_forced(trained: Path) -> None:
+    store = open_store(trained)
+    with store.write() as session:
+        queued = int(create_job(session, 1, "train", {"run": {}}, slot="nowhere").id)  # type: ignore[arg-type]
+    store.close()
+    refused = run_cli("run", "delete", str(queued), home=trained)
+    assert refused.returncode == 1 and refused.stderr.strip() == (
+        f"error: run {queued} is queued; cancel it first (tunedeck run cancel {queued})")
+    assert run_cli("run", "cancel", str(queued), home=trained).returncode == 0
+    gone = run_cli("run", "delete", str(queued), home=trained)  # ended, no artifacts: no --force needed
+    assert gone.returncode == 0 and f"deleted run {queued}" in gone.stdout, gone.stderr
+    assert _count(trained, "SELECT count(*) FROM jobs WHERE id = ?", queued) == 0
+
+    refused = run_cli("run", "delete", "2", home=trained)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "run 2 made artifact(s) " in refused.stderr and "(adapter run2-adapter)" in refused.stderr
+    assert "pass --force" in refused.stderr
+    assert (trained / "jobs" / "2" / "job.log").is_file()
+    assert _count(trained, "SELECT count(*) FROM metrics WHERE job_id = 2") > 0
+
+    not_a_run = run_cli("run", "delete", "1", home=trained)  # the dataset import
+    assert not_a_run.returncode == 1 and "job 1 is a dataset-import job, not a training run" in not_a_run.stderr
+
+
+def test_forced_delete_takes_the_run_its_artifacts_and_what_derives_from_them(trained: Path, tmp_path: Path) -> None:
+    adapter = _count(trained, "SELECT id FROM artifacts WHERE job_id = 3")
+    derived = trained / "models" / "derived-from-run3"
+    derived.mkdir(parents=True)
+    (derived / "config.json").write_text("{}")
+    outside = tmp_path / "user-export.gguf"
+    outside.write_bytes(b"GGUF")
+    store = open_store(trained)
+    with store.write() as session:
+        inner = register_artifact(session, 1, "model", derived, name="derived", parent_id=adapter).id
+        outer = register_artifact(session, 1, "gguf", outside, name="exported", parent_id=inner).id
+    store.close()
+
+    result = run_cli("run", "delete", "3", "--force", "--json", home=trained)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {a["id"] for a in report["artifacts"]} == {adapter, inner, outer} and report["freed_bytes"] > 0
+    assert report["kept"] == [str(outside)] and outside.is_file()  # the user's own path is left alone
+    assert not (trained / "jobs" / "3").exists() and not derived.exists()
+    assert not any((trained / "trash").iterdir())
+    assert _count(trained, "SELECT count(*) FROM metrics WHERE job_id = 3") == 0
+    assert _count(trained, "SELECT count(*) FROM jobs WHERE id = 3") == 0
+    with sqlite3.connect(trained / "tunedeck.db") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+
+    # SQLite hands the deleted newest id out again; the new run starts with no folder, so no stale checkpoint.
+    store = open_store(trained)
+    with store.write() as session:
+        again = int(create_job(session, 1, "train", {}, slot="nowhere").id)  # type: ignore[arg-type]
+    store.close()
+    assert again == 3 and not (trained / "jobs" / "3").exists()
+    assert run_cli("run", "cancel", "3", home=trained).returncode == 0
+
+
+def test_a_delete_that_cannot_move_the_files_changes_nothing(trained: Path) -> None:
+    """The folder is moved aside inside the transaction: when that fails, the rows stay and so do the files."""
+    (trained / "trash").rmdir()
+    (trained / "trash").write_text("in the way")  # the trash cannot be made
+    try:
+        result = run_cli("run", "delete", "2", "--force", home=trained)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert _count(trained, "SELECT count(*) FROM jobs WHERE id = 2") == 1
+        assert _count(trained, "SELECT count(*) FROM artifacts WHERE job_id = 2") == 1
+        assert (trained / "jobs" / "2" / "output" / "adapter_model.safetensors").is_file()
+    finally:
+        (trained / "trash").unlink()
+
+
+def test_project_delete_removes_its_folders_and_keeps_a_model_another_project_uses(trained: Path) -> None:
+    model = trained / "models" / "demo-llama"
+    assert run_cli("project", "create", "other", home=trained).returncode == 0
+    store = open_store(trained)
+    with store.write() as session:
+        register_artifact(session, 2, "model", model, name="shared-base")
+    store.close()
+    jobs = [p.name for p in (trained / "jobs").iterdir()]
+    result = run_cli("project", "delete", "demo", "--force", home=trained)
+    assert result.returncode == 0 and "deleted project demo" in result.stdout, result.stderr
+    for job in jobs:
+        assert not (trained / "jobs" / job).exists()
+    assert not list((trained / "datasets").iterdir())
+    assert (model / "config.json").is_file()  # project "other" still has it
+    assert not any((trained / "trash").iterdir())
