@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,23 +69,17 @@ def register_artifact(
 
 
 def delete_with_files(store: Store, artifact_id: int, *, force: bool = False) -> list[tuple[int, str, str, bool]]:
-    """Delete an artifact (with `force`, also what derives from it) and its files when they are under the home.
+    """Delete an artifact (with `force`, also what derives from it) and its files when they are under the home
+    (`engine.cleanup.deleting`: rows and files go together; a path another artifact still uses stays).
 
-    Returns (id, kind, path, files removed) per deleted artifact. Files outside the home were named by
+    Returns (id, kind, path, under the home) per deleted artifact. Files outside the home were named by
     the user and are left alone.
     """
+    from engine.cleanup import deleting
     from store.artifacts import delete_artifact
 
-    with store.write() as session:
-        rows = [(a.id, a.kind, a.path) for a in delete_artifact(session, artifact_id, force=force)]
-    home = store.home.resolve()
     out = []
-    for aid, kind, path in rows:
-        target = Path(path)
-        inside = home in target.resolve().parents
-        if inside and target.is_dir():
-            shutil.rmtree(target, ignore_errors=True)
-        elif inside:
-            target.unlink(missing_ok=True)
-        out.append((int(aid), kind, path, inside))  # type: ignore[arg-type]
+    with deleting(store) as removal:
+        for a in delete_artifact(removal.session, artifact_id, force=force):
+            out.append((int(a.id), a.kind, a.path, removal.remove(Path(a.path))))  # type: ignore[arg-type]
     return out

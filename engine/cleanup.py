@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -96,6 +96,50 @@ def _still_used(session: Session, path: Path) -> bool:
     return found.first() is not None
 
 
+class Removal:
+    """Inside `deleting`: the write session, and the files to remove with the rows it deletes."""
+
+    def __init__(self, session: Session, home: Path) -> None:
+        self.session = session
+        self.home = home
+        self.freed_bytes = 0
+        self._paths: list[tuple[Path, bool]] = []
+
+    def remove(self, path: Path, *, shared: bool = True) -> bool:
+        """Remove `path` with the rows when it is under the home (False: outside it, the user's; left alone).
+        With `shared`, a path another remaining artifact still points at (or into) stays."""
+        if not _inside(self.home, path):
+            return False
+        self._paths.append((path, shared))
+        return True
+
+    def _final(self) -> list[Path]:
+        """The paths to move into the trash: not still used, and not inside another one that goes."""
+        paths = [p for p, shared in self._paths if not (shared and _still_used(self.session, p))]
+        resolved = {p.resolve() for p in paths}
+        return [p for p in paths if not any(parent in resolved for parent in p.resolve().parents)]
+
+
+@contextlib.contextmanager
+def deleting(store: Store) -> Iterator[Removal]:
+    """A write transaction whose rows and files go together: the paths given to `Removal.remove` are moved into
+    the trash just before the commit (and moved back if it fails), then removed once it committed."""
+    home = store.home.resolve()
+    moved: list[tuple[Path, Path]] = []
+    try:
+        with store.write() as session:
+            removal = Removal(session, home)
+            yield removal
+            session.flush()
+            paths = removal._final()
+            removal.freed_bytes = sum(disk_usage(p) for p in paths if p.exists())
+            moved = _retire(home, paths)
+    except BaseException:
+        _restore(moved)
+        raise
+    empty_trash(home)
+
+
 def delete_run(store: Store, job_id: int, *, force: bool = False) -> RunDeleted:
     """Delete training run `job_id`: its row, metrics, folder (log, checkpoints, output) and, with `force`, the
     artifacts it made and every artifact derived from them. Refused while the run is queued or running, and
@@ -106,43 +150,30 @@ def delete_run(store: Store, job_id: int, *, force: bool = False) -> RunDeleted:
     from store.jobs import ACTIVE, get_job, reap_stale
     from store.models import Artifact
 
-    home = store.home.resolve()
-    folder = home / "jobs" / str(job_id)
     report = RunDeleted(job_id)
-    moved: list[tuple[Path, Path]] = []
-    try:
-        with store.write() as session:
-            reap_stale(session)
-            job = get_job(session, job_id)
-            if job.kind != "train":
-                raise Refused(f"job {job_id} is a {job.kind} job, not a training run")
-            if job.status in ACTIVE:
-                raise Refused(f"run {job_id} is {job.status}; cancel it first (tunedeck run cancel {job_id})")
-            made = session.exec(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id)).all()
-            if made and not force:
-                names = ", ".join(f"{a.id} ({a.kind} {a.name})" for a in made)
-                raise Refused(f"run {job_id} made artifact(s) {names}; pass --force to delete them too, with "
-                              "every artifact derived from them")
-            files: list[Path] = []
-            for artifact in made:
-                if session.get(Artifact, artifact.id) is None:
-                    continue  # already deleted as derived from an earlier one
-                for gone in delete_artifact(session, int(artifact.id), force=True):  # type: ignore[arg-type]
-                    report.artifacts.append((int(gone.id), gone.kind))  # type: ignore[arg-type]
-                    path = Path(gone.path)
-                    if not _inside(home, path):
-                        report.kept.append(gone.path)
-                    elif folder not in path.resolve().parents:
-                        files.append(path)
-            session.delete(job)
-            session.flush()
-            files = [p for p in files if not _still_used(session, p)]
-            report.freed_bytes = sum(disk_usage(p) for p in [folder, *files])
-            moved = _retire(home, [folder, *files])
-    except BaseException:
-        _restore(moved)
-        raise
-    empty_trash(home)
+    with deleting(store) as removal:
+        session = removal.session
+        reap_stale(session)
+        job = get_job(session, job_id)
+        if job.kind != "train":
+            raise Refused(f"job {job_id} is a {job.kind} job, not a training run")
+        if job.status in ACTIVE:
+            raise Refused(f"run {job_id} is {job.status}; cancel it first (tunedeck run cancel {job_id})")
+        made = session.exec(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id)).all()
+        if made and not force:
+            names = ", ".join(f"{a.id} ({a.kind} {a.name})" for a in made)
+            raise Refused(f"run {job_id} made artifact(s) {names}; pass --force to delete them too, with "
+                          "every artifact derived from them")
+        for artifact in made:
+            if session.get(Artifact, artifact.id) is None:
+                continue  # already deleted as derived from an earlier one
+            for gone in delete_artifact(session, int(artifact.id), force=True):  # type: ignore[arg-type]
+                report.artifacts.append((int(gone.id), gone.kind))  # type: ignore[arg-type]
+                if not removal.remove(Path(gone.path)):
+                    report.kept.append(gone.path)
+        session.delete(job)
+        removal.remove(removal.home / "jobs" / str(job_id), shared=False)  # never left under a reusable id
+    report.freed_bytes = removal.freed_bytes
     return report
 
 
@@ -155,26 +186,19 @@ def delete_project(store: Store, name: str, *, force: bool = False) -> int:
     from store.projects import delete_project as delete_rows
     from store.projects import get_project
 
-    home = store.home.resolve()
-    moved: list[tuple[Path, Path]] = []
-    try:
-        with store.write() as session:
-            project = get_project(session, name)
-            jobs = session.exec(select(Job.id).where(Job.project_id == project.id)).all()
-            datasets = session.exec(select(Dataset.id).where(Dataset.project_id == project.id)).all()
-            artifacts = session.exec(select(Artifact.path).where(Artifact.project_id == project.id)).all()
-            delete_rows(session, name, force=force)
-            session.flush()
-            paths = [home / "jobs" / str(i) for i in jobs] + [home / "datasets" / str(i) for i in datasets]
-            paths += [p for p in map(Path, artifacts) if _inside(home, p) and not any(
-                q in p.resolve().parents for q in paths) and not _still_used(session, p)]
-            freed = sum(disk_usage(p) for p in paths if p.exists())
-            moved = _retire(home, paths)
-    except BaseException:
-        _restore(moved)
-        raise
-    empty_trash(home)
-    return freed
+    with deleting(store) as removal:
+        session = removal.session
+        project = get_project(session, name)
+        jobs = session.exec(select(Job.id).where(Job.project_id == project.id)).all()
+        datasets = session.exec(select(Dataset.id).where(Dataset.project_id == project.id)).all()
+        artifacts = session.exec(select(Artifact.path).where(Artifact.project_id == project.id)).all()
+        delete_rows(session, name, force=force)
+        for sub, ids in (("jobs", jobs), ("datasets", datasets)):
+            for ident in ids:
+                removal.remove(removal.home / sub / str(ident), shared=False)
+        for path in artifacts:
+            removal.remove(Path(path))
+    return removal.freed_bytes
 
 
 def prune_checkpoints(store: Store, project: str | None = None) -> list[tuple[int, int, int]]:

@@ -44,6 +44,28 @@ def _beat(store: Store, job_id: int, stop: threading.Event) -> None:
                 print(f"heartbeat failed: {exc}", flush=True)
 
 
+def _run_handler(ctx: JobContext, kind: str) -> tuple[JobStatus, str | None]:
+    """Run the job's handler here (SIGTERM asks it to stop); its end as (status, error)."""
+    signal.signal(signal.SIGTERM, lambda *_: ctx.stop_event.set())
+    try:
+        handler_for(kind)(ctx)
+    except JobCancelled:
+        return JobStatus.cancelled, "cancelled"
+    except TunedeckError as exc:
+        return JobStatus.failed, str(exc)
+    except MemoryError:
+        return JobStatus.failed, "out of memory"
+    except OSError as exc:
+        _print_exc()
+        if exc.errno == errno.ENOSPC:
+            return JobStatus.failed, disk_full_message(Path(exc.filename) if exc.filename else ctx.job_dir)
+        return JobStatus.failed, f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+    except Exception as exc:  # every failure must end the job row, not the process
+        _print_exc()
+        return JobStatus.failed, f"{type(exc).__name__}: {exc}"
+    return JobStatus.completed, None
+
+
 def execute_job(store: Store, job_id: int, pid: int) -> JobStatus:
     """Run job `job_id` here to its end; returns the final status (or raises IllegalTransition
     when the job was not queued, e.g. another runner took it). In a distributed job only rank 0
@@ -57,31 +79,13 @@ def execute_job(store: Store, job_id: int, pid: int) -> JobStatus:
         job = get_job(session, job_id)
         kind, config = job.kind, dict(job.config)
     ctx = JobContext(store, job_id, config, folder)
-    signal.signal(signal.SIGTERM, lambda *_: ctx.stop_event.set())
     stop = threading.Event()
     beater = threading.Thread(target=_beat, args=(store, job_id, stop), daemon=True)
     beater.start()
     ranks = f" (rank 0 of {world_size()} processes)" if world_size() > 1 else ""
     ctx.log(f"job {job_id} ({kind}) started, pid {pid}{ranks}")
-    final, error = JobStatus.completed, None
     try:
-        handler_for(kind)(ctx)
-    except JobCancelled:
-        final, error = JobStatus.cancelled, "cancelled"
-    except TunedeckError as exc:
-        final, error = JobStatus.failed, str(exc)
-    except MemoryError:
-        final, error = JobStatus.failed, "out of memory"
-    except OSError as exc:
-        _print_exc()
-        if exc.errno == errno.ENOSPC:
-            error = disk_full_message(Path(exc.filename) if exc.filename else folder)
-        else:
-            error = f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
-        final = JobStatus.failed
-    except Exception as exc:  # every failure must end the job row, not the process
-        _print_exc()
-        final, error = JobStatus.failed, f"{type(exc).__name__}: {exc}"
+        final, error = _run_handler(ctx, kind)
     finally:
         stop.set()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
@@ -108,14 +112,7 @@ def _execute_follower(store: Store, job_id: int, folder: Path) -> JobStatus:
         kind, config, status = job.kind, dict(job.config), job.status
     if status not in (JobStatus.queued.value, JobStatus.running.value):
         raise IllegalTransition(f"job {job_id} is {status}")
-    ctx = JobContext(store, job_id, config, folder, main=False)
-    signal.signal(signal.SIGTERM, lambda *_: ctx.stop_event.set())
-    try:
-        handler_for(kind)(ctx)
-    except JobCancelled:
-        return JobStatus.cancelled
-    except Exception:
-        print(f"[rank {rank()}] job {job_id} failed:", flush=True)
-        traceback.print_exc()
-        return JobStatus.failed
-    return JobStatus.completed
+    final, error = _run_handler(JobContext(store, job_id, config, folder, main=False), kind)
+    if final is JobStatus.failed:
+        print(f"[rank {rank()}] job {job_id} failed: {error}", flush=True)
+    return final

@@ -27,3 +27,8 @@ class IllegalTransition(TunedeckError):
 
 class SchemaError(TunedeckError):
     """The database's schema cannot be used by this version of tunedeck."""
+
+
+def first_line(text: str, default: str = "") -> str:
+    """The first non-blank line of `text`, stripped: a one-line reason from a multi-line message."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), default)

@@ -9,6 +9,19 @@ from store.errors import InvalidName
 MAX_NAME = 64
 
 
+def name_problem(name: str) -> str | None:
+    """What makes `name` unusable in a path or a terminal (a path separator, "." or "..", a control
+    character), or None. Length and emptiness are the caller's rules."""
+    if "/" in name or "\\" in name:
+        return "must not contain a path separator"
+    if name in {".", ".."}:
+        return "is not allowed"
+    for ch in name:
+        if unicodedata.category(ch).startswith("C"):
+            return f"contains a control character (U+{ord(ch):04X})"
+    return None
+
+
 def check_name(name: str, what: str = "name") -> str:
     """Return `name` stripped if it is usable, else raise InvalidName saying why."""
     cleaned = name.strip()
@@ -16,11 +29,7 @@ def check_name(name: str, what: str = "name") -> str:
         raise InvalidName(f"{what} must not be empty")
     if len(cleaned) > MAX_NAME:
         raise InvalidName(f"{what} is {len(cleaned)} characters long; the limit is {MAX_NAME}")
-    if "/" in cleaned or "\\" in cleaned:
-        raise InvalidName(f"{what} {cleaned!r} must not contain a path separator")
-    if cleaned in {".", ".."}:
-        raise InvalidName(f"{what} {cleaned!r} is not allowed")
-    for ch in cleaned:
-        if unicodedata.category(ch).startswith("C"):
-            raise InvalidName(f"{what} {cleaned!r} contains a control character (U+{ord(ch):04X})")
+    problem = name_problem(cleaned)
+    if problem:
+        raise InvalidName(f"{what} {cleaned!r} {problem}")
     return cleaned

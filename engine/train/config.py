@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import re
 import textwrap
-import unicodedata
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -20,6 +19,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from store.errors import TunedeckError
+from store.names import name_problem
 
 __all__ = [
     "ALIASES",
@@ -269,13 +269,10 @@ class RunConfig(_Section):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        # The same rules as every other name (store.names); its own length limit stays.
-        if "/" in value or "\\" in value:
-            raise ValueError("must not contain a path separator")
-        if value in {".", ".."}:
-            raise ValueError("must not be '.' or '..'")
-        if any(unicodedata.category(ch).startswith("C") for ch in value):
-            raise ValueError("must not contain control characters")
+        # The same rules as every other name; its own length limit stays, and it may be empty.
+        problem = name_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("devices", mode="before")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from store.errors import TunedeckError
+from store.errors import TunedeckError, first_line
 
 
 def linear_module_names(model: str, trust_remote_code: bool = False) -> dict[str, int]:
@@ -16,7 +16,7 @@ def linear_module_names(model: str, trust_remote_code: bool = False) -> dict[str
         with init_empty_weights():
             net = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     except (ValueError, KeyError, TypeError, RuntimeError) as exc:  # transformers refusing the config
-        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        reason = first_line(str(exc), type(exc).__name__)
         raise TunedeckError(f"{model}: transformers cannot build the model from its config ({reason})") from None
     names: dict[str, int] = {}
     for full, module in net.named_modules():

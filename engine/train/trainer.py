@@ -18,7 +18,7 @@ from engine.jobctx import JobCancelled, JobContext
 from engine.train.config import RunConfig, parse_config, resolve_precision
 from engine.train.data import dpo_rows, read_split, sft_features
 from store.diskfull import DiskFull, disk_full_message, is_disk_full, writing
-from store.errors import TunedeckError
+from store.errors import TunedeckError, first_line
 
 SUGGESTIONS = ("a smaller per_device_batch with more grad_accum", "a shorter max_length",
                "gradient_checkpointing: true", "method: qlora", "a lower lora.r")
@@ -33,17 +33,21 @@ def _complete(checkpoint: Path) -> bool:
     return True
 
 
+def _step(checkpoint: Path) -> int:
+    """The step a `checkpoint-N` folder was saved at."""
+    return int(checkpoint.name.split("-")[-1])
+
+
 def latest_checkpoint(folder: Path) -> Path | None:
     """The newest complete checkpoint, if any."""
     done = [p for p in folder.glob("checkpoint-*") if _complete(p)]
-    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+    return max(done, key=_step, default=None)
 
 
 def drop_partial_checkpoints(folder: Path, exc: BaseException) -> DiskFull | None:
     """After training failed with `exc`: remove the checkpoints it left half-written, and return a DiskFull
     naming the one being written when the disk filled up (None when the failure was something else)."""
-    partial = sorted((p for p in folder.glob("checkpoint-*") if not _complete(p)),
-                     key=lambda p: int(p.name.split("-")[-1]))
+    partial = sorted((p for p in folder.glob("checkpoint-*") if not _complete(p)), key=_step)
     full = not isinstance(exc, TunedeckError) and is_disk_full(exc, folder, while_writing=bool(partial))
     for path in partial:
         shutil.rmtree(path, ignore_errors=True)
@@ -107,7 +111,7 @@ def load_checked(cfg: RunConfig, model_path: str, precision: str, cuda: bool) ->
         if isinstance(exc, TunedeckError) or is_oom(exc):
             raise
         traceback.print_exc()
-        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        reason = first_line(str(exc), type(exc).__name__)
         raise TunedeckError(f"cannot load the model {model_path}: {reason}") from None
 
 def trainer_args(cfg: RunConfig, out: Path, precision: str, cuda: bool, has_eval: bool) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane, T
 from textual.worker import Worker, WorkerState
 
 from store.db import Store
-from store.errors import NotFound
+from store.errors import NotFound, first_line
 from store.views import RunRow, json_dict, lineage_order, project_contents, project_runs
 from tui.screens._common import ago, clip, size_text
 from tui.screens.import_dialog import ImportDialog, ImportErrorDialog, Queued
@@ -516,7 +516,7 @@ class ProjectScreen(Screen[None]):
             text = (f"[b yellow]●[/] {len(self.marked)} marked (runs {escape(clip(ids, 30))}) · {more}"
                     "\n[dim]space on a marked run unmarks it · enter opens the highlighted run[/dim]")
         elif run.status in FAILED and run.error:
-            first = next((line.strip() for line in run.error.splitlines() if line.strip()), "")
+            first = first_line(run.error)
             text = f"[red]{escape(clip(first, 70))}[/red]\n[dim]enter opens run {run.id} · n starts a new run[/dim]"
         elif run.kind == "train":
             model = (run.model or "?").rstrip("/").rsplit("/", 1)[-1]

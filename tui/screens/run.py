@@ -24,7 +24,7 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from store.db import Store
-from store.errors import NotFound, TunedeckError
+from store.errors import NotFound, TunedeckError, first_line
 from store.metrics import last_step, points_since
 from store.views import RunDetail, run_detail
 from tui.screens._common import ago, clip
@@ -371,7 +371,7 @@ class RunScreen(Screen[None]):
         if d.status == "cancelled":
             return f"[yellow]cancelled at step {d.step}[/yellow][dim]{keys}[/dim]"
         if d.status in ("failed", "interrupted"):
-            first = next((line.strip() for line in (d.error or "").splitlines() if line.strip()), "no error recorded")
+            first = first_line(d.error or "", "no error recorded")
             return f"[red]{escape(clip(first, 76 - len(keys)))}[/red][dim]{keys}[/dim]"
         if d.status == "queued":
             return f"[dim]waiting for the {escape(d.slot)} runner (one run at a time per device)[/dim]"
