@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import func, text
 from sqlmodel import Session, select
 
 from store.errors import IllegalTransition, NotFound
@@ -104,10 +104,46 @@ def jobs_changed_since(session: Session, since: float, project_id: int | None = 
     return list(session.exec(query.order_by(Job.updated_at)))
 
 
+QUEUE_ORDER_SQL = "coalesce(queue_pos, id), id"
+"""How a slot's queued jobs are ordered: by queue position, which is the id unless the job was moved."""
+
+
+def queue_order() -> tuple[Any, Any]:
+    """QUEUE_ORDER_SQL as SQLModel order_by terms."""
+    return func.coalesce(Job.queue_pos, Job.id), Job.id
+
+
 def next_queued(session: Session, slot: str) -> Job | None:
-    """The oldest queued job of a runner slot."""
-    query = select(Job).where(Job.slot == slot, Job.status == S.queued.value).order_by(Job.id)
+    """The first queued job of a runner slot, in queue order (oldest first unless one was moved)."""
+    query = select(Job).where(Job.slot == slot, Job.status == S.queued.value).order_by(*queue_order())
     return session.exec(query).first()
+
+
+def move_in_queue(session: Session, job_id: int, offset: int) -> int:
+    """Move a queued job `offset` places (-1 up: it runs sooner, +1 down) within its slot's queue, past
+    queued jobs only; returns its new 0-based place. A job already first (or last) stays where it is."""
+    job = get_job(session, job_id)
+    if job.status != S.queued.value:
+        raise IllegalTransition(f"job {job_id} is {job.status}; only queued jobs can be moved in the queue")
+    rows = session.execute(
+        text(f"SELECT id, coalesce(queue_pos, id) FROM jobs WHERE slot = :slot AND status = 'queued' "
+             f"ORDER BY {QUEUE_ORDER_SQL}"), {"slot": job.slot},
+    ).all()
+    ids = [int(r[0]) for r in rows]
+    place = ids.index(job_id)
+    target = max(0, min(len(ids) - 1, place + offset))
+    if target == place:
+        return place
+    keys = [float(r[1]) for r in rows]  # sorted; the moved list takes them over place by place
+    for i in range(1, len(keys)):  # ties (a requeued job's id equal to a moved job's position) spread apart
+        keys[i] = max(keys[i], keys[i - 1] + 1e-6)
+    ids.insert(target, ids.pop(place))
+    stamp = now()
+    for jid, key in zip(ids, keys, strict=True):
+        session.execute(text("UPDATE jobs SET queue_pos = :pos, updated_at = :t WHERE id = :id"),
+                        {"pos": key, "t": stamp, "id": jid})
+    session.expire_all()
+    return target
 
 
 def request_cancel(session: Session, job_id: int) -> str:

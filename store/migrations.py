@@ -115,7 +115,13 @@ V3 = [
     "CREATE INDEX ix_jobs_slot_queue ON jobs (slot, status, id)",
 ]
 
-MIGRATIONS: list[list[str]] = [V1, V2, V3]
+# v4: a queue position per job, so a queued job can be moved up or down its slot's queue. NULL (every job
+# made before, and new ones) means "where its id puts it": runners take coalesce(queue_pos, id), then id.
+V4 = [
+    "ALTER TABLE jobs ADD COLUMN queue_pos REAL",
+]
+
+MIGRATIONS: list[list[str]] = [V1, V2, V3, V4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

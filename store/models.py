@@ -80,6 +80,7 @@ class Job(SQLModel, table=True):
     slot: str = "cpu"
     cancel_requested: bool = False
     result: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    queue_pos: float | None = None  # None: its id is its place in the queue (see store.jobs.queue_order)
 
 
 class Metric(SQLModel, table=True):
