@@ -196,6 +196,17 @@ def project_runs(conn: sqlite3.Connection, project_id: int, limit: int = ROW_LIM
     return [RunRow(*row) for row in rows]
 
 
+def latest_values(conn: sqlite3.Connection, job_id: int, names: tuple[str, ...]) -> dict[str, float]:
+    """The newest value of each of a job's metrics `names` that it has (one index walk per name)."""
+    out: dict[str, float] = {}
+    for name in names:
+        row = conn.execute("SELECT value FROM metrics WHERE job_id = ? AND name = ? ORDER BY step DESC LIMIT 1",
+                           (job_id, name)).fetchone()  # fmt: skip
+        if row is not None:
+            out[name] = float(row[0])
+    return out
+
+
 @dataclass(frozen=True)
 class RunDetail:
     """One job as the run screen shows it; `config` and `result` are decoded JSON."""

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from store.db import Store
 from tui.commands.common import open_from_args, print_json, table, when
+from tui.progress import EtaEstimator, ProgressView, job_estimator, observe_job
 
 if TYPE_CHECKING:
     from store.models import Job
@@ -46,26 +47,53 @@ def read_job(store: Store, job_id: int) -> Job:
         return get_job(session, job_id)
 
 
-def wait_for_job(store: Store, job_id: int, label: str, show_progress: bool) -> Job:
-    """Poll a job until it ends; a progress line on stderr when it is a terminal.
+PLAIN_EVERY_S = 10.0  # without a terminal, a progress line this often (and at each change of status)
 
-    Ctrl+C stops the waiting, never the job (it runs detached).
-    """
-    tty = show_progress and sys.stderr.isatty()
+
+def job_progress(store: Store, job: Job, est: EtaEstimator, label: str) -> ProgressView:
+    """What the `--wait` line says about `job` now; feeds `est` the job's progress."""
+    from store.views import latest_values
+
+    view = ProgressView(label, job.status, step=job.step, total=job.total_steps, fraction=job.progress)
+    if job.status == "running":
+        observe_job(est, job.step, job.total_steps, job.progress, job.heartbeat_at)
+        view.eta_s = est.eta(time.time())
+    if job.kind == "train":
+        with store.raw() as conn:
+            latest = latest_values(conn, job.id, ("loss", "tokens_per_s"))
+        view.loss, view.tokens_per_s = latest.get("loss"), latest.get("tokens_per_s")
+    return view
+
+
+def wait_for_job(store: Store, job_id: int, label: str, show_progress: bool) -> Job:
+    """Poll a job until it ends. With `show_progress`, its progress on stderr: one line rewritten in place on
+    a terminal (step/total, loss, tokens/s, ETA), else a plain line every PLAIN_EVERY_S and at each change of
+    status. Ctrl+C stops the waiting, never the job (it runs detached)."""
+    import shutil
+
+    stream = sys.stderr
+    tty = show_progress and stream.isatty()
+    est = job_estimator(None)
+    printed_at, printed_status = 0.0, ""
     try:
         while True:
             job = read_job(store, job_id)
             if job.status in FINAL:
                 break
-            if tty:
-                pct = f"{job.progress * 100:3.0f}%" if job.progress else "   "
-                print(f"\r{label}: {job.status} {pct}", end="", file=sys.stderr, flush=True)
+            if show_progress:
+                line = job_progress(store, job, est, label).line()
+                if tty:
+                    width = max(20, shutil.get_terminal_size((80, 24)).columns - 1)
+                    print("\r" + line[:width] + "\x1b[K", end="", file=stream, flush=True)
+                elif job.status != printed_status or time.monotonic() - printed_at >= PLAIN_EVERY_S:
+                    print(line, file=stream, flush=True)
+                    printed_at, printed_status = time.monotonic(), job.status
             time.sleep(0.25)
     except KeyboardInterrupt:
-        print(f"\nstopped waiting; job {job_id} goes on (`tunedeck job show {job_id}`)", file=sys.stderr)
+        print(f"\nstopped waiting; job {job_id} goes on (`tunedeck job show {job_id}`)", file=stream)
         raise
     if tty:
-        print("\r" + " " * 60 + "\r", end="", file=sys.stderr, flush=True)
+        print("\r\x1b[K", end="", file=stream, flush=True)
     return job
 
 

@@ -12,39 +12,11 @@ from textual.containers import Horizontal, Vertical
 from textual.markup import escape
 from textual.widgets import Sparkline, Static
 
-EIGHTHS = " ▏▎▍▌▋▊▉"
+from tui.progress import eta_text, fmt_value, progress_bar
+
 AXIS_WIDTH = 9
 MAX_POINTS = 20_000  # kept per chart; older points are thinned out beyond that
-
-
-def fmt_value(value: float | None, digits: int = 4) -> str:
-    """A metric value in at most `digits` significant digits ("-" for none)."""
-    if value is None:
-        return "-"
-    return f"{value:.{digits}g}"
-
-
-def eta_text(seconds: float | None) -> str:
-    """A duration as one or two units: 45s, 3m12s, 1h05m, 2d03h ("-" for none)."""
-    if seconds is None or seconds < 0:
-        return "-"
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
-def progress_bar(fraction: float | None, width: int = 5) -> str:
-    """`fraction` (0..1) as a bar of `width` cells in eighths of a cell, then the percentage: `███▌░ 70%`."""
-    fraction = min(max(fraction or 0.0, 0.0), 1.0)
-    eighths = round(fraction * width * 8)
-    full, part = divmod(eighths, 8)
-    bar = "█" * full + (EIGHTHS[part] if part and full < width else "")
-    return bar + "░" * (width - len(bar)) + f" {round(fraction * 100):>3d}%"
+__all__ = ["MetricChart", "eta_text", "fmt_value", "progress_bar"]
 
 
 def _mean(values: Sequence[float]) -> float:
