@@ -12,7 +12,7 @@ from collections import namedtuple
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from store.errors import NotFound
+from store.errors import NotFound, Refused
 
 ROW_LIMIT = 500
 
@@ -144,12 +144,13 @@ def dataset_detail(conn: sqlite3.Connection, dataset_id: int) -> DatasetDetail:
 # ----------------------------------------------------------------------------- training runs
 
 IMPORT_KIND = "dataset-import"
+TRAIN_KIND = "train"
 
 
 @dataclass(frozen=True)
 class RunRow:
-    """One row of a project's Runs tab: a job (training runs and the other non-import jobs) with its latest
-    train loss and ETA. `eta_s` is the engine's estimate written at `eta_at` (epoch seconds)."""
+    """One row of a project's Runs tab: a training run with its latest train loss and ETA. `eta_s` is the
+    engine's estimate written at `eta_at` (epoch seconds)."""
 
     id: int
     kind: str
@@ -183,15 +184,16 @@ SELECT j.id, j.kind, j.name, j.status, j.step, j.total_steps, j.progress, j.erro
     {_LATEST.format(col="created_at", name="eta_s")},
     j.updated_at
 FROM jobs j
-WHERE j.project_id = ? AND j.kind != '{IMPORT_KIND}'
+WHERE j.project_id = ? AND j.kind = '{TRAIN_KIND}'
 ORDER BY j.id DESC
 LIMIT ?
 """
 
 
 def project_runs(conn: sqlite3.Connection, project_id: int, limit: int = ROW_LIMIT) -> list[RunRow]:
-    """A project's jobs other than dataset imports (those show with the datasets), newest first, with each
-    one's latest `loss` and `eta_s` metric: one query, cheap for any number of metric points."""
+    """A project's training runs (the other jobs show on the Jobs screen, imports with the datasets too),
+    newest first, with each one's latest `loss` and `eta_s` metric: one query, cheap for any number of
+    metric points."""
     rows = conn.execute(PROJECT_RUNS_SQL, (project_id, limit))
     return [RunRow(*row) for row in rows]
 
@@ -298,7 +300,8 @@ class CompareRun:
 
 def compare_runs(conn: sqlite3.Connection, job_ids: list[int], metrics: tuple[str, ...] = ("loss", "eval_loss"),
                  ) -> list[CompareRun]:  # fmt: skip
-    """Jobs `job_ids` (in that order) with their `metrics` series, in one read transaction; NotFound if one is gone."""
+    """Training runs `job_ids` (in that order) with their `metrics` series, in one read transaction; NotFound if
+    one is gone, Refused if one is another kind of job (a merge or an eval has no curves to compare)."""
     marks = ", ".join("?" for _ in metrics)
     conn.execute("BEGIN")
     try:
@@ -308,6 +311,8 @@ def compare_runs(conn: sqlite3.Connection, job_ids: list[int], metrics: tuple[st
                                (job_id,)).fetchone()  # fmt: skip
             if row is None:
                 raise NotFound(f"no job with id {job_id}")
+            if row[1] != TRAIN_KIND:
+                raise Refused(f"job {job_id} is a {row[1]} job, not a training run: only runs can be compared")
             series: dict[str, list[tuple[int, float]]] = {name: [] for name in metrics}
             points = conn.execute(f"SELECT name, step, value FROM metrics WHERE job_id = ? AND name IN ({marks}) "
                                   "ORDER BY step", (job_id, *metrics))  # fmt: skip
@@ -375,3 +380,67 @@ def lineage_order(artifacts: list[Any]) -> list[tuple[Any, int]]:
         out.append((a, depth))
         stack.extend((child, depth + 1) for child in reversed(kids.get(a.id, [])))
     return out
+
+
+# ----------------------------------------------------------------------------- every job (the Jobs screen)
+
+ENDED_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """One job of any project as the Jobs screen lists it. `place` is its 1-based place in its slot's queue
+    (queued jobs only); `method`/`objective` describe a training run."""
+
+    id: int
+    project: str
+    kind: str
+    name: str
+    status: str
+    slot: str
+    step: int
+    total_steps: int | None
+    progress: float
+    error: str | None
+    cancel_requested: bool
+    heartbeat_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    updated_at: float
+    queue_key: float
+    method: str | None
+    objective: str | None
+    place: int | None = None
+
+
+_JOB_COLUMNS = """j.id, p.name, j.kind, j.name, j.status, j.slot, j.step, j.total_steps, j.progress, j.error,
+    j.cancel_requested, j.heartbeat_at, j.started_at, j.finished_at, j.updated_at, coalesce(j.queue_pos, j.id),
+    json_extract(j.config, '$.run.method'), json_extract(j.config, '$.run.objective')"""
+
+
+def all_jobs(conn: sqlite3.Connection, ended_limit: int = ENDED_LIMIT) -> list[JobRow]:
+    """Every project's jobs in the order they run: running ones (oldest start first), then the queued ones
+    slot by slot in queue order (the order runners take them), then the `ended_limit` latest that ended."""
+    conn.execute("BEGIN")
+    try:
+        active = conn.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs j JOIN projects p ON p.id = j.project_id "
+            "WHERE j.status IN ('queued', 'running') ORDER BY j.status = 'queued', j.slot, j.started_at, "
+            "coalesce(j.queue_pos, j.id), j.id").fetchall()
+        ended = conn.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs j JOIN projects p ON p.id = j.project_id "
+            "WHERE j.status NOT IN ('queued', 'running') ORDER BY coalesce(j.finished_at, j.updated_at) DESC, "
+            "j.id DESC LIMIT ?", (ended_limit,)).fetchall()
+    finally:
+        conn.execute("COMMIT")
+    rows: list[JobRow] = []
+    places: dict[str, int] = {}
+    for row in active:
+        values = list(row)
+        values[10] = bool(values[10])
+        place = None
+        if values[4] == "queued":
+            place = places[values[5]] = places.get(values[5], 0) + 1
+        rows.append(JobRow(*values, place=place))
+    rows.extend(JobRow(*row[:10], bool(row[10]), *row[11:]) for row in ended)
+    return rows

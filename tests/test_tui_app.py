@@ -291,9 +291,9 @@ def test_outside_changes_appear_without_a_key(store: Store, home: Path) -> None:
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen), "beta's screen")
         await pilot.press("2")
-        add_job(cli, beta, kind="merge", status="running")
+        add_job(cli, beta, kind="train", status="running")
         runs = app.screen.query_one("#runs-table", LiveTable)
-        await wait_for(pilot, lambda: [c[1] for _, c in runs.shown] == ["merge"], "the job from outside")
+        await wait_for(pilot, lambda: [c[1] for _, c in runs.shown] == ["train"], "the run from outside")
         cli.close()
 
     drive(store, scenario)

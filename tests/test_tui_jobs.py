@@ -3,13 +3,23 @@ the Jobs screen (`j`) and the job screen of non-training jobs, in a real store w
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from textual.pilot import Pilot
+from tui_pilot import drive, notes, screen_text, text, wait_for
 
 from engine.runner import run_slot
 from store.db import Store
 from store.errors import IllegalTransition
 from store.jobs import create_job, get_job, move_in_queue, next_queued
 from store.projects import create_project
+from tui.app import TunedeckApp
+from tui.screens.job import JobScreen
+from tui.screens.jobs import JobsScreen
+from tui.screens.run import ConfirmDialog, RunScreen
+from tui.widgets.live_table import LiveTable
+from tui.widgets.log_tail import LogTail
 
 
 def queue_selftests(store: Store, n: int, slot: str = "order", project: str = "p") -> list[int]:
@@ -69,3 +79,161 @@ def test_ties_between_a_requeued_job_and_a_moved_one_keep_a_strict_order(store: 
     with store.raw() as conn:
         keys = [r[0] for r in conn.execute("SELECT queue_pos FROM jobs WHERE slot = 'order' ORDER BY queue_pos")]
     assert len(set(keys)) == 3
+
+
+# ----------------------------------------------------------------------------- the screens
+
+
+def _job_row(store: Store, project_id: int, kind: str, status: str, name: str = "", **config: object) -> int:
+    import json
+
+    now = time.time()
+    with store.raw() as conn:
+        cursor = conn.execute(
+            "INSERT INTO jobs (project_id, kind, name, status, config, progress, created_at, updated_at, finished_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (project_id, kind, name, status, json.dumps(config), 1.0 if status == "completed" else 0.0, now, now,
+             now if status not in ("queued", "running") else None),
+        )
+        return int(cursor.lastrowid)
+
+
+def _selftest(store: Store, project_id: int, slot: str, steps: int, seconds: float) -> int:
+    from engine.launch import start_runner
+
+    with store.write() as session:
+        job_id = create_job(session, project_id, "selftest", {"steps": steps, "seconds": seconds}, slot=slot).id
+    start_runner(store.home, slot)
+    return job_id
+
+
+def _status(store: Store, job_id: int) -> str:
+    with store.raw() as conn:
+        return conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+
+
+def _stop(store: Store, job_id: int) -> None:
+    from store.jobs import request_cancel
+
+    if _status(store, job_id) in ("queued", "running"):
+        with store.write() as session:
+            request_cancel(session, job_id)
+    deadline = time.monotonic() + 30
+    while _status(store, job_id) in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def footer(app: TunedeckApp) -> str:
+    return screen_text(app).splitlines()[-1]
+
+
+def test_job_screen_shows_progress_stage_eta_and_log_and_only_the_keys_that_apply(store: Store) -> None:
+    with store.write() as session:
+        pid = create_project(session, "p").id
+    job_id = _selftest(store, pid, "ui", steps=30, seconds=9.0)
+
+    async def scenario(app: TunedeckApp, pilot: Pilot) -> None:
+        await wait_for(pilot, lambda: app.screen.query("#projects"), "the projects list")
+        app.push_screen(JobScreen(job_id))
+        await wait_for(pilot, lambda: isinstance(app.screen, JobScreen) and app.screen.detail is not None, "job")
+        screen: JobScreen = app.screen  # type: ignore[assignment]
+        await wait_for(pilot, lambda: screen.detail.status == "running" and screen.detail.step >= 3, "running",
+                       timeout=30)  # fmt: skip
+        await wait_for(pilot, lambda: "ETA -" not in text(app, "#job-header") and "/30 steps" in
+                       text(app, "#job-header"), "progress and an ETA", timeout=10)  # fmt: skip
+        header = text(app, "#job-header")
+        assert "running" in header and "ETA " in header and "· ui" in header
+        assert f"stage: job {job_id} (selftest) started" in header  # the engine's last message
+        assert "Cancel job" in footer(app) and "Open artifact" not in footer(app)
+        assert "(selftest) started" in "\n".join(screen.query_one(LogTail).lines)
+        assert "project p" in text(app, "#topbar") and f"selftest job {job_id}" in text(app, "#topbar")
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the confirmation")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: screen.detail.status == "cancelled", "cancelled", timeout=30)
+        await wait_for(pilot, lambda: "Cancel job" not in footer(app), "no cancel key once it ended")
+        assert not screen.check_action("cancel_job", ())
+        await pilot.press("2")
+        await wait_for(pilot, lambda: '"steps": 30' in screen_text(app), "the details tab")
+
+    try:
+        drive(store, scenario)
+    finally:
+        _stop(store, job_id)
+
+
+def test_runs_tab_lists_runs_only_and_compare_refuses_other_jobs(store: Store) -> None:
+    from store.errors import Refused
+    from store.views import compare_runs, project_runs
+
+    with store.write() as session:
+        pid = create_project(session, "p").id
+    run = _job_row(store, pid, "train", "completed", "r1", run={"method": "lora", "objective": "sft"})
+    merge = _job_row(store, pid, "merge", "completed")
+    _job_row(store, pid, "eval", "failed")
+    with store.raw() as conn:
+        assert [r.id for r in project_runs(conn, pid)] == [run]
+        with pytest.raises(Refused, match=f"job {merge} is a merge job, not a training run"):
+            compare_runs(conn, [run, merge])
+
+
+def test_jobs_screen_lists_every_project_in_queue_order_moves_cancels_and_opens(store: Store) -> None:
+    with store.write() as session:
+        p1 = create_project(session, "alpha").id
+        p2 = create_project(session, "beta").id
+        waiting = [create_job(session, pid, "selftest", {"steps": 1}, slot="idle").id for pid in (p1, p2, p1)]
+    run = _job_row(store, p2, "train", "completed", "r1", run={"method": "qlora", "objective": "sft"})
+    merge = _job_row(store, p1, "merge", "failed")
+    running = _selftest(store, p1, "ui", steps=40, seconds=20.0)
+
+    async def scenario(app: TunedeckApp, pilot: Pilot) -> None:
+        await wait_for(pilot, lambda: app.screen.query("#projects"), "the projects list")
+        await pilot.press("j")
+        await wait_for(pilot, lambda: isinstance(app.screen, JobsScreen) and app.screen.loaded, "the jobs screen")
+        screen: JobsScreen = app.screen  # type: ignore[assignment]
+        table = screen.query_one("#jobs-table", LiveTable)
+        await wait_for(pilot, lambda: screen.jobs[str(running)].status == "running", "running", timeout=30)
+        order = [int(k) for k, _ in table.shown]
+        assert order == [running, *waiting, merge, run]  # running, queued in queue order, then ended
+        rows = dict(table.shown)
+        assert rows[str(waiting[1])][1] == "beta" and rows[str(waiting[1])][4] == "#2"
+        assert rows[str(run)][2] == "qlora" and rows[str(running)][4] == "now" and rows[str(running)][7] == "ui"
+        await wait_for(pilot, lambda: dict(table.shown)[str(running)][6] != "-", "the running job's ETA",
+                       timeout=15)  # fmt: skip
+        assert "1 running · 3 queued" in text(app, "#jobs-summary")
+
+        table.move_cursor(row=order.index(waiting[2]))
+        await wait_for(pilot, lambda: "Move up" in footer(app), "the move keys on a queued job")
+        await pilot.press("K")
+        await wait_for(pilot, lambda: [int(k) for k, _ in table.shown][1:4] == [waiting[0], waiting[2], waiting[1]],
+                       "moved up")  # fmt: skip
+        assert table.current_key == str(waiting[2]) and dict(table.shown)[str(waiting[2])][4] == "#2"
+        await pilot.press("K", "K")  # to the top, and no further
+        await wait_for(pilot, lambda: queued_order(store, "idle") == [waiting[2], waiting[0], waiting[1]], "top")
+        await pilot.press("J")
+        await wait_for(pilot, lambda: queued_order(store, "idle") == [waiting[0], waiting[2], waiting[1]], "down")
+
+        table.move_cursor(row=[int(k) for k, _ in table.shown].index(merge))
+        await wait_for(pilot, lambda: "Move up" not in footer(app) and "Cancel" not in footer(app), "ended keys")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, JobScreen), "the job screen for a merge")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is screen, "back")
+        table.move_cursor(row=[int(k) for k, _ in table.shown].index(run))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), "the run screen for a run")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is screen, "back again")
+
+        table.move_cursor(row=[int(k) for k, _ in table.shown].index(running))
+        await wait_for(pilot, lambda: "Cancel" in footer(app), "cancel on a running job")
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the confirmation")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: screen.jobs[str(running)].status == "cancelled", "cancelled", timeout=30)
+        assert "Asked the job to stop." in notes(app)
+
+    try:
+        drive(store, scenario)
+    finally:
+        _stop(store, running)

@@ -236,8 +236,13 @@ def test_smoke_run_from_the_form_to_its_charts_log_and_config(demo: Demo) -> Non
         await wait_for(pilot, lambda: "max_steps: 6" in screen_text(app), "the config tab")
         assert "max_steps: 6" in screen.config_shown and "eval_steps: 3" in screen.config_shown
 
-        await pilot.press("r")  # a completed run cannot be resumed
-        await wait_for(pilot, lambda: "only failed, cancelled or interrupted" in notes(app), "the refusal")
+        # A completed run offers no cancel, resume or retry: not in the footer, and the keys do nothing.
+        footer = screen_text(app).splitlines()[-1]
+        assert "Duplicate" in footer and "Cancel run" not in footer and "Resume" not in footer, footer
+        assert not screen.check_action("resume_run", ()) and not screen.check_action("cancel_run", ())
+        await pilot.press("r")
+        await pilot.pause(0.3)
+        assert screen.detail.status == "completed" and "queued again" not in notes(app)
         await pilot.press("e")  # duplicate and edit: the form, filled with this run's config
         await wait_for(pilot, lambda: isinstance(app.screen, NewRunForm) and app.screen.checked, "the copy's form")
         copy: NewRunForm = app.screen  # type: ignore[assignment]

@@ -37,6 +37,7 @@ class TunedeckApp(App[None]):
         # Not a priority binding: in a text box, q types a q.
         Binding("q", "quit", "Quit"),
         Binding("g", "gpu", "GPUs"),
+        Binding("j", "jobs", "Jobs"),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
     ]
 
@@ -65,6 +66,13 @@ class TunedeckApp(App[None]):
 
         if not isinstance(self.screen, GpuScreen):
             self.push_screen(GpuScreen())
+
+
+    def action_jobs(self) -> None:
+        from tui.screens.jobs import JobsScreen
+
+        if not isinstance(self.screen, JobsScreen):
+            self.push_screen(JobsScreen())
 
 
 def run_app(store: Store) -> None:

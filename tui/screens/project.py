@@ -62,7 +62,7 @@ EMPTY: dict[str, str] = {
     "datasets": "No datasets in this project yet. Press [b]i[/b] to import a dataset "
     "(from a shell: tunedeck dataset add PROJECT FILE.jsonl).",
     "runs": "No runs in this project yet. Press [b]n[/b] to start a training run "
-    "(from a shell: tunedeck run new PROJECT --preset smoke).",
+    "(from a shell: tunedeck run new PROJECT --preset smoke). Merges, conversions and evals: [b]j[/b] (all jobs).",
     "artifacts": "No artifacts in this project yet. Models, adapters and exports made by runs appear here.",
     "chat": "No chat sessions in this project yet. Press [b]c[/b] to chat with a GGUF model "
     "(from a shell: tunedeck chat MODEL.gguf --project NAME).",

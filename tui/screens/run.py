@@ -27,10 +27,11 @@ from store.db import Store
 from store.errors import NotFound, TunedeckError, first_line
 from store.metrics import last_step, points_since
 from store.views import RunDetail, run_detail
+from tui.progress import eta_text, fmt_value, job_estimator, observe_job, progress_bar
 from tui.screens._common import ago, clip
 from tui.widgets.live_table import LiveTable
 from tui.widgets.log_tail import LogChunk, LogTail, read_log
-from tui.widgets.metric_chart import MetricChart, eta_text, fmt_value, progress_bar
+from tui.widgets.metric_chart import MetricChart
 
 POLL_SECONDS = 1.0
 REAP_EVERY_S = 5.0
@@ -222,7 +223,7 @@ class RunScreen(Screen[None]):
         self._polling = False
         self._generation = 0  # bumped when the screen drops what it shows (retry): older polls are ignored
         self._last_reap = 0.0
-        self._eta_at: float | None = None
+        self.eta = job_estimator(None)  # the smoothed ETA, fed each poll's step
         self._gone = False
 
     @property
@@ -248,6 +249,20 @@ class RunScreen(Screen[None]):
                 with VerticalScroll(id="config-body", classes="tab-body"):
                     yield Static("Loading…", id="config-text")
         yield Footer()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Only the actions that apply to the run as it is now show in the footer and answer their key: a
+        completed run offers no cancel or resume, a running one no resume, retry or delete."""
+        d = self.detail
+        if action == "cancel_run":
+            return d is not None and d.status in ACTIVE and not d.cancel_requested
+        if action in ("resume_run", "retry_run"):
+            return d is not None and d.status in REQUEUABLE
+        if action == "delete_run":
+            return d is not None and d.status not in ACTIVE
+        if action == "edit_copy":
+            return d is not None and isinstance(d.config.get("run"), dict)
+        return True
 
     def on_mount(self) -> None:
         self._log_status()
@@ -306,14 +321,24 @@ class RunScreen(Screen[None]):
     def _apply(self, poll: RunPoll) -> None:
         previous = self.detail
         self.detail = detail = poll.detail
+        if detail.kind != "train":  # not a run: the job screen shows it (its progress, stage and log)
+            from tui.screens.job import JobScreen
+
+            self._gone = True
+            self.app.switch_screen(JobScreen(detail.id))
+            return
         if poll.restart:
             self._reset_metrics()
+            self.eta.reset()
+        if detail.status == "running":
+            observe_job(self.eta, detail.step, detail.total_steps, detail.progress, detail.heartbeat_at)
+        if previous is None or (previous.status, previous.cancel_requested) != (detail.status,
+                                                                                detail.cancel_requested):
+            self.refresh_bindings()
         for step, name, value in poll.points:
             seen = self.latest.get(name)
             if seen is None or step >= seen[0]:
                 self.latest[name] = (step, value)
-                if name == "eta_s" and (seen is None or seen[0] != step):
-                    self._eta_at = time.time()  # the ETA counts down between logging steps
             self._since = max(self._since, step)
         for name, _, _ in CHARTS:
             points = [(s, v) for s, n, v in poll.points if n == name]
@@ -357,9 +382,8 @@ class RunScreen(Screen[None]):
         loss = self.latest.get("loss")
         if loss is not None:
             line += f"  loss [b]{fmt_value(loss[1])}[/b]"
-        if d.status == "running":
-            eta = self.latest.get("eta_s")
-            line += f"  ETA {eta_text(remaining_eta(eta[1], self._eta_at) if eta else None)}"
+        if d.status == "running":  # the smoothed ETA, as `--wait` and the Jobs screen show it
+            line += f"  ETA {eta_text(self.eta.eta(time.time()))}"
         line += f"  · {escape(d.slot)}"
         second = self._second_line(d, run)
         self.query_one("#run-header", Static).update(f"{line}\n{second}")
