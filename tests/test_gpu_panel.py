@@ -346,3 +346,46 @@ def test_new_run_form_shows_the_estimate_live(store: Store, tmp_path: Path) -> N
         assert "no GPU here to compare" in screen_text(app)
 
     drive(store, scenario)
+
+
+# ----------------------------------------------------------------------------- no GPU: the engine's processes
+
+
+def test_without_a_gpu_the_panel_shows_the_engine_processes_cpu_and_memory(store: Store) -> None:
+    from engine.launch import start_runner
+    from store.jobs import create_job, get_job
+
+    with store.write() as session:
+        project = Project(name="alpha")
+        session.add(project)
+        session.flush()
+        job_id = create_job(session, project.id, "selftest", {"steps": 200, "seconds": 40.0}, name="tick",
+                            slot="procs").id  # fmt: skip
+    start_runner(store.home, "procs")
+
+    async def scenario(app: TunedeckApp, pilot: Pilot) -> None:
+        await wait_for(pilot, lambda: isinstance(app.screen, ProjectsScreen), "the projects screen")
+        await pilot.press("g")
+        await wait_for(pilot, lambda: isinstance(app.screen, GpuScreen), "the GPU screen")
+        screen: GpuScreen = app.screen  # type: ignore[assignment]
+        await wait_for(pilot, lambda: f"job {job_id} selftest tick" in screen_text(app), "the job's engine",
+                       timeout=30)  # fmt: skip
+        await wait_for(pilot, lambda: any(p.role.startswith("job ") and p.cpu_pct is not None for p in screen.procs),
+                       "a CPU reading (two samples)", timeout=10)  # fmt: skip
+        shown = screen_text(app)
+        assert "Engine processes" in shown and "cores · load" in shown and "No GPU to show." in shown
+        engine = next(p for p in screen.procs if p.role == f"job {job_id} selftest tick")
+        with store.read() as session:
+            assert engine.pid == get_job(session, job_id).pid  # the pid the engine recorded
+        assert 10e6 < engine.rss < 2e9 and 0 <= engine.cpu_pct < 250
+        assert any(p.role == "runner procs" for p in screen.procs)
+        line = next(line for line in shown.splitlines() if f"job {job_id} selftest" in line)
+        assert f"{engine.pid}" in line and "MB" in line and "%" in line
+
+    try:
+        drive(store, scenario)
+    finally:
+        from store.jobs import request_cancel
+
+        with store.write() as session:
+            request_cancel(session, job_id)

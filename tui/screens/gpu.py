@@ -1,5 +1,6 @@
 """`g`: every GPU's utilization, memory, temperature, power and clocks with a short history, and the
-processes on each card, tunedeck's own jobs marked.
+processes on each card, tunedeck's own jobs marked. Without a GPU: the engine's processes (running jobs,
+their children, the runners) with their CPU and memory.
 
 A thread worker samples NVML about once a second (the sampler caches the fields that never change and
 rate-limits itself); the UI thread only renders. Without an NVIDIA driver the screen says so.
@@ -17,16 +18,18 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
-from tui.screens._common import clip
+from tui.screens._common import clip, size_text
 
 if TYPE_CHECKING:
     from engine.gpu.types import GpuSample, Snapshot
     from store.db import Store
+    from tui.procs import EngineProc, ProcSampler
 
 POLL_SECONDS = 1.0
 SPARK = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 40
 MAX_PROCESSES = 6  # per GPU; tunedeck's own come first
+MAX_ENGINE_PROCS = 12
 
 
 def spark(values: list[float | None], top: float | None, width: int = SPARK_WIDTH) -> str:
@@ -89,6 +92,36 @@ def snapshot_markup(snap: Snapshot) -> str:
     return "\n\n".join(gpu_text(gpu) for gpu in snap.gpus)
 
 
+def procs_markup(procs: list[EngineProc], machine: str) -> str:
+    """The engine's processes with their CPU and memory, under the machine's line (no GPU to show)."""
+    lines = [f"[b]Engine processes[/b] [dim]· {escape(machine)}[/dim]"]
+    if not procs:
+        lines.append(" [dim]none running: runners start when a job is queued[/dim]")
+        return "\n".join(lines)
+    lines.append(f"[dim]{'PID':>8}  {'CPU':>5}  {'memory':>9}  process[/dim]")
+    for proc in procs[:MAX_ENGINE_PROCS]:
+        cpu = "…" if proc.cpu_pct is None else f"{proc.cpu_pct:.0f}%"
+        what = ("  " * proc.depth + "└ " if proc.depth else "") + (proc.role or proc.name)
+        style = "b $success" if proc.role.startswith("job ") else "dim" if proc.depth else ""
+        label = escape(clip(what, 46))
+        label = f"[{style}]{label}[/]" if style else label
+        lines.append(f"{proc.pid:>8}  {cpu:>5}  {size_text(proc.rss):>9}  {label}")
+    if len(procs) > MAX_ENGINE_PROCS:
+        lines.append(f"  [dim]… and {len(procs) - MAX_ENGINE_PROCS} more[/dim]")
+    return "\n".join(lines)
+
+
+def sample_procs(store: Store, sampler: ProcSampler) -> tuple[list[EngineProc], str]:
+    """The engine's processes (running jobs' engines and their children, the runners) and the machine line."""
+    from store.gpu import running_job_pids
+    from tui.procs import machine_line, runner_pids
+
+    with store.raw() as conn:
+        jobs = {pid: f"job {job_id} {kind} {name}".strip() for pid, (job_id, kind, name) in
+                running_job_pids(conn).items()}  # fmt: skip
+    return sampler.sample(jobs, runner_pids(store.home)), machine_line()
+
+
 def sample(store: Store, sampler: Any) -> Snapshot:
     """Read tunedeck's running jobs and sample the GPUs (in a worker thread)."""
     from engine.gpu.types import OwnJob
@@ -117,6 +150,8 @@ class GpuScreen(Screen[None]):
         self.sampler = sampler
         self._own_sampler = sampler is None
         self.snapshot: Snapshot | None = None
+        self.procs: list[EngineProc] | None = None  # the engine's processes, sampled when there is no GPU
+        self.proc_sampler: ProcSampler | None = None
         self._busy = False
 
     @property
@@ -145,12 +180,19 @@ class GpuScreen(Screen[None]):
         self._busy = True
         self.run_worker(self._sample, group="gpu-sample", thread=True, exit_on_error=False)
 
-    def _sample(self) -> Snapshot:
+    def _sample(self) -> tuple[Snapshot, tuple[list[EngineProc], str] | None]:
         if self.sampler is None:
             from engine.gpu.nvml import Sampler
 
             self.sampler = Sampler()
-        return sample(self.store, self.sampler)
+        snap = sample(self.store, self.sampler)
+        if snap.available:
+            return snap, None
+        if self.proc_sampler is None:
+            from tui.procs import ProcSampler
+
+            self.proc_sampler = ProcSampler()
+        return snap, sample_procs(self.store, self.proc_sampler)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group != "gpu-sample" or event.state not in (
@@ -159,12 +201,13 @@ class GpuScreen(Screen[None]):
             return
         self._busy = False
         if event.state == WorkerState.SUCCESS:
-            self.show(event.worker.result)
+            snap, procs = event.worker.result
+            self.show(snap, procs)
         elif event.state == WorkerState.ERROR:
             self.query_one("#gpu-header", Static).update(escape(f"Could not sample the GPUs: {event.worker.error}"))
 
-    def show(self, snap: Snapshot) -> None:
-        """Render a snapshot."""
+    def show(self, snap: Snapshot, procs: tuple[list[EngineProc], str] | None = None) -> None:
+        """Render a snapshot, and the engine's processes when there is no GPU."""
         self.snapshot = snap
         if snap.available:
             count = len(snap.gpus)
@@ -172,7 +215,11 @@ class GpuScreen(Screen[None]):
         else:
             header = "no NVIDIA GPU"
         self.query_one("#gpu-header", Static).update(escape(header))
-        self.query_one("#gpu-text", Static).update(snapshot_markup(snap))
+        body = snapshot_markup(snap)
+        if procs is not None:
+            self.procs = procs[0]
+            body = procs_markup(*procs) + "\n\n" + body
+        self.query_one("#gpu-text", Static).update(body)
 
     def action_back(self) -> None:
         self.app.pop_screen()
