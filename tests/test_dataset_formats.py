@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from engine.datasets.formats import (
     load_examples,
     normalize,
 )
-from engine.datasets.readers import SourceError, count_hint, iter_records, source_files
+from engine.datasets.readers import EXPECTED_FILES, SourceError, count_hint, iter_records, source_files
 from engine.datasets.types import Location, RecordError
 
 USER, BOT = {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}
@@ -161,8 +162,10 @@ def test_json_file_holding_json_lines_is_read_as_lines() -> None:
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ('{"data": [\n{"text": "a"}]}', "d.json: expected a JSON array of objects at the top level, got an object "
-                                    "(for one object per line, name the file .jsonl)"),
+    ('{"train": [\n{"text": "a"}], "test": []}', "d.json: expected a JSON array of records, or an object holding "
+                                                 "one list of them; this object holds lists under train, test"),
+    ('{\n"version": 1\n}', "d.json: expected a JSON array of records, or an object holding one list of them; this "
+                       "object holds no list (keys: version)"),
     ('"text"', "d.json: expected a JSON array of objects at the top level, got string"),
     ('[{"text": "a"},\n {"text": "b" x}]', "d.json:2: invalid JSON: expecting ',' delimiter at column 15"),
     ('[{"text": "a"}', "d.json:1: invalid JSON: expecting ',' or ']' after an array element at column 15"),
@@ -256,15 +259,22 @@ def test_count_hint_and_iter_records() -> None:
 @pytest.mark.parametrize(("setup", "source", "message"), [
     (None, "missing.jsonl", "missing.jsonl: no such file or directory"),
     (None, "missing.txt", "missing.txt: no such file or directory"),
-    ("data.txt", "data.txt", "data.txt: unknown file type '.txt', expected .jsonl, .json, .csv or .parquet"),
+    ("data.xlsx", "data.xlsx", f"data.xlsx: unknown file type '.xlsx', expected {EXPECTED_FILES}"),
+    ("data.parquet.gz", "data.parquet.gz", "data.parquet.gz: a gzipped Parquet file; Parquet compresses itself, "
+                                           "so give the .parquet file"),
+    ("notjson.gz", "notjson.gz", "notjson.gz: cannot tell what this gzip file holds; name it .jsonl.gz, .json.gz, "
+                                 ".csv.gz or .txt.gz"),
+    ("broken.jsonl.gz", "broken.jsonl.gz", "broken.jsonl.gz: not a readable gzip file"),
     ("empty.jsonl", "empty.jsonl", "empty.jsonl: the file is empty"),
     ("bad.parquet", "bad.parquet", "bad.parquet: not a readable Parquet file"),
-    ("emptydir/notes.txt", "emptydir", "emptydir: no .jsonl, .json, .csv or .parquet files in this directory"),
+    ("emptydir/notes.xlsx", "emptydir", f"emptydir: no {EXPECTED_FILES} files in this directory"),
     ("dup.csv", "dup.csv", "dup.csv: the header names column 'a' twice"),
     ("badhead.csv", "badhead.csv", "badhead.csv:1: invalid UTF-8 in the header (byte 0xff at column 2)"),
 ])
 def test_source_errors(setup: str | None, source: str, message: str) -> None:
-    contents = {"data.txt": b"x", "empty.jsonl": b"", "bad.parquet": b"not parquet at all", "emptydir/notes.txt": b"x",
+    contents = {"data.xlsx": b"x", "empty.jsonl": b"", "bad.parquet": b"not parquet at all",
+                "emptydir/notes.xlsx": b"x", "data.parquet.gz": b"x", "notjson.gz": gzip.compress(b"a,b\n1,2\n"),
+                "broken.jsonl.gz": b"\x1f\x8bxx",
                 "dup.csv": b"a,b,a\n1,2,3\n", "badhead.csv": b"t\xffext\nx\n"}
     if setup:
         Path(setup).parent.mkdir(exist_ok=True)
@@ -325,7 +335,10 @@ CHAT_CASES = [
     ([USER, {"content": "x"}], ["messages[1].role: missing (expected one of system, user, assistant, tool)"]),
     ([USER, {"role": "assistant", "content": ""}], ["messages[1].content: empty (expected a non-empty string)"]),
     ([USER, {"role": "assistant", "content": [{"type": "text"}]}],
-     ["messages[1].content: expected a string, got list"]),
+     ["messages[1].content[0].text: missing (expected a non-empty string)"]),
+    ([USER, {"role": "assistant", "content": {"text": "x"}}], ["messages[1].content: expected a string, got object"]),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x.png"}}]}, BOT],
+     ["messages[0].content[0].type: multimodal content part (image_url): tunedeck imports text only"]),
     ([USER, BOT, {"role": "system", "content": "late"}], ["messages[2].role: a system message may only come first"]),
     ([{"role": "system", "content": "S"}, BOT, USER, BOT],
      ["messages[1].role: the conversation must start with a user message, got assistant"]),
@@ -343,7 +356,8 @@ def test_chat_record_errors(messages: Any, expected: list[str]) -> None:
 
 @pytest.mark.parametrize(("turns", "expected"), [
     ([{"from": "human", "value": "q"}, {"from": "bot", "value": "a"}],
-     ["conversations[1].from: unknown speaker 'bot', expected one of human, gpt, system"]),
+     ["conversations[1].from: unknown speaker 'bot', expected one of human, gpt, system, function_call, "
+      "observation"]),
     ([{"from": "gpt", "value": "a"}, {"from": "human", "value": "q"}, {"from": "gpt", "value": "b"}],
      ["conversations[0].from: the conversation must start with a human message, got gpt"]),
     ([{"from": "human", "value": "q"}], ["conversations: no gpt message to learn from"]),
@@ -366,7 +380,14 @@ def test_sharegpt_record_errors(turns: list[dict[str, str]], expected: list[str]
     ({"prompt": 1, "chosen": "", "rejected": "b"},
      ["prompt: expected a string or a list of messages, got int", "chosen: empty (expected a non-empty string)"]),
     ({"prompt": [USER], "chosen": [USER, BOT], "rejected": "b"},
-     ["chosen[0].role: expected assistant, got user (the prompt holds the rest)"]),
+     ["rejected: the conversation before the last assistant turn differs from chosen's (expected a shared prompt)"]),
+    ({"prompt": "other", "chosen": [USER, BOT], "rejected": [USER, {"role": "assistant", "content": "b"}]},
+     ["prompt: differs from the conversation before chosen's last assistant turn"]),
+    ({"chosen": [USER, BOT, USER], "rejected": [USER, {"role": "assistant", "content": "b"}]},
+     ["chosen[2].role: nothing may follow the last assistant message (it is the completion)"]),
+    ({"chosen": "a", "rejected": "b"},
+     ["prompt: missing (expected a string or a list of messages, or chosen/rejected conversations that hold the "
+      "prompt)"]),
     ({"prompt": [USER, BOT], "chosen": "a", "rejected": "b"},
      ["prompt[1].role: the prompt must end with a user message, got assistant"]),
     ({"prompt": [{"role": "system", "content": "s"}], "chosen": "a", "rejected": "b"},
@@ -384,11 +405,12 @@ def test_text_and_unrecognized_record_errors() -> None:
                         ["e.jsonl:2: text: missing (expected a non-empty string)"])
     with pytest.raises(DataError) as err:
         load_examples(jsonl("u.jsonl", {"question": "q", "answer": "a"}, {}), on_error="skip")
+    expected = ("expected messages (chat), conversations (sharegpt), prompt+chosen+rejected or chosen+rejected "
+                "conversations (preference), messages/completion+label or kto_tag (kto), segments (input_output), "
+                "instruction+output (alpaca) or text (text)")
     assert [str(e) for e in err.value.errors] == [
-        "u.jsonl:1: unrecognized record with keys question, answer; expected messages (chat), conversations "
-        "(sharegpt), prompt+chosen+rejected (preference), instruction+output (alpaca) or text (text)",
-        "u.jsonl:2: unrecognized record with no keys; expected messages (chat), conversations (sharegpt), "
-        "prompt+chosen+rejected (preference), instruction+output (alpaca) or text (text)",
+        f"u.jsonl:1: unrecognized record with keys question, answer; {expected}",
+        f"u.jsonl:2: unrecognized record with no keys; {expected}",
     ]
     assert str(err.value).startswith("no valid examples in u.jsonl (2 errors in 2 of 2 records):\n  u.jsonl:1: ")
 

@@ -19,6 +19,7 @@ salted ``hash()`` is never used).
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -59,7 +60,10 @@ def _messages_text(messages: Any, prefix: str = "") -> list[str]:
     out = []
     for m in messages or ():
         if isinstance(m, dict):
-            out.append(f"{prefix}{m.get('role', '?')}: {content_text(m.get('content'))}")
+            line = f"{prefix}{m.get('role', '?')}: {content_text(m.get('content'))}"
+            if m.get("tool_calls"):
+                line += " " + json.dumps(m["tool_calls"], ensure_ascii=False, sort_keys=True)
+            out.append(line)
     return out
 
 
@@ -72,6 +76,11 @@ def example_text(data: dict) -> str:
         lines += _messages_text(data.get("chosen"), "chosen ")
         lines += _messages_text(data.get("rejected"), "rejected ")
         return "\n".join(lines)
+    if "completion" in data:
+        label = "desirable" if data.get("label") else "undesirable"
+        return "\n".join(_messages_text(data.get("prompt")) + _messages_text(data.get("completion"), f"{label} "))
+    if "segments" in data:
+        return "\n".join(content_text(s.get("text")) for s in data["segments"] if isinstance(s, dict))
     if "text" in data:
         return content_text(data["text"])
     return ""

@@ -7,36 +7,56 @@ Every problem of a record is reported, each as ``file:line: field: message`` wit
 from __future__ import annotations
 
 import gc
+import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.datasets.readers import iter_records, kind
-from engine.datasets.types import FORMATS, ROLES, Example, Location, RecordError
+from engine.datasets.messages import (
+    CHAT,
+    MISSING,
+    SHAREGPT,
+    Problems,
+    check_turns,
+    empty,
+    media_problem,
+    message,
+    message_list,
+    messages,
+    optional_text,
+    show,
+    split_last_assistant,
+    text,
+    tools,
+)
+from engine.datasets.readers import SourceFields, iter_records, kind
+from engine.datasets.types import FORMATS, Example, Location, RecordError
 from store.errors import TunedeckError
 
 ON_ERROR = ("fail", "skip")
 CHECK_EVERY = 1000  # records between progress reports and cancellation checks
-SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
-_CHAT_ROLES = {r: r for r in ROLES}
-_MISSING: Any = object()
-_TEXT = "a non-empty string"
-_TEXT_OR_MESSAGES = "a string or a list of messages"
-_SIGNATURE = ("messages (chat), conversations (sharegpt), prompt+chosen+rejected (preference), "
+_SIGNATURE = ("messages (chat), conversations (sharegpt), prompt+chosen+rejected or chosen+rejected "
+              "conversations (preference), messages/completion+label or kto_tag (kto), segments (input_output), "
               "instruction+output (alpaca) or text (text)")
 _OWN_KEYS = {"chat": ("messages",), "sharegpt": ("conversations",), "preference": ("chosen", "rejected"),
+             "kto": ("kto_tag", "label", "completion"), "input_output": ("segments",),
              "alpaca": ("instruction",), "text": ("text",)}
 # message prefix -> category of the error, for reports; the first match wins
 _CATEGORIES = (
     ("invalid JSON", "invalid JSON"), ("invalid UTF-8", "invalid UTF-8"), ("expected a JSON object", "not an object"),
     ("malformed CSV", "malformed CSV"), ("unrecognized record", "unrecognized format"),
-    ("mixed formats", "mixed formats"), ("missing", "missing field"), ("empty", "empty content"),
+    ("mixed formats", "mixed formats"), ("multimodal", "multimodal"), ("missing", "missing field"),
+    ("empty", "empty content"),
     ("only whitespace", "empty content"), ("unknown role", "unknown role"), ("unknown speaker", "unknown role"),
     ("a system message", "system message not first"), ("the conversation must start", "bad turn order"),
-    ("the prompt must end", "bad turn order"), ("no assistant", "no assistant turn"), ("no gpt", "no assistant turn"),
+    ("the prompt must end", "bad turn order"), ("nothing may follow", "bad turn order"),
+    ("no assistant", "no assistant turn"), ("no gpt", "no assistant turn"),
     ("identical to chosen", "chosen equals rejected"), ("expected assistant", "wrong role"),
+    ("the conversation before", "prompts differ"), ("differs from the conversation", "prompts differ"),
+    ("not valid JSON", "invalid JSON"),
 )
 
 
@@ -62,18 +82,24 @@ class LoadResult:
     errors: list[RecordError] = field(default_factory=list)  # the first max_errors problems
     error_count: int = 0  # all problems (a record may have several)
     dropped: dict[str, int] = field(default_factory=dict)  # dropped records by category of their first problem
+    unused: dict[str, int] = field(default_factory=dict)  # field the import left out -> valid records holding it
     total: int = 0  # records read (blank lines not counted)
     valid: int = 0  # valid examples (kept in `examples`, or handed to the sink)
 
 
 def detect_format(record: dict[str, Any]) -> str | None:
     """The format a record's keys say it is in, or None."""
+    if "segments" in record:
+        return "input_output"
+    if "kto_tag" in record or (isinstance(record.get("label"), bool)
+                               and ("messages" in record or "conversations" in record or "completion" in record)):
+        return "kto"
+    if "chosen" in record and "rejected" in record:
+        return "preference"
     if "messages" in record:
         return "chat"
     if "conversations" in record:
         return "sharegpt"
-    if "prompt" in record and "chosen" in record and "rejected" in record:
-        return "preference"
     if "instruction" in record and "output" in record:
         return "alpaca"
     if "text" in record:
@@ -93,211 +119,286 @@ def error_category(error: RecordError) -> str:
 
 
 def normalize(record: dict[str, Any], fmt: str, loc: Location) -> Example | list[RecordError]:
-    """RECORD validated as format FMT and normalized, or every problem found in it."""
-    errs = _Errors(loc)
+    """RECORD validated as format FMT and normalized, or every problem found in it. The example's
+    ``extra["unused"]`` names the fields the record has that the normalized example leaves out."""
+    errs = Problems(loc)
+    media_problem(record, errs)
     data = _NORMALIZERS[fmt](record, errs)
     if errs.items or data is None:
         return errs.items
-    return Example(data=data, location=loc, format=fmt)
-
-
-# --- validation helpers ---------------------------------------------------------------------------------
-
-
-class _Errors:
-    """The problems of one record."""
-
-    __slots__ = ("items", "loc")
-
-    def __init__(self, loc: Location) -> None:
-        self.loc = loc
-        self.items: list[RecordError] = []
-
-    def add(self, path: str, message: str) -> None:
-        self.items.append(RecordError(self.loc, path, message))
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _text(value: Any, path: str, errs: _Errors) -> str | None:
-    """VALUE if it is a non-empty string, else None with the problem noted."""
-    if isinstance(value, str):
-        if value and not value.isspace():
-            return value
-        errs.add(path, f"{'only whitespace' if value else 'empty'} (expected {_TEXT})")
-    elif value is _MISSING:
-        errs.add(path, f"missing (expected {_TEXT})")
-    else:
-        errs.add(path, f"expected a string, got {kind(value)}")
-    return None
-
-
-def _optional_text(record: dict[str, Any], key: str, errs: _Errors) -> str | None:
-    """An optional string field: None when absent, null or blank."""
-    value = record.get(key)
-    if value is None or (isinstance(value, str) and (not value or value.isspace())):
-        return None
-    if not isinstance(value, str):
-        errs.add(key, f"expected a string, got {kind(value)}")
-        return None
-    return value
-
-
-def _message_list(value: Any, path: str, errs: _Errors, expected: str) -> list[Any] | None:
-    if isinstance(value, list):
-        if value:
-            return value
-        errs.add(path, "empty (expected at least one message)")
-    elif value is _MISSING:
-        errs.add(path, f"missing (expected {expected})")
-    else:
-        errs.add(path, f"expected {expected}, got {kind(value)}")
-    return None
-
-
-def _messages(value: Any, path: str, errs: _Errors, role_key: str = "role", content_key: str = "content",
-              roles: dict[str, str] = _CHAT_ROLES, expected: str = "a list of messages") -> list[dict[str, Any]] | None:
-    """Messages mapped to ``{"role", "content"}``, each checked (a bad part is noted and left None);
-    None if VALUE is not a non-empty list."""
-    items = _message_list(value, path, errs, expected)
-    if items is None:
-        return None
-    out: list[dict[str, Any]] = []
-    for i, item in enumerate(items):
-        if type(item) is dict:  # the fast path: a valid message
-            role, content = item.get(role_key), item.get(content_key)
-            role = roles.get(role) if type(role) is str else None
-            if role is not None and type(content) is str and content and not content.isspace():
-                out.append({"role": role, "content": content})
-                continue
-        out.append(_bad_message(item, f"{path}[{i}]", errs, role_key, content_key, roles))
-    return out
-
-
-def _bad_message(item: Any, where: str, errs: _Errors, role_key: str, content_key: str,
-                 roles: dict[str, str]) -> dict[str, Any]:
-    """A message with a problem: every problem noted, the bad parts None."""
-    if not isinstance(item, dict):
-        errs.add(where, f"expected an object with {role_key} and {content_key}, got {kind(item)}")
-        return {"role": None, "content": None}
-    role = _role(item.get(role_key, _MISSING), f"{where}.{role_key}", errs, roles)
-    content = _text(item.get(content_key, _MISSING), f"{where}.{content_key}", errs)
-    return {"role": role, "content": content}
-
-
-def _role(value: Any, path: str, errs: _Errors, roles: dict[str, str]) -> str | None:
-    if isinstance(value, str):
-        role = roles.get(value)
-        if role is not None:
-            return role
-        word = "role" if roles is _CHAT_ROLES else "speaker"
-        hint = " (names are lower case)" if value.lower() in roles else ""
-        errs.add(path, f"unknown {word} {_show(value)}{hint}, expected one of {', '.join(roles)}")
-    elif value is _MISSING:
-        errs.add(path, f"missing (expected one of {', '.join(roles)})")
-    else:
-        errs.add(path, f"expected a string, got {kind(value)}")
-    return None
-
-
-def _check_turns(messages: list[dict[str, Any]], path: str, errs: _Errors, role_key: str = "role",
-                 names: dict[str, str] | None = None, prompt: bool = False) -> None:
-    """System only first and a user turn before any other; then an assistant turn to learn from, or
-    (PROMPT) a last turn from the user. Turns whose role is unknown (None) are not judged."""
-    name = names.get if names else str
-    roles = [m["role"] for m in messages]
-    for i, role in enumerate(roles):
-        if role == "system" and i > 0:
-            errs.add(f"{path}[{i}].{role_key}", "a system message may only come first")
-    first = 1 if roles[0] == "system" else 0
-    if first < len(roles) and roles[first] not in ("user", None):
-        errs.add(f"{path}[{first}].{role_key}",
-                 f"the conversation must start with a {name('user')} message, got {name(roles[first])}")
-    last = len(roles) - 1
-    if prompt:
-        if roles[last] not in ("user", None) and last != first:
-            errs.add(f"{path}[{last}].{role_key}", f"the prompt must end with a user message, got {roles[last]}")
-    elif None not in roles and "assistant" not in roles:
-        errs.add(path, f"no {name('assistant')} message to learn from")
+    unused = sorted({k for k, v in record.items() if k not in errs.used and not empty(v)} | errs.unused)
+    return Example(data=data, location=loc, format=fmt, extra={"unused": unused} if unused else {})
 
 
 # --- the formats ----------------------------------------------------------------------------------------
 
 
-def _alpaca(record: dict[str, Any], errs: _Errors) -> dict[str, Any] | None:
-    instruction = _text(record.get("instruction", _MISSING), "instruction", errs)
-    extra = _optional_text(record, "input", errs)
-    output = _text(record.get("output", _MISSING), "output", errs)
-    system = _optional_text(record, "system", errs)
-    if instruction is None or output is None or errs.items:
+def _system_first(record: dict[str, Any], msgs: list[dict[str, Any]], errs: Problems) -> list[dict[str, Any]]:
+    """A ``system`` column put in front of the messages (LLaMA-Factory, many exports)."""
+    system = optional_text(record, "system", errs)
+    if system is None:
+        return msgs
+    if msgs and msgs[0].get("role") == "system":
+        errs.add("system", "both a system column and a system message (keep one)")
+        return msgs
+    return [{"role": "system", "content": system}, *msgs]
+
+
+def _history(record: dict[str, Any], errs: Problems) -> list[dict[str, Any]]:
+    """Alpaca's optional ``history``: earlier ``[instruction, answer]`` pairs, as turns."""
+    errs.use("history")
+    value = record.get("history")
+    if empty(value):
+        return []
+    if not isinstance(value, list):
+        errs.add("history", f"expected a list of [instruction, answer] pairs, got {kind(value)}")
+        return []
+    out: list[dict[str, Any]] = []
+    for i, pair in enumerate(value):
+        if not (isinstance(pair, list) and len(pair) == 2):
+            errs.add(f"history[{i}]", f"expected an [instruction, answer] pair, got {show(pair)}")
+            continue
+        q, a = text(pair[0], f"history[{i}][0]", errs), text(pair[1], f"history[{i}][1]", errs)
+        out += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    return out
+
+
+def _instruction_prompt(record: dict[str, Any], errs: Problems) -> list[dict[str, Any]] | None:
+    """Alpaca's instruction (+ input, history, system) as the messages up to the answer."""
+    errs.use("instruction", "input")
+    instruction = text(record.get("instruction", MISSING), "instruction", errs)
+    extra = optional_text(record, "input", errs)
+    turns = _history(record, errs)
+    if instruction is None:
         return None
     user = instruction if extra is None else f"{instruction}\n\n{extra}"
-    messages = [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
-    if system is not None:
-        messages.insert(0, {"role": "system", "content": system})
-    return {"messages": messages}
+    return _system_first(record, [*turns, {"role": "user", "content": user}], errs)
 
 
-def _chat(record: dict[str, Any], errs: _Errors) -> dict[str, Any] | None:
-    messages = _messages(record.get("messages", _MISSING), "messages", errs)
-    if messages is None:
+def _alpaca(record: dict[str, Any], errs: Problems) -> dict[str, Any] | None:
+    prompt = _instruction_prompt(record, errs)
+    errs.use("output")
+    output = text(record.get("output", MISSING), "output", errs)
+    if prompt is None or output is None or errs.items:
         return None
-    _check_turns(messages, "messages", errs)
-    return None if errs.items else {"messages": messages}
+    return {"messages": [*prompt, {"role": "assistant", "content": output}]}
 
 
-_SHAREGPT_NAMES = {v: k for k, v in SHAREGPT_ROLES.items()}
-
-
-def _sharegpt(record: dict[str, Any], errs: _Errors) -> dict[str, Any] | None:
-    messages = _messages(record.get("conversations", _MISSING), "conversations", errs, "from", "value",
-                         SHAREGPT_ROLES, "a list of turns")
-    if messages is None:
+def _with_tools(record: dict[str, Any], msgs: list[dict[str, Any]], errs: Problems) -> dict[str, Any] | None:
+    schemas = tools(record, errs)
+    if errs.items:
         return None
-    _check_turns(messages, "conversations", errs, "from", _SHAREGPT_NAMES)
-    return None if errs.items else {"messages": messages}
+    return {"messages": msgs, "tools": schemas} if schemas else {"messages": msgs}
 
 
-def _preference(record: dict[str, Any], errs: _Errors) -> dict[str, Any] | None:
-    prompt = _side(record, "prompt", "user", errs)
-    chosen = _side(record, "chosen", "assistant", errs)
-    rejected = _side(record, "rejected", "assistant", errs)
-    if chosen is not None and chosen == rejected:
+def _chat(record: dict[str, Any], errs: Problems) -> dict[str, Any] | None:
+    errs.use("messages")
+    msgs = messages(record.get("messages", MISSING), "messages", errs)
+    if msgs is None:
+        return None
+    msgs = _system_first(record, msgs, errs)
+    check_turns(msgs, "messages", errs)
+    return _with_tools(record, msgs, errs)
+
+
+def _sharegpt(record: dict[str, Any], errs: Problems) -> dict[str, Any] | None:
+    errs.use("conversations")
+    msgs = messages(record.get("conversations", MISSING), "conversations", errs, SHAREGPT)
+    if msgs is None:
+        return None
+    msgs = _system_first(record, msgs, errs)
+    check_turns(msgs, "conversations", errs, SHAREGPT)
+    return _with_tools(record, msgs, errs)
+
+
+_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant): ")
+
+
+def transcript(value: str) -> list[dict[str, Any]] | None:
+    """An HH-RLHF style transcript (``\\n\\nHuman: ...\\n\\nAssistant: ...``) as messages; None if it is not one."""
+    body = value.lstrip("\n")
+    if not body.startswith("Human: "):
+        return None
+    parts = _TURN.split(body)  # ["", "Human", text, "Assistant", text, ...]
+    return [{"role": "user" if who == "Human" else "assistant", "content": said.strip()}
+            for who, said in zip(parts[1::2], parts[2::2], strict=True)]
+
+
+def _prompt_of(record: dict[str, Any], errs: Problems) -> list[dict[str, Any]] | bool | None:
+    """The prompt of a preference or KTO record: from ``prompt`` (a string or messages), ``conversations``
+    (LLaMA-Factory) or ``instruction`` (+input); False when the record has none of these."""
+    if "prompt" in record:
+        errs.use("prompt")
+        value = record["prompt"]
+        if isinstance(value, str):
+            body = text(value, "prompt", errs)
+            return None if body is None else _system_first(record, [{"role": "user", "content": body}], errs)
+        msgs = messages(value, "prompt", errs, expected="a string or a list of messages")
+        if msgs is not None:
+            msgs = _system_first(record, msgs, errs)
+            check_turns(msgs, "prompt", errs, prompt=True)
+        return msgs
+    if "conversations" in record:
+        errs.use("conversations")
+        msgs = messages(record["conversations"], "conversations", errs, SHAREGPT)
+        if msgs is not None:
+            msgs = _system_first(record, msgs, errs)
+            check_turns(msgs, "conversations", errs, SHAREGPT, prompt=True)
+        return msgs
+    if "instruction" in record:
+        return _instruction_prompt(record, errs)
+    return False
+
+
+def _response(record: dict[str, Any], key: str, errs: Problems, transcripts: bool) -> list[dict[str, Any]] | None:
+    """A response field: a string (one assistant message, or with TRANSCRIPTS an HH-RLHF transcript), one
+    message object (LLaMA-Factory's ``{"from": "gpt", "value": ...}``), or a list of messages."""
+    errs.use(key)
+    value = record.get(key, MISSING)
+    if isinstance(value, str):
+        turns = transcript(value) if transcripts else None
+        if turns is not None:
+            value = turns
+        else:
+            body = text(value, key, errs)
+            return None if body is None else [{"role": "assistant", "content": body}]
+    if isinstance(value, dict):
+        style = SHAREGPT if "from" in value else CHAT
+        return [message(value, key, errs, style, key)]
+    style = SHAREGPT if isinstance(value, list) and value and isinstance(value[0], dict) and "from" in value[0] \
+        else CHAT  # fmt: skip
+    return messages(value, key, errs, style, expected="a string or a list of messages")
+
+
+def _completion(msgs: list[dict[str, Any]], key: str, errs: Problems) -> tuple[list[dict], list[dict]] | None:
+    """(what comes before, the completion) of a response: a whole conversation is split at its last assistant
+    turn; assistant messages alone are all completion."""
+    if any(m["role"] is None for m in msgs):
+        return None
+    if all(m["role"] == "assistant" for m in msgs):
+        return [], msgs
+    check_turns(msgs, key, errs)
+    return split_last_assistant(msgs, key, errs)
+
+
+def _same_prompt(given: list[dict[str, Any]], found: list[dict[str, Any]]) -> bool:
+    """Whether a given prompt agrees with the conversation found before the completion (UltraFeedback gives the
+    last user message as ``prompt`` and the whole conversation in chosen/rejected)."""
+    if given == found:
+        return True
+    user = [m for m in given if m["role"] != "system"]
+    return len(user) == 1 and bool(found) and found[-1]["role"] == "user" and \
+        found[-1]["content"].strip() == user[0]["content"].strip()  # fmt: skip
+
+
+def _preference(record: dict[str, Any], errs: Problems) -> dict[str, Any] | None:
+    prompt = _prompt_of(record, errs)
+    chosen = _response(record, "chosen", errs, transcripts=prompt is False)
+    rejected = _response(record, "rejected", errs, transcripts=prompt is False)
+    if chosen is None or rejected is None or prompt is None or errs.items:
+        return None
+    c_split, r_split = _completion(chosen, "chosen", errs), _completion(rejected, "rejected", errs)
+    if c_split is None or r_split is None:
+        return None
+    (c_before, chosen), (r_before, rejected) = c_split, r_split
+    if c_before != r_before:
+        errs.add("rejected", "the conversation before the last assistant turn differs from chosen's "
+                             "(expected a shared prompt)")
+    elif c_before:
+        if prompt is not False and not _same_prompt(prompt, c_before):
+            errs.add("prompt", "differs from the conversation before chosen's last assistant turn")
+        prompt = c_before
+    elif prompt is False:
+        errs.add("prompt", "missing (expected a string or a list of messages, or chosen/rejected conversations "
+                           "that hold the prompt)")
+    if chosen == rejected:
         errs.add("rejected", "identical to chosen (a preference pair needs two different responses)")
-    if prompt is None or chosen is None or rejected is None or errs.items:
+    if errs.items:
         return None
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
-def _side(record: dict[str, Any], key: str, role: str, errs: _Errors) -> list[dict[str, Any]] | None:
-    """A preference field, a string (one ROLE message) or a list of messages; None if it has a problem."""
-    value = record.get(key, _MISSING)
-    if isinstance(value, str):
-        content = _text(value, key, errs)
-        return None if content is None else [{"role": role, "content": content}]
-    before = len(errs.items)
-    messages = _messages(value, key, errs, expected=_TEXT_OR_MESSAGES)
-    if messages is None:
-        return None
-    if key == "prompt":
-        _check_turns(messages, key, errs, prompt=True)
+def _label(record: dict[str, Any], errs: Problems) -> bool | None:
+    key = "kto_tag" if "kto_tag" in record else "label"
+    errs.use(key)
+    value = record.get(key, MISSING)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"  # CSV cells
+    if isinstance(value, bool):
+        return value
+    got = "missing" if value is MISSING else f"got {kind(value)} {show(value)}"
+    errs.add(key, f"expected true (a desirable completion) or false (an undesirable one), {got}")
+    return None
+
+
+def _kto(record: dict[str, Any], errs: Problems) -> dict[str, Any] | None:
+    label = _label(record, errs)
+    if "completion" in record:
+        prompt = _prompt_of(record, errs)
+        completion = _response(record, "completion", errs, transcripts=False)
+        if prompt is False:
+            errs.add("prompt", "missing (expected a string or a list of messages)")
+        if prompt is None or prompt is False or completion is None or errs.items:
+            return None
+        split = _completion(completion, "completion", errs)
+        if split is None:
+            return None
+        before, completion = split
+        prompt = [*prompt, *before]
     else:
-        for i, m in enumerate(messages):
-            if m["role"] not in ("assistant", None):
-                errs.add(f"{key}[{i}].role", f"expected assistant, got {m['role']} (the prompt holds the rest)")
-    return messages if len(errs.items) == before else None
+        key, style = ("messages", CHAT) if "messages" in record or "conversations" not in record \
+            else ("conversations", SHAREGPT)  # fmt: skip
+        errs.use(key)
+        msgs = messages(record.get(key, MISSING), key, errs, style)
+        if msgs is None or errs.items:
+            return None
+        msgs = _system_first(record, msgs, errs)
+        check_turns(msgs, key, errs, style)
+        split = None if errs.items else split_last_assistant(msgs, key, errs, style)
+        if split is None:
+            return None
+        prompt, completion = split
+    if errs.items or label is None:
+        return None
+    return {"prompt": prompt, "completion": completion, "label": label}
 
 
-def _text_format(record: dict[str, Any], errs: _Errors) -> dict[str, Any] | None:
-    text = _text(record.get("text", _MISSING), "text", errs)
-    return None if text is None else {"text": text}
+def _input_output(record: dict[str, Any], errs: Problems) -> dict[str, Any] | None:
+    """axolotl's template-free layout: text segments, each trained on (label true) or not."""
+    errs.use("segments")
+    value = record.get("segments", MISSING)
+    items = message_list(value, "segments", errs, "a list of segments")
+    if items is None:
+        return None
+    out = []
+    for i, seg in enumerate(items):
+        where = f"segments[{i}]"
+        if not isinstance(seg, dict):
+            errs.add(where, f"expected an object with label and text, got {kind(seg)}")
+            continue
+        body = seg.get("text", MISSING)
+        if not isinstance(body, str):
+            errs.add(f"{where}.text", "missing (expected a string)" if body is MISSING else
+                     f"expected a string, got {kind(body)}")  # fmt: skip
+        label = seg.get("label", MISSING)
+        if not isinstance(label, bool):
+            errs.add(f"{where}.label", "expected true (trained on) or false (context only)")
+        errs.unused.update(f"segments[].{k}" for k in seg if k not in ("text", "label") and not empty(seg[k]))
+        out.append({"text": body, "label": label})
+    if not errs.items and not any(s["label"] and s["text"].strip() for s in out):
+        errs.add("segments", "no segment with label true to learn from")
+    return None if errs.items else {"segments": out}
 
 
-_NORMALIZERS: dict[str, Callable[[dict[str, Any], _Errors], dict[str, Any] | None]] = {
-    "alpaca": _alpaca, "chat": _chat, "sharegpt": _sharegpt, "preference": _preference, "text": _text_format,
+def _text_format(record: dict[str, Any], errs: Problems) -> dict[str, Any] | None:
+    errs.use("text")
+    body = text(record.get("text", MISSING), "text", errs)
+    return None if body is None else {"text": body}
+
+
+_NORMALIZERS: dict[str, Callable[[dict[str, Any], Problems], dict[str, Any] | None]] = {
+    "alpaca": _alpaca, "chat": _chat, "sharegpt": _sharegpt, "preference": _preference, "kto": _kto,
+    "input_output": _input_output, "text": _text_format,
 }
 
 
@@ -365,9 +466,13 @@ class _Loader:
         self.dropped: dict[str, int] = {}
         self.total = 0
         self.valid = 0
+        self.unused: Counter[str] = Counter()
         self.sink: Callable[[Example], None] | None = None
 
-    def add(self, loc: Location, record: dict[str, Any] | RecordError) -> None:
+    def add(self, loc: Location, record: dict[str, Any] | RecordError | SourceFields) -> None:
+        if isinstance(record, SourceFields):  # top-level keys beside a file's list of records
+            self.unused.update(f"(top level) {k}" for k in record.fields)
+            return
         self.total += 1
         if isinstance(record, RecordError):
             self._drop([record])
@@ -379,6 +484,8 @@ class _Loader:
         result = normalize(record, fmt, loc)
         if isinstance(result, Example):
             self.valid += 1
+            if result.extra:
+                self.unused.update(result.extra["unused"])
             if self.sink is not None:
                 self.sink(result)
             elif self.keep_examples:
@@ -418,7 +525,8 @@ class _Loader:
             why = ": it holds no records" if self.total == 0 else f" ({self._summary()}):\n{self._listing()}"
             raise DataError(f"no valid examples in {source}{why}", self.errors, self.error_count)
         return LoadResult(format=self.fmt or "", examples=self.examples, errors=self.errors,
-                          error_count=self.error_count, dropped=self.dropped, total=self.total, valid=self.valid)
+                          error_count=self.error_count, dropped=self.dropped, total=self.total, valid=self.valid,
+                          unused=dict(sorted(self.unused.items(), key=lambda kv: (-kv[1], kv[0]))))
 
     def _summary(self) -> str:
         bad = sum(self.dropped.values())
@@ -440,12 +548,14 @@ def _guess_format(record: dict[str, Any]) -> str | None:
     """The format of an incomplete record, from the keys only that format uses."""
     if "chosen" in record or "rejected" in record:
         return "preference"
+    if "completion" in record and "label" in record:
+        return "kto"
     if "instruction" in record:
         return "alpaca"
     return None
 
 
 def _unrecognized(record: dict[str, Any]) -> str:
-    keys = [k if len(k) <= 30 and k.isprintable() else _show(k) for k in map(str, list(record)[:8])]
+    keys = [k if len(k) <= 30 and k.isprintable() else show(k) for k in map(str, list(record)[:8])]
     have = f"keys {', '.join(keys)}{', ...' if len(record) > 8 else ''}" if record else "no keys"
     return f"unrecognized record with {have}; expected {_SIGNATURE}"

@@ -165,6 +165,8 @@ def _import_into(ctx: JobContext, cfg: dict, source: str, name: str, hint: int |
     if loaded.error_count:
         ctx.log(f"skipped {loaded.error_count} invalid record(s); first: {loaded.errors[0]}")
     ctx.log(f"read {loaded.total} record(s): {loaded.valid} valid, format {loaded.format}")
+    if loaded.unused:
+        ctx.log("fields not imported: " + ", ".join(f"{k} ({v})" for k, v in loaded.unused.items()))
     ctx.check_cancel()
 
     drop = spool.drop(rows, float(cfg["near_threshold"])) if cfg["dedup"] != "none" else set()
@@ -193,7 +195,7 @@ def _import_into(ctx: JobContext, cfg: dict, source: str, name: str, hint: int |
         train, val, fmt=loaded.format, kind=kind_of(loaded.format), tokenizer=tokenizer,
         max_length=int(cfg["max_length"]), near_threshold=float(cfg["near_threshold"]), dropped=dropped,
         progress=lambda _phase, frac: ctx.progress(0.5 + 0.45 * frac),
-        token_sample=int(cfg["token_sample"]) if cfg["token_sample"] else None,
+        token_sample=int(cfg["token_sample"]) if cfg["token_sample"] else None, unused=loaded.unused,
     )
     train.close()
     val.close()

@@ -76,6 +76,8 @@ class _Structure:
         self.issues: dict[str, _Ids] = {}
         self.system = 0
         self.multi_turn = 0
+        self.with_tools = 0
+        self.labels = {"desirable": 0, "undesirable": 0}  # kto
 
     def _issue(self, name: str, i: int) -> None:
         self.issues.setdefault(name, _Ids()).add(i)
@@ -95,8 +97,19 @@ class _Structure:
 
     def add(self, i: int, data: dict, text: str) -> None:
         self.chars.append(len(text))
-        if self.kind == "sft":
+        if self.kind == "sft" and "segments" in data:
+            segments = [s for s in data.get("segments") or () if isinstance(s, dict)]
+            self.turns.append(len(segments))
+            for seg in segments:
+                r = self.roles.setdefault("trained" if seg.get("label") else "context", [0, 0])
+                r[0] += 1
+                r[1] += len(str(seg.get("text", "")))
+            if not any(seg.get("label") for seg in segments):
+                self._issue("no_assistant_turn", i)
+        elif self.kind == "sft":
             msgs = self._messages(data.get("messages"), i)
+            if data.get("tools") or any(m.get("tool_calls") for m in msgs):
+                self.with_tools += 1
             self.turns.append(len(msgs))
             roles = [m.get("role") for m in msgs]
             if "system" in roles:
@@ -121,6 +134,15 @@ class _Structure:
                 self._issue("missing_completion", i)
             elif [m.get("content") for m in chosen] == [m.get("content") for m in rejected]:
                 self._issue("chosen_equals_rejected", i)
+        elif self.kind == "kto":
+            prompt = self._messages(data.get("prompt"), i)
+            completion = self._messages(data.get("completion"), i)
+            self.turns.append(len(prompt) + len(completion))
+            if any(m.get("role") == "system" for m in prompt):
+                self.system += 1
+            if not completion:
+                self._issue("missing_completion", i)
+            self.labels["desirable" if data.get("label") else "undesirable"] += 1
         elif not text.strip():
             self._issue("empty_text", i)
 
@@ -142,6 +164,9 @@ class _Structure:
         }  # fmt: skip
         out["with_system_prompt"] = self.system
         out["multi_turn"] = self.multi_turn
+        out["with_tools"] = self.with_tools
+        if self.kind == "kto":
+            out["labels"] = dict(self.labels)
         out["issues"] = {k: v.as_dict() for k, v in self.issues.items()}
         return out
 
@@ -213,7 +238,7 @@ def _checklist(report: dict[str, Any], dropped: dict[str, int]) -> list[dict[str
     overlap = d["val_overlap"]
     if n_val == 0:
         checks.append(_check("validation split", "warn", "no validation split: loss on held-out data shows "
-                                                         "overfitting (e.g. --val-split 0.1)"))  # fmt: skip
+                                                         "overfitting (e.g. --val-fraction 0.1)"))  # fmt: skip
     elif overlap["count"]:
         checks.append(_check("validation split", "warn", f"{_plural(overlap['count'], 'validation example')} "
                                                          "duplicate training ones: validation loss will look "
@@ -237,6 +262,19 @@ def _checklist(report: dict[str, Any], dropped: dict[str, int]) -> list[dict[str
                                  f"{_plural(ends, 'example')} end on a non-assistant turn, which trains nothing"))
         else:
             checks.append(_check("trainable turns", "ok", "every example ends with an assistant turn"))
+    if report["kind"] == "kto" and total:
+        labels = report["structure"].get("labels") or {}
+        good, bad = labels.get("desirable", 0), labels.get("undesirable", 0)
+        if not good or not bad:
+            checks.append(_check("kto labels", "warn", f"{good:,} desirable and {bad:,} undesirable completions: "
+                                                       "KTO learns from both kinds"))  # fmt: skip
+        else:
+            checks.append(_check("kto labels", "ok", f"{good:,} desirable, {bad:,} undesirable completions"))
+    unused = report.get("fields", {}).get("unused") or {}
+    if unused:
+        listed = ", ".join(f"{k} ({v:,})" for k, v in list(unused.items())[:6])
+        more = f" and {len(unused) - 6} more" if len(unused) > 6 else ""
+        checks.append(_check("fields used", "warn", f"not imported: {listed}{more}"))
     if report["kind"] == "preference" and total:
         same = issues.get("chosen_equals_rejected", {}).get("count", 0)
         missing = issues.get("missing_completion", {}).get("count", 0)
@@ -275,6 +313,7 @@ def build_report(
     dropped: dict[str, int] | None = None,
     progress: Progress | None = None,
     token_sample: int | None = None,
+    unused: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """The lint report (JSON-serializable) of normalized ``train`` and ``val`` examples.
 
@@ -284,7 +323,9 @@ def build_report(
     stays exact (every example that could exceed ``max_length`` by its byte count is tokenized).
     ``dropped`` counts records left out before this report, by reason (e.g. ``{"invalid": 3,
     "mixed_format": 2, "exact_duplicate": 10}``): reasons containing "dup" count as deduplication,
-    all others as format problems. ``progress(stage, fraction)`` is called as the work advances.
+    all others as format problems. ``unused`` counts, per field of the source the import left out, the
+    records holding it (reported, and warned about in the checklist). ``progress(stage, fraction)`` is
+    called as the work advances.
     """
     t_start = time.perf_counter()
     dropped = {str(k): int(v) for k, v in (dropped or {}).items()}
@@ -362,6 +403,7 @@ def build_report(
         "format": fmt,
         "kind": kind,
         "counts": {"train": n_train, "val": n_val, "total": total, "dropped": dropped},
+        "fields": {"unused": dict(unused or {})},
     }
     report["structure"] = structure.result()
 
@@ -450,24 +492,26 @@ def _masked_out(tokenizer: Any, kind: str, get: Callable[[int], dict], lengths: 
     def content_bytes(messages: list[dict]) -> int:
         return sum(len(str(m.get("content", "")).encode()) for m in messages)
 
-    def render(messages: list[dict]) -> str | None:
+    def render(messages: list[dict], tools: list[dict] | None = None) -> str | None:
         try:
-            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=False,
+                                                 add_generation_prompt=True)
         except Exception:  # a template that cannot render is reported elsewhere
             return None
 
     candidates: list[tuple[int, str]] = []
     allowance: int | None = None
     for g in np.flatnonzero(lengths > max_length):
-        prompt = prompt_of(get(int(g)).get("messages") or [])
+        example = get(int(g))
+        prompt = prompt_of(example.get("messages") or [])
         if not prompt:
             continue
         if allowance is None:  # what the template adds around contents, measured once, doubled for safety
-            text = render(prompt)
+            text = render(prompt, example.get("tools"))
             allowance = 2 * max(0, len(text.encode()) - content_bytes(prompt)) + 64 if text is not None else 0
         if content_bytes(prompt) + allowance < max_length:
             continue
-        text = render(prompt)
+        text = render(prompt, example.get("tools"))
         if text is not None:
             candidates.append((int(ids[g]), text))
     if not candidates:
@@ -493,8 +537,8 @@ def _length_stats(lengths: np.ndarray, max_length: int, ids: np.ndarray, sample:
 
 def _label_mask_section(tokenizer: Any, kind: str, train: Sequence[dict], val: Sequence[dict]) -> dict[str, Any]:
     if kind != "sft":
-        why = "preference data trains on the chosen/rejected completions" if kind == "preference" else \
-            "plain text trains on every token"  # fmt: skip
+        why = {"preference": "preference data trains on the chosen/rejected completions",
+               "kto": "KTO data trains on the completions"}.get(kind, "plain text trains on every token")
         return {"skipped": why}
     if tokenizer is None:
         return {"skipped": "no tokenizer given"}
@@ -508,7 +552,7 @@ def _label_mask_section(tokenizer: Any, kind: str, train: Sequence[dict], val: S
     if sample is None:
         return {"skipped": "no example with an assistant turn"}
     try:
-        pairs = label_mask(tokenizer, sample["messages"], max_tokens=MASK_TOKENS + 1)
+        pairs = label_mask(tokenizer, sample["messages"], max_tokens=MASK_TOKENS + 1, tools=sample.get("tools"))
     except Exception as e:  # a template that rejects the sample, a slow tokenizer
         return {"skipped": f"{type(e).__name__}: {e}"[:300]}
     truncated = len(pairs) > MASK_TOKENS
@@ -608,8 +652,22 @@ def format_report(report: dict[str, Any]) -> str:
         for role, r in s["roles"].items():
             add(f"  {role[:12]:<12}{r['turns']:>10,}{r['turn_share']:>8.1%}{r['chars']:>14,}{r['char_share']:>8.1%}"
                 f"{_n(r['mean_chars']):>12}")
+    extras = []
+    if s.get("with_tools"):
+        extras.append(f"with tools: {s['with_tools']:,}")
+    if s.get("labels"):
+        extras.append(f"desirable: {s['labels']['desirable']:,};  undesirable: {s['labels']['undesirable']:,}")
+    if extras:
+        out.extend(_wrap(";  ".join(extras), WIDTH, "    ", "  "))
     for name, v in s["issues"].items():
         out.extend(_wrap(f"{name.replace('_', ' ')}: {v['count']:,} ({_ids_text(v['ids'])})", WIDTH, "      ", "  ! "))
+
+    unused = (report.get("fields") or {}).get("unused") or {}
+    if unused:
+        add("")
+        add("Fields not imported (field: records holding it)")
+        for name, count in unused.items():
+            out.extend(_wrap(f"{name}: {count:,}", WIDTH, "      ", "  "))
 
     d = report["duplicates"]
     add("")

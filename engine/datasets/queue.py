@@ -14,7 +14,7 @@ from store.jobs import create_job
 from store.names import check_name
 from store.projects import get_project
 
-SOURCE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+SOURCE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt", ".gz")
 IMPORT_SLOT = "data"
 
 
@@ -22,11 +22,20 @@ def resolve_source(source: str) -> tuple[str, str]:
     """(source as stored, default dataset name): a local path made absolute, or a hub id as given."""
     path = Path(source).expanduser()
     if path.exists():
-        name = path.stem if path.is_file() else path.name
+        name = _stem(path) if path.is_file() else path.name
         return str(path.resolve()), name
     if path.suffix.lower() in SOURCE_SUFFIXES or source.startswith((".", "/", "~")) or not source.strip():
         raise NotFound(f"{source}: no such file or directory")
     return source, source.split(":")[0].rsplit("/", 1)[-1]
+
+
+def _stem(path: Path) -> str:
+    """A file's name without its data suffix, and without .gz before that (``chat.jsonl.gz`` -> ``chat``)."""
+    name = path.name
+    if name.lower().endswith(".gz"):
+        name = name[:-3]
+    stem, dot, suffix = name.rpartition(".")
+    return stem if dot and stem and f".{suffix.lower()}" in SOURCE_SUFFIXES else name
 
 
 def queue_import(store: Store, project: str, source: str, *, name: str | None = None, **options: Any) -> int:

@@ -1,41 +1,57 @@
 """Reading dataset sources record by record.
 
-A source is a ``.jsonl``, ``.json`` (an array of objects), ``.csv`` or ``.parquet`` file, a directory
+A source is a ``.jsonl``, ``.json`` (an array of objects, or an object holding one list of them),
+``.csv``, ``.parquet`` or ``.txt`` file (one ``{"text": ...}`` record per paragraph: lines separated by a
+blank line), any of them but Parquet gzip-compressed (``.jsonl.gz``, or ``.gz`` holding JSON), a directory
 of such files, a directory written by ``datasets.Dataset.save_to_disk``, or a Hugging Face dataset id
 ``name[:config[:split]]``. :func:`iter_records` yields ``(Location, dict | RecordError)`` pairs, one per
-record, so a bad record never stops the read; a source that cannot be read at all raises
-:class:`SourceError`.
+record, so a bad record never stops the read (and, for a JSON object, ``(Location, SourceFields)`` naming
+its other top-level keys); a source that cannot be read at all raises :class:`SourceError`.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import gzip
 import json
 import re
+import zlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from engine.datasets.types import Location, RecordError
 from store.errors import TunedeckError
 
-SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-EXPECTED_FILES = ".jsonl, .json, .csv or .parquet"
-JSON_CELLS = ("messages", "conversations", "prompt", "chosen", "rejected")  # JSON text allowed in table cells
+SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet",
+            ".txt": "txt"}
+EXPECTED_FILES = ".jsonl, .json, .csv, .parquet or .txt (or gzipped: .jsonl.gz, .json.gz, .csv.gz, .txt.gz)"
+JSON_CELLS = ("messages", "conversations", "prompt", "chosen", "rejected", "completion", "segments",
+              "history")  # JSON text allowed in table cells
 BATCH = 1000  # Parquet / Hugging Face rows converted at a time
 _CHUNK = 1 << 20
 _CSV_FIELD_LIMIT = 1 << 28
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?(:[\w.-]*){0,2}", re.ASCII)
 _WS = re.compile(r"[ \t\n\r]*")
-_FILE_LIKE = {".txt", ".tsv", ".gz", ".zip", ".arrow", ".xlsx", ".xls", ".bz2", ".xz", ".zst"}
+_FILE_LIKE = {".txt", ".tsv", ".gz", ".json.gz", ".jsonl.gz", ".zip", ".arrow", ".xlsx", ".xls", ".bz2", ".xz", ".zst"}
 _SURROGATE = "invalid JSON: a \\u escape is an unpaired surrogate, which is not valid Unicode"
 
-Record = tuple[Location, dict[str, Any] | RecordError]
 
 
 class SourceError(TunedeckError):
     """A source cannot be read at all (missing, unknown type, unreadable, empty); names the source."""
+
+
+@dataclass(frozen=True)
+class SourceFields:
+    """Top-level keys of a JSON file that hold no records (beside the list that does): reported, not imported."""
+
+    fields: tuple[str, ...]
+
+
+Record = tuple[Location, dict[str, Any] | RecordError | SourceFields]
 
 
 def kind(value: Any) -> str:
@@ -73,7 +89,7 @@ def source_files(source: str | Path) -> list[Path]:
     if path.is_dir():
         if _is_saved_dataset(path):
             return sorted(p for p in path.rglob("*") if p.is_file())
-        files = sorted(p for p in path.iterdir() if not p.name.startswith(".") and p.suffix.lower() in SUFFIXES)
+        files = sorted(p for p in path.iterdir() if not p.name.startswith(".") and _data_file(p))
         files = [p for p in files if p.is_file()]
         if not files:
             raise SourceError(f"{path}: no {EXPECTED_FILES} files in this directory")
@@ -104,12 +120,30 @@ def count_hint(source: str | Path) -> int | None:
 # --- files -------------------------------------------------------------------------------------------
 
 
+def _data_file(path: Path) -> bool:
+    """Whether a directory's file is one of the readable kinds (by its name)."""
+    suffix = path.suffix.lower()
+    if suffix == ".gz":
+        return Path(path.stem).suffix.lower() in SUFFIXES
+    return suffix in SUFFIXES
+
+
 def _file_type(path: Path) -> str:
-    ftype = SUFFIXES.get(path.suffix.lower())
+    suffix = path.suffix.lower()
+    if suffix == ".gz":
+        inner = Path(path.stem).suffix.lower()
+        if inner == ".parquet":
+            raise SourceError(f"{path}: a gzipped Parquet file; Parquet compresses itself, so give the .parquet file")
+        return SUFFIXES.get(inner, "sniff")
+    ftype = SUFFIXES.get(suffix)
     if ftype is None:
         what = f"unknown file type '{path.suffix}'" if path.suffix else "no file extension"
         raise SourceError(f"{path}: {what}, expected {EXPECTED_FILES}")
     return ftype
+
+
+def _gzipped(path: Path) -> bool:
+    return path.suffix.lower() == ".gz"
 
 
 def _iter_files(files: list[Path]) -> Iterator[Record]:
@@ -125,13 +159,30 @@ def _iter_file(path: Path) -> Iterator[Record]:
         raise SourceError(f"{path}: cannot read: {e.strerror or e}") from None
     if empty:
         raise SourceError(f"{path}: the file is empty")
-    reader = {"jsonl": _iter_jsonl, "json": _iter_json, "csv": _iter_csv, "parquet": _iter_parquet}[ftype]
-    yield from reader(path)
+    if not _gzipped(path):
+        yield from _READERS[ftype](path)
+        return
+    try:
+        if ftype == "sniff":
+            ftype = _sniff(path)
+        yield from _READERS[ftype](path)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise SourceError(f"{path}: not a readable gzip file ({str(e) or type(e).__name__})") from None
+
+
+def _sniff(path: Path) -> str:
+    """The type of a bare ``.gz`` file's contents: JSON (an array, an object or JSON Lines) or unknown."""
+    with _open(path) as f:
+        head = f.read(4096).decode("utf-8", "replace").lstrip("\ufeff \t\r\n")
+    if head[:1] in ("[", "{"):
+        return "json"
+    raise SourceError(f"{path}: cannot tell what this gzip file holds; name it .jsonl.gz, .json.gz, .csv.gz or "
+                      ".txt.gz")
 
 
 def _open(path: Path) -> BinaryIO:
     try:
-        return open(path, "rb")
+        return gzip.open(path, "rb") if _gzipped(path) else open(path, "rb")  # type: ignore[return-value]
     except OSError as e:
         raise SourceError(f"{path}: cannot read: {e.strerror or e}") from None
 
@@ -243,14 +294,68 @@ def _iter_json(path: Path) -> Iterator[Record]:
         if _looks_like_json_lines(text, start):
             yield from _iter_jsonl(path)
             return
-        raise SourceError(f"{path}: expected a JSON array of objects at the top level, got an object "
-                          "(for one object per line, name the file .jsonl)")
+        yield from _iter_object(path, text, start)
+        return
     if not text.startswith("[", start):
         if start == len(text):
             raise SourceError(f"{path}: the file is empty")
         value, _ = _json_value_at(path, text, start)  # raises on invalid JSON
         raise SourceError(f"{path}: expected a JSON array of objects at the top level, got {kind(value)}")
     yield from _iter_array(path, text, start + 1)
+
+
+def _iter_object(path: Path, text: str, start: int) -> Iterator[Record]:
+    """A top-level object holding the records as its one list (``{"data": [...]}``, ``{"train": [...]}``);
+    its other keys come first as :class:`SourceFields`, to be reported."""
+    value, end = _json_value_at(path, text, start)
+    if _WS.match(text, end).end() != len(text):
+        _json_syntax_error(path, text, _WS.match(text, end).end(), "extra data after the top-level object")
+    lists = [k for k, v in value.items() if isinstance(v, list)]
+    if len(lists) != 1:
+        keys = ", ".join(list(value)[:8]) or "no keys"
+        what = f"lists under {', '.join(lists)}" if lists else f"no list (keys: {keys})"
+        raise SourceError(f"{path}: expected a JSON array of records, or an object holding one list of them; "
+                          f"this object holds {what}")
+    others = tuple(k for k in value if k != lists[0])
+    if others:
+        yield Location(str(path), 0, "row"), SourceFields(others)
+    escapes = "\\ud" in text or "\\uD" in text
+    for row, element in enumerate(value[lists[0]], 1):
+        loc = Location(str(path), row, "row")
+        yield loc, _array_element(element, loc, escapes)
+
+
+# --- plain text ----------------------------------------------------------------------------------------
+
+
+def _iter_txt(path: Path) -> Iterator[Record]:
+    """One ``{"text": paragraph}`` record per paragraph (lines up to a blank line), located at its first line."""
+    name, lines, first = str(path), [], 0
+    with _open(path) as f:
+        for n, raw in enumerate(f, 1):
+            if n == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[3:]
+            if raw.strip():
+                if not lines:
+                    first = n
+                lines.append((n, raw))
+                continue
+            if lines:
+                yield _paragraph(name, first, lines)
+                lines = []
+        if lines:
+            yield _paragraph(name, first, lines)
+
+
+def _paragraph(name: str, first: int, lines: list[tuple[int, bytes]]) -> Record:
+    loc = Location(name, first)
+    out = []
+    for n, raw in lines:
+        try:
+            out.append(raw.decode("utf-8").rstrip("\r\n"))
+        except UnicodeDecodeError as e:
+            return loc, RecordError(loc, "", f"invalid UTF-8 on line {n} ({_utf8_problem(raw, e)})")
+    return loc, {"text": "\n".join(out)}
 
 
 def _decode_whole(path: Path, data: bytes) -> str:
@@ -520,3 +625,6 @@ def _iter_hf_dataset(ds: Any, name: str) -> Iterator[Record]:
                 yield loc, decode_json_cells(record, loc)
     except (OSError, ValueError, TypeError) as e:
         raise SourceError(f"{name}: reading failed at row {row + 1} ({_first_line(e)})") from None
+
+
+_READERS = {"jsonl": _iter_jsonl, "json": _iter_json, "csv": _iter_csv, "parquet": _iter_parquet, "txt": _iter_txt}

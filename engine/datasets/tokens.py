@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from engine.datasets.dedup import content_text
+from store.errors import TunedeckError
 
 BATCH = 256
 MAX_IDS = 50
@@ -75,7 +76,7 @@ class _Renderer:
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
         self.template = has_chat_template(tokenizer)
-        self._fast: Callable[[list[dict]], str] | None = None
+        self._fast: Callable[..., str] | None = None
         self._checked = 0
         if self.template:
             try:
@@ -84,35 +85,64 @@ class _Renderer:
                 compiled = _compile_jinja_template(tokenizer.get_chat_template())
                 special = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str | list)}
 
-                def fast(messages: list[dict]) -> str:
+                def fast(messages: list[dict], tools: list[dict] | None = None) -> str:
                     return compiled.render(
-                        messages=messages, tools=None, documents=None, add_generation_prompt=False, **special
+                        messages=messages, tools=tools, documents=None, add_generation_prompt=False, **special
                     )
 
                 self._fast = fast
             except Exception:  # private helper moved or template unusual: the public call does it all
                 self._fast = None
 
-    def public(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    def public(self, messages: list[dict], add_generation_prompt: bool = False, tools: list[dict] | None = None) -> str:
         return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+            messages, tools=tools or None, tokenize=False, add_generation_prompt=add_generation_prompt
         )
 
-    def render(self, messages: list[dict]) -> str:
-        """The chat as the template renders it; raises what the template raises."""
+    def render(self, messages: list[dict], tools: list[dict] | None = None) -> str:
+        """The chat as the template renders it; raises what the template raises, and
+        :class:`ToolTemplateError` when tools or tool calls do not appear in the rendering."""
         if self._fast is not None and self._checked < _CHECK:
-            expected = self.public(messages)
+            expected = self.public(messages, tools=tools)
             try:
-                same = self._fast(messages) == expected
+                same = self._fast(messages, tools or None) == expected
             except Exception:
                 same = False
             self._checked += 1
             if not same:
                 self._fast = None
-            return expected
-        if self._fast is not None:
-            return self._fast(messages)
-        return self.public(messages)
+            out = expected
+        elif self._fast is not None:
+            out = self._fast(messages, tools or None)
+        else:
+            out = self.public(messages, tools=tools)
+        check_tools_rendered(self.tokenizer, messages, tools, out)
+        return out
+
+
+class ToolTemplateError(TunedeckError):
+    """The model's chat template leaves out the tools or tool calls of a conversation."""
+
+
+def _tool_names(messages: Sequence[dict], tools: Sequence[dict] | None) -> list[str]:
+    names = [str((t.get("function") or t).get("name", "")) for t in tools or () if isinstance(t, dict)]
+    for m in messages:
+        for call in m.get("tool_calls") or ():
+            if isinstance(call, dict):
+                names.append(str((call.get("function") or call).get("name", "")))
+    return [n for n in names if n]
+
+
+def check_tools_rendered(tokenizer: Any, messages: Sequence[dict], tools: Sequence[dict] | None, rendered: str) -> None:
+    """Raise :class:`ToolTemplateError` naming the model when a tool schema or tool call of the conversation is
+    missing from its rendering: the template cannot render tools, and training on it would teach answers to
+    calls the model never saw."""
+    missing = [n for n in _tool_names(messages, tools) if n not in rendered]
+    if missing:
+        model = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        raise ToolTemplateError(
+            f"the chat template of {model} cannot render tools: {missing[0]!r} does not appear in its rendering of "
+            "a conversation with tools; use a model whose chat template supports tool calling")
 
 
 class TokenCounter:
@@ -124,7 +154,7 @@ class TokenCounter:
     """
 
     def __init__(self, tokenizer: Any, kind: str) -> None:
-        if kind not in ("sft", "preference", "text"):
+        if kind not in ("sft", "preference", "kto", "text"):
             raise ValueError(f"unknown kind {kind!r}")
         self.tokenizer = tokenizer
         self.kind = kind
@@ -147,7 +177,7 @@ class TokenCounter:
             return "the tokenizer has no chat template: lengths use a plain 'role: content' join"
         return None
 
-    def _render(self, example_id: int, messages: list[dict]) -> str:
+    def _render(self, example_id: int, messages: list[dict], tools: list[dict] | None = None) -> str:
         if self._special_re is not None:
             for m in messages:
                 c = m.get("content")
@@ -159,7 +189,7 @@ class TokenCounter:
         if not self.renderer.template or not messages:
             return _plain_join(messages)
         try:
-            return self.renderer.render(messages)
+            return self.renderer.render(messages, tools)
         except Exception as e:  # the template rejects this conversation (role order, system role, ...)
             self.template_errors += 1
             if len(self.template_error_ids) < MAX_IDS:
@@ -210,7 +240,12 @@ class TokenCounter:
         if self.kind == "text":
             groups = [[content_text(ex.get("text")) for ex in examples]]
         elif self.kind == "sft":
-            groups = [[self._render(i, _clean(ex.get("messages"))) for i, ex in zip(ids, examples, strict=True)]]
+            groups = [[_segments_text(ex) if "segments" in ex else self._render(i, _clean(ex.get("messages")),
+                                                                                   ex.get("tools"))
+                       for i, ex in zip(ids, examples, strict=True)]]  # fmt: skip
+        elif self.kind == "kto":
+            groups = [[self._render(i, _clean(ex.get("prompt")) + _clean(ex.get("completion")))
+                       for i, ex in zip(ids, examples, strict=True)]]
         else:
             chosen, rejected = [], []
             for i, ex in zip(ids, examples, strict=True):
@@ -231,6 +266,11 @@ class TokenCounter:
             got = np.asarray(self._encode(picked, self.kind == "text"), dtype=np.int64).reshape(len(where))
             out[where] = np.maximum(out[where], got)
         return out
+
+
+def _segments_text(example: dict) -> str:
+    """An input_output example as training encodes it: its segments' texts as written, no template."""
+    return "".join(content_text(s.get("text")) for s in example.get("segments") or () if isinstance(s, dict))
 
 
 BYTE_BOUND_SLACK = 16  # tokens a tokenizer may add beyond one per byte (BOS/EOS, a prefix space marker)
@@ -310,7 +350,8 @@ def _end_marker_len(tokenizer: Any, text: str, pos: int) -> int:
     return best
 
 
-def assistant_spans(tokenizer: Any, messages: list[dict], full: str | None = None) -> list[tuple[int, int]]:
+def assistant_spans(tokenizer: Any, messages: list[dict], full: str | None = None,
+                    tools: list[dict] | None = None) -> list[tuple[int, int]]:
     """Character spans of ``full`` (the rendered chat) that training learns: each assistant turn's
     content plus its end-of-turn marker, without the whitespace the template writes after the marker.
 
@@ -319,7 +360,7 @@ def assistant_spans(tokenizer: Any, messages: list[dict], full: str | None = Non
     is located in the text and the added token right after it is taken as the marker.
     """
     r = _Renderer(tokenizer)
-    full = r.public(messages) if full is None else full
+    full = r.public(messages, tools=tools) if full is None else full
     spans: list[tuple[int, int]] = []
     cursor = 0
     for i, m in enumerate(messages):
@@ -328,8 +369,8 @@ def assistant_spans(tokenizer: Any, messages: list[dict], full: str | None = Non
         span = None
         if i > 0:
             try:
-                prefix = r.public(messages[:i], add_generation_prompt=True)
-                upto = r.public(messages[: i + 1])
+                prefix = r.public(messages[:i], add_generation_prompt=True, tools=tools)
+                upto = r.public(messages[: i + 1], tools=tools)
             except Exception:
                 prefix = upto = ""
             if len(upto) > len(prefix) >= cursor and upto.startswith(prefix) and full.startswith(upto):
@@ -349,15 +390,17 @@ def assistant_spans(tokenizer: Any, messages: list[dict], full: str | None = Non
     return spans
 
 
-def _encode_masked(tokenizer: Any, messages: list[dict]) -> tuple[str, list[int], list[tuple[int, int]], list[bool]]:
+def _encode_masked(tokenizer: Any, messages: list[dict],
+                   tools: list[dict] | None = None) -> tuple[str, list[int], list[tuple[int, int]], list[bool]]:
     """(rendered chat, token ids, character offsets, trained flags): the one place the mask rule lives."""
     if not has_chat_template(tokenizer):
         raise ValueError("the tokenizer has no chat template")
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("the label mask needs a fast tokenizer (character offsets)")
     messages = _clean(messages)
-    full = _Renderer(tokenizer).public(messages)
-    spans = assistant_spans(tokenizer, messages, full)
+    full = _Renderer(tokenizer).public(messages, tools=tools)
+    check_tools_rendered(tokenizer, messages, tools, full)
+    spans = assistant_spans(tokenizer, messages, full, tools)
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     offsets = [(int(s), int(e)) for s, e in enc["offset_mapping"]]
     starts = np.array([s for s, _ in spans], dtype=np.int64)
@@ -369,24 +412,37 @@ def _encode_masked(tokenizer: Any, messages: list[dict]) -> tuple[str, list[int]
     return full, list(enc["input_ids"]), offsets, trained
 
 
-def encode_chat(tokenizer: Any, messages: list[dict]) -> tuple[list[int], list[int]]:
+def encode_chat(tokenizer: Any, messages: list[dict], tools: list[dict] | None = None) -> tuple[list[int], list[int]]:
     """Token ids of a chat rendered with the tokenizer's template, and its assistant mask (1 = trained).
 
     Training uses this, and the lint report's label mask shows the same rule, so what a
     person sees in the report is exactly what the loss is computed on.
     """
-    _full, ids, _offsets, trained = _encode_masked(tokenizer, messages)
+    _full, ids, _offsets, trained = _encode_masked(tokenizer, messages, tools)
     return ids, [int(t) for t in trained]
 
 
-def label_mask(tokenizer: Any, messages: list[dict], max_tokens: int | None = None) -> list[tuple[str, bool]]:
+def encode_segments(tokenizer: Any, segments: list[dict]) -> tuple[list[int], list[int]]:
+    """Token ids of an input_output example (each segment encoded as written, no special tokens added: the
+    segments carry their own) and its mask (1 = a segment with label true)."""
+    ids: list[int] = []
+    mask: list[int] = []
+    for seg in segments:
+        piece = tokenizer(content_text(seg.get("text")), add_special_tokens=False)["input_ids"]
+        ids += piece
+        mask += [int(bool(seg.get("label")))] * len(piece)
+    return ids, mask
+
+
+def label_mask(tokenizer: Any, messages: list[dict], max_tokens: int | None = None,
+               tools: list[dict] | None = None) -> list[tuple[str, bool]]:
     """``(token text, trained?)`` for every token of the rendered chat (the first ``max_tokens``).
 
     Trained tokens are those overlapping an assistant span (:func:`assistant_spans`); everything
     else (system and user turns, role headers, template boilerplate) is masked from the loss.
     Token texts are slices of the rendered chat, so they concatenate back to it.
     """
-    full, _ids, offsets, flags = _encode_masked(tokenizer, messages)
+    full, _ids, offsets, flags = _encode_masked(tokenizer, messages, tools)
     if max_tokens is not None:
         offsets, flags = offsets[:max_tokens], flags[:max_tokens]
     pairs: list[tuple[str, bool]] = []

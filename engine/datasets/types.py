@@ -2,8 +2,12 @@
 what a normalized example looks like.
 
 Normalized examples (one JSON object per line in a snapshot):
-- SFT formats (alpaca, chat, sharegpt): ``{"id": int, "messages": [{"role", "content"}, ...]}``
+- SFT formats (alpaca, chat, sharegpt): ``{"id": int, "messages": [{"role", "content"}, ...]}``, with
+  ``"tools": [schema, ...]`` when the record gives tools (assistant messages may then carry ``tool_calls``
+  and ``tool`` messages ``tool_call_id``/``name``; see ``messages``)
+- input_output (axolotl's template-free SFT): ``{"id": int, "segments": [{"text": str, "label": bool}, ...]}``
 - preference: ``{"id": int, "prompt": [msgs], "chosen": [msgs], "rejected": [msgs]}``
+- kto (unpaired preference): ``{"id": int, "prompt": [msgs], "completion": [msgs], "label": bool}``
 - text: ``{"id": int, "text": str}``
 ``id`` is the 0-based position of the example among the valid examples of the import,
 before the train/val split; reports refer to examples by it.
@@ -14,18 +18,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-FORMATS = ("alpaca", "chat", "sharegpt", "preference", "text")
-Format = Literal["alpaca", "chat", "sharegpt", "preference", "text"]
-Kind = Literal["sft", "preference", "text"]
+FORMATS = ("alpaca", "chat", "sharegpt", "input_output", "preference", "kto", "text")
+Format = Literal["alpaca", "chat", "sharegpt", "input_output", "preference", "kto", "text"]
+Kind = Literal["sft", "preference", "kto", "text"]
 ROLES = ("system", "user", "assistant", "tool")
 
 
 def kind_of(fmt: str) -> Kind:
     """What a format normalizes to."""
-    if fmt == "preference":
-        return "preference"
-    if fmt == "text":
-        return "text"
+    if fmt in ("preference", "kto", "text"):
+        return fmt  # type: ignore[return-value]
     return "sft"
 
 

@@ -27,12 +27,14 @@ def read_split(folder: Path, split: str) -> list[dict[str, Any]]:
 def sft_features(tokenizer: Any, rows: list[dict[str, Any]], max_length: int, assistant_only: bool) -> list[dict]:
     """input_ids (+ assistant_masks) per example, truncated to max_length; examples left with
     nothing to learn from after truncation are dropped (the lint report lists them as masked out)."""
-    from engine.datasets.tokens import encode_chat
+    from engine.datasets.tokens import encode_chat, encode_segments
 
     out = []
     for row in rows:
-        if "messages" in row:
-            ids, mask = encode_chat(tokenizer, row["messages"])
+        if "messages" in row:  # tools, when the row has them, rendered by the template (refused if it cannot)
+            ids, mask = encode_chat(tokenizer, row["messages"], row.get("tools"))
+        elif "segments" in row:
+            ids, mask = encode_segments(tokenizer, row["segments"])
         else:
             ids = tokenizer(row["text"], add_special_tokens=True)["input_ids"]
             if tokenizer.eos_token_id is not None:

@@ -12,7 +12,7 @@ from store.errors import TunedeckError
 from tui.commands.common import UsageError, open_from_args, print_json, table, when
 from tui.commands.jobs import wait_for_job
 
-FORMATS = ("auto", "alpaca", "chat", "sharegpt", "preference", "text")
+FORMATS = ("auto", "alpaca", "chat", "sharegpt", "input_output", "preference", "kto", "text")
 
 
 def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -21,7 +21,8 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p = dverbs.add_parser("add", help="import a file, folder or Hugging Face dataset (runs as a job)",
                           parents=[common])
     p.add_argument("project")
-    p.add_argument("source", help=".jsonl/.json/.csv/.parquet file, a folder of them, or a hub id[:config[:split]]")
+    p.add_argument("source", help=".jsonl/.json/.csv/.parquet/.txt file (or gzipped), a folder of them, or a hub "
+                                  "id[:config[:split]]")
     p.add_argument("--name", help="dataset name (default: the source's stem)")
     p.add_argument("--format", default="auto", choices=FORMATS)
     p.add_argument("--val-fraction", type=float, default=0.1, metavar="F")

@@ -20,7 +20,8 @@ from store.db import Store
 from tui.screens.forms import SubmitInWorker
 from tui.widgets.path_input import PathInput, path_candidates
 
-FORMATS = ("auto", "alpaca", "chat", "sharegpt", "preference", "text")
+SOURCE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt", ".gz")  # as engine.datasets.queue's
+FORMATS = ("auto", "alpaca", "chat", "sharegpt", "input_output", "preference", "kto", "text")
 DEDUP = ("exact", "near", "none")
 ON_ERROR = ("fail", "skip")
 DEFAULT_VAL_FRACTION = "0.1"
@@ -61,7 +62,9 @@ def default_name(source: str) -> str:
         return ""
     path = Path(source).expanduser()
     if path.is_file() or path.suffix:
-        return path.stem
+        name = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
+        stem, dot, suffix = name.rpartition(".")
+        return stem if dot and stem and f".{suffix.lower()}" in SOURCE_SUFFIXES else name
     return path.name
 
 
@@ -94,8 +97,8 @@ class ImportDialog(SubmitInWorker, ModalScreen[Queued | None]):
             yield Static(f"Import a dataset into [b]{escape(self.project)}[/b]", classes="dialog-title")
             with Horizontal(classes="field"):
                 yield Label("Source", classes="field-label")
-                yield PathInput(placeholder="path to .jsonl/.json/.csv/.parquet or a folder", id="source",
-                                compact=True)  # fmt: skip
+                yield PathInput(placeholder="path to .jsonl/.json/.csv/.parquet/.txt (.gz) or a folder", id="source",
+                                compact=True, suffixes=SOURCE_SUFFIXES)  # fmt: skip
             yield Static("", id="source-matches", classes="field-hint")
             with Horizontal(classes="field"):
                 yield Label("Name", classes="field-label")
@@ -140,7 +143,7 @@ class ImportDialog(SubmitInWorker, ModalScreen[Queued | None]):
         box = self.query_one("#source-matches", Static)
         matches = path_candidates(value) if value else []
         if not value:
-            box.update("[dim]tab completes folders and .jsonl .json .csv .parquet files[/dim]")
+            box.update("[dim]tab completes folders and .jsonl .json .csv .parquet .txt .gz files[/dim]")
             return
         if not matches:
             box.update("[dim]no matching folder or data file[/dim]" if not Path(value).expanduser().exists() else "")
@@ -177,7 +180,8 @@ class ImportDialog(SubmitInWorker, ModalScreen[Queued | None]):
         """(source, name or None, importer options) from the fields; FormError says what is wrong where."""
         source = self._value("source")
         if not source:
-            raise FormError("source", "source: give the path of a .jsonl, .json, .csv or .parquet file or a folder")
+            raise FormError("source", "source: give the path of a .jsonl, .json, .csv, .parquet or .txt file (or "
+                                      "gzipped) or a folder")
         try:
             val_fraction = float(self._value("val-fraction") or DEFAULT_VAL_FRACTION)
         except ValueError:
