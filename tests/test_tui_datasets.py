@@ -522,3 +522,24 @@ def test_records_render_as_turns_and_charts_as_bars() -> None:
     assert mask.plain == "<user>hi↵\nhello<end>"
     styles = {mask.plain[span.start : span.end]: str(span.style) for span in mask.spans}
     assert styles["<user>hi↵\n"] == "dim" and "green" in styles["hello<end>"]
+
+
+def test_new_layouts_render_as_turns_and_unused_fields_show_in_the_report() -> None:
+    tools = {"id": 4, "tools": [{"type": "function", "function": {"name": "get_weather"}}], "messages": [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]},
+        {"role": "tool", "content": "4 C"}, {"role": "assistant", "content": "4 C in Oslo"}]}
+    assert record_turns(tools) == [("tools", "tool", "get_weather"), ("user", "user", "weather?"),
+                                   ("assistant", "assistant", '→ calls get_weather({"city": "Oslo"})'),
+                                   ("tool", "tool", "4 C"), ("assistant", "assistant", "4 C in Oslo")]
+    kto = {"id": 5, "prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "assistant", "content": "a"}],
+           "label": False}
+    assert record_turns(kto) == [("prompt · user", "user", "q"), ("undesirable · assistant", "rejected", "a")]
+    segments = {"id": 6, "segments": [{"text": "Q: ", "label": False}, {"text": "A", "label": True}]}
+    assert record_turns(segments) == [("context", "text", "Q: "), ("trained", "chosen", "A")]
+    report = {"verdict": "warn", "format": "preference", "kind": "preference", "counts": {"train": 5},
+              "structure": {"with_tools": 0}, "fields": {"unused": {"score_chosen": 5, "messages[].weight": 2}}}
+    shown = rendered(report_renderable(report))
+    assert "Fields not imported" in shown and "score_chosen: 5 record(s)" in shown
+    assert "messages[].weight: 2 record(s)" in shown

@@ -284,9 +284,21 @@ def report_renderable(report: dict[str, Any]) -> RenderableType:
                           f"{r.get('turn_share', 0):.1%}", _n(r.get("chars", 0)), f"{r.get('char_share', 0):.1%}",
                           _n(r.get("mean_chars", 0)))  # fmt: skip
         add(table)
+    extras = []
+    if structure.get("with_tools"):
+        extras.append(f"with tools: {_n(structure['with_tools'])}")
+    labels = structure.get("labels") or {}
+    if labels:
+        extras.append(f"desirable: {_n(labels.get('desirable', 0))} · undesirable: {_n(labels.get('undesirable', 0))}")
+    if extras:
+        add(Text(" · ".join(extras)))
     for name, value in (structure.get("issues") or {}).items():
         add(Text(f"! {name.replace('_', ' ')}: {_n(value.get('count', 0))} ({_id_list(value.get('ids') or ())})",
                  style="yellow"))  # fmt: skip
+    unused = ((report.get("fields") or {}).get("unused")) or {}
+    if unused:
+        add(_heading("Fields not imported"))
+        add(Text("\n".join(f"{name}: {_n(count)} record(s)" for name, count in unused.items()), style="yellow"))
 
     add(_heading("Duplicates"))
     dup = report.get("duplicates") or {}
@@ -429,11 +441,28 @@ def record_turns(record: dict[str, Any]) -> list[tuple[str, str, str]]:
             if not isinstance(message, dict):
                 continue
             role = str(message.get("role", "?"))
-            out.append((f"{prefix}{role}", style or role, _content_text(message.get("content"))))
+            body = _content_text(message.get("content"))
+            for call in message.get("tool_calls") or ():
+                fn = call.get("function") if isinstance(call, dict) else None
+                if isinstance(fn, dict):
+                    args = json.dumps(fn.get("arguments"), ensure_ascii=False)
+                    body += f"{chr(10) if body else ''}→ calls {fn.get('name')}({args})"
+            out.append((f"{prefix}{role}", style or role, body))
         return out
 
     if "messages" in record:
-        return messages(record["messages"])
+        turns = []
+        if record.get("tools"):
+            names = [str((t.get("function") or t).get("name")) for t in record["tools"] if isinstance(t, dict)]
+            turns.append(("tools", "tool", ", ".join(names)))
+        return turns + messages(record["messages"])
+    if "segments" in record:
+        return [("trained" if seg.get("label") else "context", "chosen" if seg.get("label") else "text",
+                 _content_text(seg.get("text"))) for seg in record["segments"] if isinstance(seg, dict)]
+    if "completion" in record:
+        label = "desirable" if record.get("label") else "undesirable"
+        return messages(record.get("prompt"), "prompt · ") + messages(
+            record.get("completion"), f"{label} · ", "chosen" if record.get("label") else "rejected")
     if "chosen" in record or "rejected" in record:
         turns = messages(record.get("prompt"), "prompt · ")
         turns += messages(record.get("chosen"), "chosen · ", "chosen")
