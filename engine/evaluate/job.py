@@ -13,15 +13,19 @@ FORGETTING_LIMIT = 0.05  # general-text perplexity may rise 5% over the base bef
 
 
 def _tokenizer_for(model_dir: str | None) -> Any:
-    if not model_dir or not Path(model_dir, "config.json").is_file():
+    """The tokenizer saved in `model_dir` (a model or adapter folder), padded as the trainer pads."""
+    if not model_dir or not Path(model_dir).is_dir():
         return None
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def perplexity_of(ctx: JobContext, kind: str, path: str, seqs: list[Any], label: str,
-                  span: tuple[float, float]) -> dict[str, Any]:
+                  span: tuple[float, float], max_length: int = 512, base_dir: str | None = None) -> dict[str, Any]:
     """Perplexity of an HF model folder or a GGUF, with job progress mapped into `span`."""
     from engine.evaluate.perplexity import gguf_perplexity, hf_perplexity
 
@@ -32,8 +36,10 @@ def perplexity_of(ctx: JobContext, kind: str, path: str, seqs: list[Any], label:
         ctx.check_cancel()
 
     ctx.log(f"{label}: perplexity of {Path(path).name} over {len(seqs)} sequences")
-    fn = gguf_perplexity if kind == "gguf" else hf_perplexity
-    result = fn(path, seqs, progress=progress)
+    if kind == "gguf":
+        result = gguf_perplexity(path, seqs, max_length, progress=progress)
+    else:
+        result = hf_perplexity(path, seqs, max_length, progress=progress, base_dir=base_dir)
     ctx.log(f"{label}: perplexity {result['perplexity']} over {result['tokens']} tokens ({result['backend']})")
     return result
 
@@ -63,29 +69,41 @@ def _general(tokenizer: Any, gguf_path: str) -> list[Any]:
 
 def run_eval_job(ctx: JobContext) -> None:
     """Evaluate one model: dataset perplexity, optional base comparison, optional quant sweep."""
-    from engine.evaluate.texts import read_rows, row_sequences
+    from engine.evaluate.texts import dataset_sequences, read_rows
     from store.artifacts import append_eval
     from store.errors import Refused
 
     cfg = ctx.config
     kind, path = cfg["model_kind"], cfg["model_path"]
+    base_dir = cfg.get("adapter_base")
     tokenizer = _tokenizer_for(cfg.get("tokenizer_dir"))
     result: dict[str, Any] = {"model": path, "model_kind": kind, "at": time.time()}
     if cfg.get("dataset_path"):
         if tokenizer is None:
             raise Refused(f"{path}: no tokenizer of its source model at hand to render the dataset's chats")
-        seqs = row_sequences(tokenizer, read_rows(Path(cfg["dataset_path"]), cfg.get("split", "val")))
+        features = cfg.get("features") or {"max_length": 2048, "assistant_only_loss": True}
+        split = cfg.get("split", "val")
+        rows = read_rows(Path(cfg["dataset_path"]), split, limit=None)
+        seqs = dataset_sequences(tokenizer, rows, features["max_length"], features["assistant_only_loss"])
         if not seqs:
-            raise Refused(f"dataset split {cfg.get('split', 'val')} has no rows to evaluate on")
-        result["dataset"] = {"id": cfg.get("dataset_id"), "name": cfg.get("dataset_name"),
-                             "split": cfg.get("split", "val"), "scored": "assistant tokens (as in training)",
-                             **perplexity_of(ctx, kind, path, seqs, "dataset", (0.0, 0.4))}
+            raise Refused(f"dataset split {split} has no rows to evaluate on")
+        run = f"run {features['from_run']}'s" if features.get("from_run") else "the default"
+        ctx.log(f"dataset {cfg.get('dataset_name')} ({split}): {len(seqs)} of {len(rows)} rows as {run} features "
+                f"(max_length {features['max_length']}, "
+                f"{'assistant tokens' if features['assistant_only_loss'] else 'every token'} scored)")
+        result["dataset"] = {"id": cfg.get("dataset_id"), "name": cfg.get("dataset_name"), "split": split,
+                             "scored": "assistant tokens (as in training)" if features["assistant_only_loss"]
+                             else "every token (as in training)", "rows": len(seqs), **features,
+                             **perplexity_of(ctx, kind, path, seqs, "dataset", (0.0, 0.4), features["max_length"],
+                                             base_dir)}
     if cfg.get("base_path"):
         general = _general(tokenizer, path)
-        mine = perplexity_of(ctx, kind, path, general, "general text (this model)", (0.4, 0.55))
-        base = perplexity_of(ctx, cfg["base_kind"], cfg["base_path"], general, "general text (base)", (0.55, 0.7))
+        mine = perplexity_of(ctx, kind, path, general, "general text (this model)", (0.4, 0.55), base_dir=base_dir)
+        base = perplexity_of(ctx, cfg["base_kind"], cfg["base_path"], general,
+                             f"general text (base: {cfg.get('base_label') or cfg['base_path']})", (0.55, 0.7))
         change = (mine["perplexity"] - base["perplexity"]) / base["perplexity"]
-        result["forgetting"] = {"base": cfg["base_path"], "perplexity": mine["perplexity"],
+        result["forgetting"] = {"base": cfg["base_path"], "base_label": cfg.get("base_label") or cfg["base_path"],
+                                "perplexity": mine["perplexity"],
                                 "base_perplexity": base["perplexity"], "change": round(change, 5),
                                 "limit": FORGETTING_LIMIT, "degraded": change > FORGETTING_LIMIT}
         ctx.log(f"general-text perplexity {mine['perplexity']} vs base {base['perplexity']} ({change:+.1%})"

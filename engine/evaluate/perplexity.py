@@ -32,27 +32,59 @@ def _threads(threads: int | None) -> int:
     return threads or max(1, os.cpu_count() or 1)
 
 
-def hf_perplexity(model_dir: str | Path, seqs: list[Sequence], max_length: int = 512,
-                  progress: Progress | None = None) -> dict[str, Any]:
-    """Perplexity of a transformers model folder or adapter (fp32; on the GPU when there is one)."""
+def model_nll(model: Any, seqs: list[Sequence], max_length: int = 512,
+              progress: Progress | None = None) -> tuple[float, int]:
+    """(summed negative log-likelihood, scored tokens) of a loaded transformers model over `seqs`, in eval mode
+    (no dropout), every scored token weighing the same. The training run's final eval loss is this over its
+    eval features, so `eval` and the run report one figure."""
+    import torch
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    nll, count = 0.0, 0
+    try:
+        for i, seq in enumerate(seqs):
+            for ids, mask in _windows(seq, max_length):
+                x = torch.tensor([ids], device=device)
+                with torch.no_grad():
+                    logits = model(input_ids=x).logits[0, :-1].double()
+                losses = torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="none")
+                scored = torch.tensor(mask[1:], device=device, dtype=torch.bool)
+                nll += float(losses[scored].sum())
+                count += int(scored.sum())
+            if progress:
+                progress((i + 1) / len(seqs))
+    finally:
+        model.train(was_training)
+    return nll, count
+
+
+def load_hf_model(model_dir: str | Path, base_dir: str | Path | None = None) -> Any:
+    """A transformers model folder, or a LoRA adapter folder on `base_dir` (else the base its config names),
+    in fp32 on the GPU when there is one."""
     import torch
     from transformers import AutoModelForCausalLM
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).to(device).eval()
-    nll, count = 0.0, 0
+    if Path(model_dir, "adapter_config.json").is_file() and not Path(model_dir, "config.json").is_file():
+        from peft import PeftModel
+
+        if base_dir is None:
+            import json
+
+            base_dir = json.loads(Path(model_dir, "adapter_config.json").read_text())["base_model_name_or_path"]
+        base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+        return PeftModel.from_pretrained(base, str(model_dir)).to(device).eval()
+    return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).to(device).eval()
+
+
+def hf_perplexity(model_dir: str | Path, seqs: list[Sequence], max_length: int = 512,
+                  progress: Progress | None = None, base_dir: str | Path | None = None) -> dict[str, Any]:
+    """Perplexity of a transformers model folder or adapter (fp32; on the GPU when there is one)."""
+    model = load_hf_model(model_dir, base_dir)
     start = time.perf_counter()
-    for i, seq in enumerate(seqs):
-        for ids, mask in _windows(seq, max_length):
-            x = torch.tensor([ids], device=device)
-            with torch.no_grad():
-                logits = model(x).logits[0, :-1].double()
-            losses = torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="none")
-            scored = torch.tensor(mask[1:], device=device, dtype=torch.bool)
-            nll += float(losses[scored].sum())
-            count += int(scored.sum())
-        if progress:
-            progress((i + 1) / len(seqs))
+    nll, count = model_nll(model, seqs, max_length, progress)
     return _summary(nll, count, time.perf_counter() - start, "transformers")
 
 
@@ -82,7 +114,8 @@ def gguf_perplexity(gguf_path: str | Path, seqs: list[Sequence], max_length: int
     """Perplexity of a GGUF through llama.cpp over the given token sequences."""
     import numpy as np
 
-    llm = open_gguf(gguf_path, max_length + 8, threads)
+    longest = max((len(ids) for ids, _ in seqs), default=1)
+    llm = open_gguf(gguf_path, min(max_length, longest) + 8, threads)
     nll, count = 0.0, 0
     start = time.perf_counter()
     for i, seq in enumerate(seqs):
@@ -122,3 +155,20 @@ def gguf_generation_speed(gguf_path: str | Path, n_tokens: int = 32, threads: in
     for _ in range(n_tokens):
         llm.eval([llm.sample(temp=0.0)])
     return round(n_tokens / (time.perf_counter() - start), 1)
+
+
+def trainer_eval_loss(trainer: Any, objective: str) -> float:
+    """A training run's final eval loss. SFT in one process, unpacked: the mean over every scored token of the
+    trainer's own eval features (`model_nll`, the measure `eval` uses), since the Trainer's `eval_loss` is the
+    mean of per-batch means, which weighs the tokens of short examples more (a demo run: 15.01 against 21.01
+    per token). Otherwise (other objectives, packing, several processes) the Trainer's own figure."""
+    dataset = trainer.eval_dataset
+    plain = (objective == "sft" and trainer.args.world_size == 1 and dataset is not None
+             and {"input_ids", "labels"} <= set(dataset.column_names) and "position_ids" not in dataset.column_names
+             and not getattr(trainer.args, "packing", False))
+    if plain:
+        seqs = [(list(r["input_ids"]), [int(label != -100) for label in r["labels"]]) for r in dataset]
+        nll, count = model_nll(trainer.model, seqs, max_length=max((len(ids) for ids, _ in seqs), default=1))
+        if count:
+            return nll / count
+    return float(trainer.evaluate()["eval_loss"])

@@ -26,8 +26,8 @@ GENERAL_TEXT = (
 Sequence = tuple[list[int], list[int]]  # token ids, and 1 where a token is scored
 
 
-def read_rows(folder: Path, split: str, limit: int = 200) -> list[dict[str, Any]]:
-    """The first `limit` rows of a dataset snapshot split."""
+def read_rows(folder: Path, split: str, limit: int | None = 200) -> list[dict[str, Any]]:
+    """The first `limit` rows of a dataset snapshot split (all of them when `limit` is None)."""
     path = folder / f"{split}.jsonl"
     if not path.is_file():
         raise FileNotFoundError(2, f"the dataset has no {split} split", str(path))
@@ -36,7 +36,7 @@ def read_rows(folder: Path, split: str, limit: int = 200) -> list[dict[str, Any]
         for line in fh:
             if line.strip():
                 rows.append(json.loads(line))
-            if len(rows) >= limit:
+            if limit is not None and len(rows) >= limit:
                 break
     return rows
 
@@ -49,6 +49,18 @@ def text_sequences(tokenizer: Any, texts: list[str] | tuple[str, ...]) -> list[S
         ids = bos + list(tokenizer.encode(text, add_special_tokens=False))
         out.append((ids, [0] * len(bos) + [1] * (len(ids) - len(bos))))
     return out
+
+
+def dataset_sequences(tokenizer: Any, rows: list[dict[str, Any]], max_length: int,
+                      assistant_only: bool = True) -> list[Sequence]:
+    """Dataset rows as the training run's features (`engine.train.data.sft_features`: the same chat rendering,
+    assistant mask, EOS on text rows and truncation to `max_length`), preference rows by their chosen answer.
+    Rows left with no scored prediction are dropped, as the trainer's loss never sees them either."""
+    from engine.train.data import sft_features
+
+    chats = [{"messages": [*r["prompt"], *r["chosen"]]} if "prompt" in r and "chosen" in r else r for r in rows]
+    features = sft_features(tokenizer, chats, max_length, assistant_only)
+    return [(f["input_ids"], f["assistant_masks"]) for f in features if any(f["assistant_masks"][1:])]
 
 
 def row_sequences(tokenizer: Any, rows: list[dict[str, Any]]) -> list[Sequence]:

@@ -244,8 +244,9 @@ def _finish(ctx: JobContext, cfg: RunConfig, trainer: Any, tokenizer: Any, has_e
     step = trainer.state.global_step
     final: dict[str, float] = {}
     if has_eval:
-        metrics = trainer.evaluate()
-        final["eval_loss"] = float(metrics["eval_loss"])
+        from engine.evaluate.perplexity import trainer_eval_loss
+
+        final["eval_loss"] = trainer_eval_loss(trainer, cfg.objective)  # per token, as `tunedeck eval` measures
         if final["eval_loss"] < 50:
             import math
 

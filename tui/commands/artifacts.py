@@ -246,11 +246,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def print_eval(result: dict[str, Any]) -> None:
     """An eval job's result as text."""
     if ds := result.get("dataset"):
+        made = f"run {ds['from_run']}'s features" if ds.get("from_run") else "default features"
         print(f"  dataset {ds.get('name')} ({ds.get('split')}): perplexity {ds.get('perplexity')} over "
-              f"{ds.get('tokens')} tokens [{ds.get('backend')}]")
+              f"{ds.get('tokens')} tokens of {ds.get('rows')} rows [{ds.get('backend')}; {made}, max_length "
+              f"{ds.get('max_length')}, {ds.get('scored')}]")
     if fg := result.get("forgetting"):
         verdict = "DEGRADED (possible catastrophic forgetting)" if fg["degraded"] else "ok"
-        print(f"  general text: perplexity {fg['perplexity']} vs base {fg['base_perplexity']} "
+        print(f"  general text: perplexity {fg['perplexity']} vs base {fg.get('base_label') or fg['base']} "
+              f"{fg['base_perplexity']} "
               f"({fg['change']:+.1%}, limit +{fg['limit']:.0%}): {verdict}")
     if rows := result.get("sweep"):
         from engine.evaluate.job import format_sweep
