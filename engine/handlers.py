@@ -17,6 +17,7 @@ HANDLERS: dict[str, str] = {
     "quantize": "engine.gguf.job:run_quantize_job",
     "eval": "engine.evaluate.job:run_eval_job",
     "push": "engine.push:run_push_job",
+    "model-add": "engine.models.job:run_model_add_job",
 }
 
 

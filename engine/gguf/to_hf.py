@@ -17,13 +17,19 @@ def bundled_smollm2() -> Path | None:
     return next(Path(spec.submodule_search_locations[0]).glob("*.gguf"), None)
 
 
-def gguf_to_transformers(gguf_file: Path, out: Path) -> Path:
-    """Load a GGUF with transformers (`gguf_file=`), dequantized to fp32, and save it as a model folder at
-    `out` with its tokenizer and chat template (written to a temporary folder, then renamed)."""
+DTYPES = {"auto": "float32", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def gguf_to_transformers(gguf_file: Path, out: Path, dtype: str = "auto") -> Path:
+    """Load a GGUF with transformers (`gguf_file=`), dequantized (to fp32, or `dtype`: fp32, bf16, fp16), and
+    save it as a model folder at `out` with its tokenizer and chat template (written to a temporary folder, then
+    renamed)."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name,
+                                                 dtype=getattr(torch, DTYPES[dtype]))
     if getattr(model, "hf_quantizer", None) is not None:  # "quantized with gguf" refuses to save otherwise
         model.hf_quantizer.remove_quantization_config(model)
     out.parent.mkdir(parents=True, exist_ok=True)

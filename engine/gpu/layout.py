@@ -9,6 +9,7 @@ Two ways to count, which the tests hold to the same figure:
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -130,9 +131,16 @@ def _hub_config(repo: str) -> Path:
     try:
         from huggingface_hub import hf_hub_download
 
-        return Path(hf_hub_download(repo, "config.json"))
+        from engine.models.hub import REACH_TIMEOUT_S, check_hub_model
+
+        with contextlib.suppress(NotFound):
+            return _cached_hub_config(repo)
+        check_hub_model(repo)  # offline or unreachable: one clear line within seconds, not minutes of retries
+        return Path(hf_hub_download(repo, "config.json", etag_timeout=REACH_TIMEOUT_S))
     except ImportError:
         raise NotFound(f"{repo}: no such model folder") from None
+    except TunedeckError:
+        raise
     except Exception as exc:
         raise NotFound(f"{repo}: not a local folder nor in the Hugging Face cache "
                        f"({type(exc).__name__})") from None  # fmt: skip

@@ -58,8 +58,15 @@ def resolve_model(store: Store, model: str, *, need_weights: bool = True,
         with store.read() as session:
             found = session.exec(select(Artifact).where(Artifact.path == str(path.resolve()))).first()
         return str(path.resolve()), found.id if found else None
-    if model.startswith((".", "/", "~")) or model.count("/") != 1:
+    from engine.models.hub import is_hub_id, require_hub_model
+    from engine.models.queue import model_ref
+
+    if (registered := model_ref(store, model)) is not None:  # `tunedeck model add` names
+        check(Path(registered[0]))
+        return registered
+    if not is_hub_id(model):
         raise NotFound(f"model {model!r}: no such folder, and not a hub id (org/name)")
+    require_hub_model(model)  # in the cache, or reachable now: refused in seconds, not after a job's retries
     return model, None
 
 

@@ -164,7 +164,12 @@ def run_estimate(args: argparse.Namespace) -> tuple[Estimate, str]:
     from engine.gpu.layout import model_layout, read_config
     from engine.model_folder import check_config
 
-    config, where = read_config(args.model)
+    model = args.model
+    if (store := existing_store(args)) is not None:  # a model registered by `tunedeck model add`, by name
+        from engine.models.queue import model_ref
+
+        model = (model_ref(store, model) or (model,))[0]
+    config, where = read_config(model)
     check_config(config, where, known_type=False)  # the estimator has its own families and fallbacks
     layout = model_layout(config)
     settings = Settings(method=args.method, max_length=args.max_length, batch=args.batch, grad_accum=args.grad_accum,

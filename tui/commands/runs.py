@@ -1,4 +1,4 @@
-"""`tunedeck run ...` (training runs) and `tunedeck model modules`."""
+"""`tunedeck run ...`: training runs (the `model` verbs are in tui/commands/models.py)."""
 
 from __future__ import annotations
 
@@ -76,13 +76,6 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("id", type=int)
     p.add_argument("--output", "-o", metavar="FILE", help="default: run-ID.yaml in the current folder")
     p.set_defaults(func=cmd_run_export)
-
-    model = verbs.add_parser("model", help="inspect models", parents=[common])
-    mverbs = model.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(model))
-    p = mverbs.add_parser("modules", help="a model's linear layer names (for lora.target_modules)", parents=[common])
-    p.add_argument("model", metavar="PATH|ID")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_model_modules)
 
 
 def _build_config(args: argparse.Namespace) -> RunConfig:
@@ -263,15 +256,3 @@ def cmd_run_export(args: argparse.Namespace) -> int:
     print(f"wrote {out}\n{command}")
     return 0
 
-
-def cmd_model_modules(args: argparse.Namespace) -> int:
-    from engine.train.modules import linear_module_names
-    from engine.train.queue import resolve_model
-
-    path, _ = resolve_model(open_from_args(args), args.model, need_weights=False)  # reads the config only
-    names = linear_module_names(path)
-    if args.json:
-        print_json(names)
-    else:
-        print("\n".join(f"{n}  ({count} layers)" for n, count in names.items()))
-    return 0

@@ -1,0 +1,1 @@
+"""Base models: registering a model folder, a GGUF (dequantized) or a hub model (downloaded) as an artifact."""

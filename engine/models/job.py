@@ -1,0 +1,100 @@
+"""The `model-add` job: register a model folder, dequantize a GGUF into one, or download a hub model.
+
+Each ends as an artifact of kind `model` whose meta says where it came from (`source`, `source_type`) and
+which exact bytes (`source_sha`: the GGUF's sha256, the hub commit, or the folder's content hash).
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+from engine.jobctx import JobContext
+
+
+def _register(ctx: JobContext, path: Path, meta: dict[str, Any]) -> int:
+    from engine.artifacts import register_artifact
+
+    with ctx.store.write() as session:
+        artifact = register_artifact(session, ctx.config["project_id"], "model", path, name=ctx.config["name"],
+                                     job_id=ctx.job_id, meta=meta)
+        if meta.get("source_sha") is None:  # a folder: its content hash is its identity
+            artifact.meta = {**artifact.meta, "source_sha": artifact.sha256}
+            session.add(artifact)
+        return int(artifact.id)  # type: ignore[arg-type]
+
+
+def _from_gguf(ctx: JobContext, gguf: Path) -> tuple[Path, dict[str, Any]]:
+    from engine.artifacts import sha256_file
+    from engine.gguf.fidelity import metadata
+    from engine.gguf.to_hf import gguf_to_transformers
+    from store.home import subdir
+
+    info = metadata(gguf)
+    quant = file_type_name(info.get("file_type"))
+    ctx.log(f"{gguf.name}: {info.get('architecture')} model in {quant}; dequantizing to a transformers folder")
+    ctx.progress(0.05, force=True)
+    sha = sha256_file(gguf)
+    out = subdir(ctx.home, "models") / ctx.config["name"]
+    if out.exists():
+        shutil.rmtree(out)  # a half-done folder of an earlier try of this job (the name was free when queued)
+    with ctx.interruptible():
+        gguf_to_transformers(gguf, out, dtype=ctx.config.get("dtype", "auto"))
+    note = (f"dequantized from a {quant} GGUF ({gguf.name}): its weights carry {quant}'s rounding error, so it is "
+            "close to, not the same as, the original model")
+    ctx.log(note)
+    return out, {"source": str(gguf), "source_type": "gguf", "source_sha": sha, "dequantized_from": quant,
+                 "note": note, "dtype": ctx.config.get("dtype", "auto")}
+
+
+def file_type_name(file_type: Any) -> str:
+    """A GGUF's general.file_type as a quant name (MOSTLY_Q4_1 -> Q4_1)."""
+    import gguf
+
+    try:
+        return gguf.LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+    except (TypeError, ValueError):
+        return f"file type {file_type}"
+
+
+def _from_hub(ctx: JobContext) -> tuple[Path, dict[str, Any]]:
+    from engine.models.hub import HubModel, download_model
+
+    cfg = ctx.config
+    if cfg.get("cached_path"):
+        ctx.log(f"{cfg['source']}: already in the Hugging Face cache at {cfg['cached_path']}")
+        return Path(cfg["cached_path"]), {"source": cfg["source"], "source_type": "hub", "source_sha": cfg["sha"]}
+    model = HubModel(**cfg["hub"])
+    ctx.log(f"downloading {model.repo_id} at {model.sha[:12]}: {len(model.files)} files, "
+            f"{model.size / 1e6:,.1f} MB, into the Hugging Face cache (resumes what an earlier try left)")
+
+    lock = threading.Lock()
+
+    def report(done: int, total: int) -> None:  # called from the download threads; cancel: ctx.interruptible
+        with lock:
+            ctx.progress(done / max(total, model.size, 1))
+
+    with ctx.interruptible():
+        folder = download_model(model, report)
+    ctx.progress(1.0, force=True)
+    return folder, {"source": model.repo_id, "source_type": "hub", "source_sha": model.sha}
+
+
+def run_model_add_job(ctx: JobContext) -> None:
+    """Make the model folder the job's config names and register it as a model artifact."""
+    from engine.model_folder import check_model_folder
+
+    cfg = ctx.config
+    kind = cfg["source_type"]
+    if kind == "gguf":
+        folder, meta = _from_gguf(ctx, Path(cfg["source"]))
+    elif kind == "hub":
+        folder, meta = _from_hub(ctx)
+    else:
+        folder, meta = Path(cfg["source"]), {"source": cfg["source"], "source_type": "folder", "source_sha": None}
+    check_model_folder(folder)
+    artifact_id = _register(ctx, folder, meta)
+    ctx.set_result(artifact_id=artifact_id, path=str(folder), **{k: v for k, v in meta.items() if k != "source"})
+    ctx.log(f"registered {folder} as model artifact {artifact_id} ({cfg['name']})")

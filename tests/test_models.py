@@ -1,0 +1,193 @@
+"""`tunedeck model add`: a folder, a GGUF or a hub id becomes a model artifact usable as --model NAME; a hub id
+that cannot be reached is refused before queueing, within seconds, with one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+HUB_ID = "nobody-here/no-such-model"
+
+
+def _ok(*args: str, home: Path, env: dict[str, str] | None = None, timeout: float = 300) -> dict:
+    proc = run_cli(*args, "--json", home=home, env=env, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def _jobs(home: Path) -> int:
+    return len(json.loads(run_cli("job", "list", "--json", home=home).stdout))
+
+
+def test_model_add_folder_is_usable_by_name(home: Path, tmp_path: Path, demo_model_dir: Path) -> None:
+    from engine.train.queue import resolve_model
+    from store.db import open_store
+
+    assert run_cli("project", "create", "p", home=home).returncode == 0
+    folder = tmp_path / "my-base"
+    shutil.copytree(demo_model_dir, folder)
+    job = _ok("model", "add", "p", str(folder), "--name", "base", "--wait", home=home)
+    assert job["status"] == "completed", job
+    shown = _ok("artifact", "show", str(job["result"]["artifact_id"]), home=home)
+    assert shown["kind"] == "model" and shown["name"] == "base" and shown["path"] == str(folder.resolve())
+    assert shown["meta"]["source_type"] == "folder" and shown["meta"]["source"] == str(folder.resolve())
+    assert shown["meta"]["source_sha"] == shown["sha256"]
+    listed = run_cli("model", "list", "p", home=home).stdout
+    assert "base" in listed and "folder" in listed
+    store = open_store(home)
+    assert resolve_model(store, "base") == (str(folder.resolve()), shown["id"])  # run new --model base
+    store.close()
+    modules = _ok("model", "modules", "base", home=home)
+    assert "q_proj" in modules
+    est = _ok("estimate", "--model", "base", home=home)
+    assert est["config"] == str(folder.resolve() / "config.json")
+    # the same name again, a non-model file, a broken folder, a --dtype a folder cannot take: refused, nothing queued
+    before = _jobs(home)
+    (tmp_path / "notes.txt").write_text("hello")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for args, message in [
+        (("p", str(folder), "--name", "base"), "already has an artifact named 'base'"),
+        (("p", str(tmp_path / "notes.txt")), "not a GGUF file"),
+        (("p", str(broken)), "no config.json"),
+        (("p", str(folder), "--name", "b2", "--dtype", "bf16"), "only a GGUF is converted"),
+        (("p", "./nowhere"), "no such folder or GGUF file"),
+    ]:
+        proc = run_cli("model", "add", *args, home=home)
+        assert proc.returncode == 1 and message in proc.stderr, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1
+    assert _jobs(home) == before
+
+
+def test_model_add_gguf_dequantizes_with_a_note(home: Path, demo_gguf: Path) -> None:
+    assert run_cli("project", "create", "p", home=home).returncode == 0
+    job = _ok("model", "add", "p", str(demo_gguf), "--wait", home=home)
+    assert job["status"] == "completed", job
+    shown = _ok("artifact", "show", str(job["result"]["artifact_id"]), home=home)
+    meta = shown["meta"]
+    assert shown["name"] == "demo-llama-f16" and Path(shown["path"]).parent == home / "models"
+    assert meta["source_type"] == "gguf" and meta["dequantized_from"] == "F16"
+    assert "dequantized from a F16 GGUF" in meta["note"]
+    from engine.artifacts import sha256_file
+
+    assert meta["source_sha"] == sha256_file(demo_gguf)
+    assert (Path(shown["path"]) / "config.json").is_file()
+    assert "GGUF F16 (dequantized)" in run_cli("model", "list", "p", home=home).stdout
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A port that accepts connections and never answers (a firewall that drops, a hung proxy)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    yield s.getsockname()[1]
+    s.close()
+
+
+def _offline_cases(silent_port: int) -> list[tuple[str, dict[str, str], str]]:
+    return [
+        ("HF_HUB_OFFLINE", {"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE is set"),
+        ("closed port", {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{_closed_port()}"},
+         "cannot reach the Hugging Face Hub"),
+        ("no answer", {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{silent_port}"},
+         "cannot reach the Hugging Face Hub"),
+    ]
+
+
+@pytest.mark.slow
+def test_unreachable_hub_id_is_refused_in_seconds(home: Path, tmp_path: Path, silent_server: int) -> None:
+    assert run_cli("demo", home=home).returncode == 0
+    before = _jobs(home)
+    hf_home = tmp_path / "hf"
+    for label, env, message in _offline_cases(silent_server):
+        env = {**env, "HF_HOME": str(hf_home)}
+        for args in (("model", "add", "demo", HUB_ID), ("estimate", "--model", HUB_ID),
+                     ("run", "new", "demo", "--preset", "smoke", "--model", HUB_ID)):
+            start = time.monotonic()
+            proc = run_cli(*args, home=home, env=env, timeout=60)
+            took = time.monotonic() - start
+            lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("warning: ")]
+            assert proc.returncode == 1 and len(lines) == 1 and message in lines[0], (label, args, proc.stderr)
+            assert lines[0].startswith(f"error: {HUB_ID}") or f"model {HUB_ID!r}" in lines[0]
+            assert took < 15, (label, args, took)  # python start-up (~2-4 s here) + at most one 5 s timeout
+    assert _jobs(home) == before
+    assert not (hf_home / "hub").exists() or not any((hf_home / "hub").iterdir())
+
+
+class _GatedHub(BaseHTTPRequestHandler):
+    """The Hub's answers for a gated repo, as huggingface.co sends them: the model's info is public, its files
+    need an accepted licence (401 with X-Error-Code GatedRepo)."""
+
+    def _send(self, code: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/api/models/"):
+            info = {"id": HUB_ID, "sha": "0" * 40, "gated": "manual", "private": False,
+                    "siblings": [{"rfilename": "config.json", "size": 10},
+                                 {"rfilename": "model.safetensors", "size": 1000}]}
+            self._send(200, json.dumps(info).encode(), {"Content-Type": "application/json"})
+        else:
+            self.do_HEAD()
+
+    def do_HEAD(self) -> None:
+        self._send(401, b"", {"X-Error-Code": "GatedRepo", "X-Error-Message": "Access to model is restricted."})
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_gated_model_says_to_log_in(home: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _GatedHub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert run_cli("project", "create", "p", home=home).returncode == 0
+        env = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
+               "HF_TOKEN": "", "HF_HOME": str(home.parent / "hf")}
+        proc = run_cli("model", "add", "p", HUB_ID, home=home, env=env, timeout=60)
+    finally:
+        server.shutdown()
+    assert proc.returncode == 1, proc.stderr
+    assert "is a gated model" in proc.stderr and "run `hf auth login`" in proc.stderr
+    assert _jobs(home) == 0
+
+
+def test_hub_id_already_cached_is_registered_offline(home: Path, tmp_path: Path, demo_model_dir: Path) -> None:
+    """A model in the Hugging Face cache needs no network: registered from there, HF_HUB_OFFLINE set."""
+    hf_home = tmp_path / "hf"
+    snapshot = hf_home / "hub" / "models--tiny--cached-llama" / "snapshots" / ("a" * 40)
+    shutil.copytree(demo_model_dir, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("a" * 40)
+    assert run_cli("project", "create", "p", home=home).returncode == 0
+    env = {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
+    job = _ok("model", "add", "p", "tiny/cached-llama", "--wait", home=home, env=env)
+    assert job["status"] == "completed", job
+    shown = _ok("artifact", "show", str(job["result"]["artifact_id"]), home=home)
+    assert shown["name"] == "cached-llama" and shown["path"] == str(snapshot)
+    assert shown["meta"] | {"source": "tiny/cached-llama", "source_type": "hub", "source_sha": "a" * 40} == \
+        shown["meta"]
+    assert os.path.commonpath([shown["path"], str(hf_home)]) == str(hf_home)
