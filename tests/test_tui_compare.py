@@ -1,5 +1,6 @@
-"""Comparing runs at 80x24: space marks runs on the Runs tab, C opens the compare view (curves overlaid,
-config diff). The runs are job and metric rows written straight into a real store (no training)."""
+"""Comparing runs at 80x24: space marks runs on the Runs tab, C opens the compare view (a chart with a line
+per run, one metric at a time; config diff). The runs are job and metric rows written straight into a real
+store (no training)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ from typing import Any
 
 from textual.pilot import Pilot
 from textual.widgets import DataTable
-from tui_pilot import drive, notes, text, wait_for
+from tui_pilot import drive, notes, screen_text, text, wait_for
 
 from store.db import Store
 from store.projects import create_project
+from store.views import CompareRun
 from tui.app import TunedeckApp
-from tui.screens.compare import CompareScreen, config_diff, flatten, plot_lines
+from tui.screens.compare import CompareScreen, config_diff, flatten, legend_line
 from tui.screens.project import ProjectScreen
 from tui.widgets.live_table import LiveTable
+from tui.widgets.metric_chart import MetricChart
 
 
 def base_config(lr: float, r: int) -> dict[str, Any]:
@@ -98,15 +101,29 @@ def test_mark_two_runs_and_compare(store: Store) -> None:
         header = text(app, "#compare-header")
         assert f"● {fast} lora fast · completed" in header and "final loss 0.61" in header
         assert f"■ {base} lora base · completed" in header and "final loss 1.4" in header
-        loss = text(app, "#curve-loss")
-        assert "train loss" in loss
-        assert f"● {fast} lora fast  last 0.61 @40 · min 0.61 @40" in loss
-        assert f"■ {base} lora base  last 1.4 @30 · min 1.4 @30" in loss
-        plot = loss.split("\n")[1:11]
-        assert any("●" in line for line in plot) and any("■" in line for line in plot)
-        assert "2.5" in plot[0] and "0.61" in plot[-1]  # the y axis spans both runs
-        eval_loss = text(app, "#curve-eval_loss")
-        assert f"● {fast} lora fast  last 0.9 @40" in eval_loss and f"■ {base} lora base  last 2 @20" in eval_loss
+        chart = compare.query_one("#curve-chart", MetricChart)
+        legend = text(app, "#curve-legend")
+        assert "train loss" in chart.title
+        assert f"● {fast} lora fast  last 0.61 @40 · min 0.61 @40" in legend
+        assert f"■ {base} lora base  last 1.4 @30 · min 1.4 @30" in legend
+        # A line per run on one chart with axes: each run's points, in the run's colour.
+        assert {name: s.points for name, s in chart.series.items()} == {
+            str(fast): [(10, 2.4), (20, 1.2), (30, 0.7), (40, 0.61)], str(base): [(10, 2.5), (20, 1.9), (30, 1.4)]}
+        assert [s.style for s in chart.series.values()] == ["cyan", "magenta"]
+        await wait_for(pilot, lambda: "┫" in screen_text(app) and "━━━" in screen_text(app), "the axes")
+        shown = screen_text(app)
+        assert "train loss (1/4, m: next)" in shown and "2.5 ┫" in shown  # title, y ticks
+        assert any(ch in shown for ch in "⠉⠒⣀⠑⠢⠤⡀⢄")  # braille line cells on screen
+        await pilot.press("m")  # the next metric: eval loss
+        await wait_for(pilot, lambda: "eval loss" in chart.title, "eval loss")
+        legend = text(app, "#curve-legend")
+        assert f"● {fast} lora fast  last 0.9 @40" in legend and f"■ {base} lora base  last 2 @20" in legend
+        assert chart.series[str(fast)].points == [(20, 1.5), (40, 0.9)]
+        await pilot.press("s", "l")  # smoothing and log scale, on the chart only
+        await wait_for(pilot, lambda: chart.smoothing and chart.log_scale, "smoothed, log")
+        assert "(smoothed, log)" in chart.summary()
+        await pilot.press("m", "m", "m")  # round to train loss again
+        await wait_for(pilot, lambda: "train loss" in chart.title, "back to train loss")
 
         await pilot.press("2")
         diff = compare.query_one("#diff-table", DataTable)
@@ -142,7 +159,4 @@ def test_config_diff_and_plot_helpers() -> None:
     rows, same = config_diff([a, b])
     assert rows == [("lora.alpha", ["-", "16"]), ("training.epochs", ["1", "2"])]
     assert same == 3
-    assert plot_lines([[], []]) == []
-    lines = plot_lines([[(0, 1.0), (10, 0.0)], [(0, 0.5)]], width=11, height=3)
-    assert len(lines) == 5
-    assert "[cyan]●[/]" in lines[0] and "[cyan]●[/]" in lines[2] and "[magenta]■[/]" in lines[1]
+    assert legend_line(0, CompareRun(1, "train", "a", "completed", 2, 2, {}, {}), []).endswith("no points[/dim]")

@@ -28,7 +28,7 @@ from tui.screens.project import ProjectScreen
 from tui.screens.run import ConfirmDialog, RunScreen
 from tui.widgets.live_table import LiveTable
 from tui.widgets.log_tail import LogTail, clean_line, read_log
-from tui.widgets.metric_chart import MetricChart, eta_text, progress_bar
+from tui.widgets.metric_chart import MetricChart, downsample, eta_text, progress_bar
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_TIMEOUT = 120.0
@@ -223,10 +223,15 @@ def test_smoke_run_from_the_form_to_its_charts_log_and_config(demo: Demo) -> Non
         await wait_for(pilot, lambda: len(chart(screen, "loss").points) == 6, "six loss points")
         assert [s for s, _ in chart(screen, "loss").points] == [1, 2, 3, 4, 5, 6]
         assert len(chart(screen, "learning_rate").points) == 6
-        assert {3, 6} <= {s for s, _ in chart(screen, "eval_loss").points}  # (and a baseline at 0, if measured)
+        assert {3, 6} <= {s for s, _ in chart(screen, "loss").series["eval_loss"].points}  # (and maybe a baseline at 0)
         header = text(app, "#run-header")
         assert "completed" in header and "step 6/6" in header and "100%" in header and "loss" in header
-        assert "train loss  last" in screen_text(app)  # the charts tab, with its labels
+        assert "loss  train " in screen_text(app) and " eval " in screen_text(app)  # the charts tab, with its labels
+        # The charts use the height there is at 80x24: loss on top, learning rate and grad norm under it.
+        assert chart(screen, "loss").size.height >= 9 and chart(screen, "grad_norm").size.height >= 5
+        await pilot.press("s", "l")
+        assert chart(screen, "loss").smoothing and chart(screen, "grad_norm").log_scale
+        assert "(smoothed, log)" in chart(screen, "loss").summary()
         metrics = dict(screen.query_one("#metrics-body", LiveTable).shown)
         assert {"loss", "eval_loss", "learning_rate", "eta_s"} <= set(metrics)
         await pilot.press("3")
@@ -412,3 +417,17 @@ def test_log_tail_reads_complete_lines_by_offset(tmp_path: Path) -> None:
     assert progress_bar(0.52, 8) == "████▏░░░  52%"
     assert progress_bar(1.0, 5) == "█████ 100%" and progress_bar(None, 5) == "░░░░░   0%"
     assert [eta_text(s) for s in (None, 5, 192, 3900, 90000)] == ["-", "5s", "3m12s", "1h05m", "1d01h"]
+
+
+def test_downsample_keeps_each_columns_min_and_max() -> None:
+    import numpy as np
+
+    x = np.arange(1, 100_001, dtype=float)
+    y = np.sin(x / 1000.0)
+    y[54_321] = 9.0  # one spike among 100,000 points
+    dx, dy = downsample(x, y, 150)
+    assert len(dx) == len(dy) <= 300
+    assert dy.max() == 9.0 and abs(dy.min() - y.min()) < 1e-12  # nothing lost at the extremes
+    assert np.all(np.diff(dx) >= 0)  # still in step order
+    short_x, short_y = downsample(x[:50], y[:50], 150)
+    assert len(short_x) == 50 and np.array_equal(short_y, y[:50])  # short series come back as they are

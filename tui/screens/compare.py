@@ -1,7 +1,6 @@
-"""Two or more runs side by side: train and eval loss overlaid on one text plot each, and their config diff.
-
-No plotting library: each curve is drawn on a grid of character cells in its own colour and marker;
-x is the step scaled to the longest run, y the value scaled to the min and max over all the runs.
+"""Two or more training runs side by side: one metric at a time (train loss, eval loss, learning rate, grad
+norm; m switches) with a line per run on one chart (textual-plot, through MetricChart: axes, smoothing
+with s, log scale with l), a legend with each run's last and best value, and the runs' config diff.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from typing import Any
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
+from textual.containers import Vertical
 from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
@@ -23,14 +22,13 @@ from textual.worker import Worker, WorkerState
 from store.db import Store
 from store.views import CompareRun, compare_runs
 from tui.screens._common import clip
-from tui.widgets.metric_chart import fmt_value
+from tui.widgets.metric_chart import STYLES, MetricChart, fmt_value
 
-PLOT_WIDTH = 60
-PLOT_HEIGHT = 10
-AXIS = 8  # the y labels' width
-CURVES = [("loss", "train loss"), ("eval_loss", "eval loss")]
+CURVES = [("loss", "train loss"), ("eval_loss", "eval loss"), ("learning_rate", "learning rate"),
+          ("grad_norm", "grad norm")]  # fmt: skip
+LOWER_IS_BETTER = {"loss": True, "eval_loss": True, "learning_rate": False, "grad_norm": True}
 MARKERS = ["●", "■", "▲", "◆", "✚", "✖", "○", "□"]
-COLOURS = ["cyan", "magenta", "yellow", "green", "red", "bright_blue", "white", "bright_magenta"]
+COLOURS = STYLES
 ACTIVE = ("queued", "running")
 REFRESH_S = 2.0  # re-read while one of the runs is still going
 MISSING = "-"
@@ -50,78 +48,21 @@ def run_label(run: CompareRun) -> str:
     return f"{run.id} {method} {run.name}".rstrip()
 
 
-def join(index: int) -> str:
-    """A cell on the line between two of run `index`'s points: a dot in its colour."""
-    return f"[{COLOURS[index % len(COLOURS)]}]·[/]"
-
-
-# ----------------------------------------------------------------------------- the plot
-
-
-def plot_lines(series: Sequence[list[tuple[int, float]]], width: int = PLOT_WIDTH, height: int = PLOT_HEIGHT,
-               ) -> list[str]:  # fmt: skip
-    """Curves overlaid on a `width` x `height` grid with a y axis on the left and the step range below (markup).
-
-    Run i's points are drawn with marker(i), joined by dots in its colour across the columns between them. Empty
-    when no run has points.
-    """
-    values = [v for points in series for _, v in points]
-    if not values:
-        return []
-    top, bottom = max(values), min(values)
-    span = (top - bottom) or 1.0
-    max_step = max(s for points in series for s, _ in points)
-    min_step = min(s for points in series for s, _ in points)
-    x_span = (max_step - min_step) or 1
-    grid: list[list[tuple[int, bool] | None]] = [[None] * width for _ in range(height)]  # (run, a point?)
-
-    def cell(step: float, value: float) -> tuple[int, int]:
-        x = round((step - min_step) / x_span * (width - 1))
-        y = round((value - bottom) / span * (height - 1))
-        return x, height - 1 - y
-
-    for index, points in enumerate(series):
-        previous: tuple[int, int] | None = None
-        for step, value in points:
-            x, y = cell(step, value)
-            if previous is not None and x - previous[0] > 1:  # join the columns between two points
-                x0, y0 = previous
-                for xi in range(x0 + 1, x):
-                    yi = round(y0 + (y - y0) * (xi - x0) / (x - x0))
-                    if grid[yi][xi] is None:
-                        grid[yi][xi] = (index, False)
-            grid[y][x] = (index, True)
-            previous = (x, y)
-    lines = []
-    for row, cells in enumerate(grid):
-        label = fmt_value(top) if row == 0 else fmt_value(bottom) if row == height - 1 else ""
-        tick = "┤" if label else "│"
-        body = "".join(" " if c is None else marker(c[0]) if c[1] else join(c[0]) for c in cells)
-        lines.append(f"[dim]{label:>{AXIS}}{tick}[/dim]{body}")
-    first, last = str(min_step), str(max_step)
-    lines.append(f"[dim]{'':>{AXIS}}└{'─' * width}[/dim]")
-    lines.append(f"[dim]{'':>{AXIS}} {first}{'step'.center(width - len(first) - len(last))}{last}[/dim]")
-    return lines
-
-
-def legend_line(index: int, run: CompareRun, points: list[tuple[int, float]]) -> str:
+def legend_line(index: int, run: CompareRun, points: list[tuple[int, float]], lower_is_better: bool = True) -> str:
     """`● 3 lora a  last 0.51 @30 · min 0.5 @28`, or that the run has no points of this metric."""
     head = f"{marker(index)} {escape(clip(run_label(run), 24))}"
     if not points:
         return f"{head}  [dim]no points[/dim]"
     step, value = points[-1]
-    best_step, best = min(points, key=lambda p: p[1])
-    return f"{head}  last [b]{fmt_value(value)}[/b] @{step} · min {fmt_value(best)} @{best_step}"
+    best_step, best = (min if lower_is_better else max)(points, key=lambda p: p[1])
+    word = "min" if lower_is_better else "max"
+    return f"{head}  last [b]{fmt_value(value)}[/b] @{step} · {word} {fmt_value(best)} @{best_step}"
 
 
-def curve_text(title: str, name: str, runs: Sequence[CompareRun]) -> str:
-    """One metric's chart: its title, the overlaid plot and the legend (markup)."""
-    series = [run.series.get(name, []) for run in runs]
-    lines = [f"[b]{escape(title)}[/b]"]
-    plot = plot_lines(series)
-    lines.extend(plot or ["[dim]no points in any run yet[/dim]"])
-    lines.extend(legend_line(i, run, points) for i, (run, points) in enumerate(zip(runs, series, strict=True)))
-    return "\n".join(lines)
+def legend_text(name: str, runs: Sequence[CompareRun]) -> str:
+    """One metric's legend: a line per run (markup)."""
+    lower = LOWER_IS_BETTER.get(name, True)
+    return "\n".join(legend_line(i, run, run.series.get(name, []), lower) for i, run in enumerate(runs))
 
 
 # ----------------------------------------------------------------------------- the config diff
@@ -167,12 +108,15 @@ def run_config(run: CompareRun) -> dict[str, Any]:
 
 
 class CompareScreen(Screen[None]):
-    """The runs' header over a Curves tab (train and eval loss overlaid) and a Config diff tab."""
+    """The runs' header over a Curves tab (one metric, a line per run) and a Config diff tab."""
 
     HELP_TITLE = "Compare runs"
     AUTO_FOCUS = ""
     BINDINGS = [
         Binding("escape,backspace", "back", "Back"),
+        Binding("m", "next_metric", "Next metric"),
+        Binding("s", "toggle_smoothing", "Smooth"),
+        Binding("l", "toggle_log", "Log scale"),
         Binding("1", "show_tab('curves')", "Curves tab", show=False),
         Binding("2", "show_tab('diff')", "Config diff tab", show=False),
     ]
@@ -184,6 +128,7 @@ class CompareScreen(Screen[None]):
         self.diff: list[tuple[str, list[str]]] = []
         self.same = 0
         self._diff_shown: list[tuple[str, list[str]]] | None = None
+        self.metric = 0  # index into CURVES of the metric on the chart
 
     @property
     def store(self) -> Store:
@@ -195,9 +140,9 @@ class CompareScreen(Screen[None]):
         yield Static("Loading…", id="compare-header")
         with TabbedContent(id="compare-tabs", initial="curves"):
             with TabPane("1 Curves", id="curves"):
-                with VerticalScroll(id="curves-body", classes="tab-body"):
-                    for name, _ in CURVES:
-                        yield Static("", id=f"curve-{name}", classes="curve")
+                with Vertical(id="curves-body"):
+                    yield MetricChart(CURVES[0][1], values_in_title=False, id="curve-chart")
+                    yield Static("", id="curve-legend")
             with TabPane("2 Config diff", id="diff"):
                 yield Static("", id="diff-summary")
                 yield DataTable(id="diff-table", cursor_type="row", zebra_stripes=True)
@@ -237,8 +182,7 @@ class CompareScreen(Screen[None]):
             header.append(f"{marker(i)} {escape(clip(run_label(run), 30))} · {run.status} · step {run.step}"
                           f" · final loss [b]{final}[/b]")  # fmt: skip
         self.query_one("#compare-header", Static).update("\n".join(header))
-        for name, title in CURVES:
-            self.query_one(f"#curve-{name}", Static).update(curve_text(title, name, runs))
+        self._show_curve()
         self.diff, self.same = config_diff([run_config(run) for run in runs])
         noun = "key differs" if len(self.diff) == 1 else "keys differ"
         self.query_one("#diff-summary", Static).update(
@@ -254,6 +198,30 @@ class CompareScreen(Screen[None]):
             for key, values in self.diff:
                 table.add_row(escape(key), *(escape(clip(v, 24)) for v in values), key=key)
             table.display = bool(self.diff)
+
+    def _show_curve(self) -> None:
+        """The current metric: a line per run on the chart, and the legend under it."""
+        runs = self.runs or []
+        name, title = CURVES[self.metric]
+        chart = self.query_one("#curve-chart", MetricChart)
+        chart.title = f"{title} ({self.metric + 1}/{len(CURVES)}, m: next)"
+        chart.lower_is_better = LOWER_IS_BETTER.get(name, True)
+        chart.replace([(str(run.id), run_label(run), COLOURS[i % len(COLOURS)], run.series.get(name, []))
+                       for i, run in enumerate(runs)])  # fmt: skip
+        self.query_one("#curve-legend", Static).update(legend_text(name, runs))
+
+    def action_next_metric(self) -> None:
+        """m: the next metric on the chart."""
+        self.metric = (self.metric + 1) % len(CURVES)
+        self._show_curve()
+
+    def action_toggle_smoothing(self) -> None:
+        chart = self.query_one("#curve-chart", MetricChart)
+        chart.set_view(smoothing=not chart.smoothing)
+
+    def action_toggle_log(self) -> None:
+        chart = self.query_one("#curve-chart", MetricChart)
+        chart.set_view(log_scale=not chart.log_scale)
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.markup import escape
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
@@ -37,7 +37,14 @@ POLL_SECONDS = 1.0
 REAP_EVERY_S = 5.0
 ACTIVE = ("queued", "running")
 REQUEUABLE = ("failed", "cancelled", "interrupted")
-CHARTS = [("loss", "train loss", True), ("eval_loss", "eval loss", True), ("learning_rate", "learning rate", False)]
+# Each chart: its id, title, series (metric, label) and whether lower is better. Train and eval loss share the
+# big chart; learning rate and grad norm sit side by side under it.
+CHARTS = [
+    ("loss", "loss", [("loss", "train"), ("eval_loss", "eval")], True),
+    ("learning_rate", "learning rate", [("learning_rate", "lr")], False),
+    ("grad_norm", "grad norm", [("grad_norm", "grad norm")], True),
+]
+CHARTED = {metric: chart for chart, _, series, _ in CHARTS for metric, _ in series}  # metric -> its chart
 TABS = [("charts", "Charts"), ("metrics", "Metrics"), ("log", "Log"), ("config", "Config")]
 STATUS_STYLE = {
     "queued": "dim",
@@ -204,6 +211,8 @@ class RunScreen(Screen[None]):
         Binding("R", "retry_run", "Retry"),
         Binding("e", "edit_copy", "Duplicate & edit"),
         Binding("x", "delete_run", "Delete run", show=False),
+        Binding("s", "toggle_smoothing", "Smooth"),
+        Binding("l", "toggle_log", "Log scale", show=False),
         Binding("end", "follow_log", "Follow the log", show=False),
         Binding("1", "show_tab('charts')", "Charts tab", show=False),
         Binding("2", "show_tab('metrics')", "Metrics tab", show=False),
@@ -235,9 +244,12 @@ class RunScreen(Screen[None]):
         yield Static("Loading…", id="run-header")
         with TabbedContent(id="run-tabs", initial="charts"):
             with TabPane("1 Charts", id="charts"):
-                with VerticalScroll(id="charts-body", classes="tab-body"):
-                    for name, title, lower in CHARTS:
-                        yield MetricChart(title, lower_is_better=lower, id=f"chart-{name}")
+                with Vertical(id="charts-body"):
+                    charts = [MetricChart(title, series, lower_is_better=lower, id=f"chart-{name}")
+                              for name, title, series, lower in CHARTS]  # fmt: skip
+                    yield charts[0]
+                    with Horizontal(id="charts-small"):
+                        yield from charts[1:]
             with TabPane("2 Metrics", id="metrics"):
                 yield LiveTable([("name", "Metric"), ("value", "Latest"), ("step", "Step")], id="metrics-body")
                 yield Static("No metrics yet: they appear from the first logged step.", id="metrics-empty",
@@ -340,10 +352,15 @@ class RunScreen(Screen[None]):
             if seen is None or step >= seen[0]:
                 self.latest[name] = (step, value)
             self._since = max(self._since, step)
-        for name, _, _ in CHARTS:
-            points = [(s, v) for s, n, v in poll.points if n == name]
+        touched: set[MetricChart] = set()
+        for metric, chart_id in CHARTED.items():
+            points = [(s, v) for s, n, v in poll.points if n == metric]
             if points:
-                self.query_one(f"#chart-{name}", MetricChart).extend(points)
+                chart = self.query_one(f"#chart-{chart_id}", MetricChart)
+                chart.extend(points, metric, redraw=False)
+                touched.add(chart)
+        for chart in touched:  # once per poll, with the header below: both show the same read
+            chart.redraw()
         self._show_metrics()
         self._show_log(poll)
         self._show_header()
@@ -361,8 +378,8 @@ class RunScreen(Screen[None]):
     def _reset_metrics(self) -> None:
         self.latest = {}
         self._since = -1
-        for name, _, _ in CHARTS:
-            self.query_one(f"#chart-{name}", MetricChart).clear()
+        for chart in self.query(MetricChart):
+            chart.clear()
 
     # -- showing -----------------------------------------------------------------
 
@@ -460,6 +477,16 @@ class RunScreen(Screen[None]):
         tab = event.pane.id or ""
         if not (self.focused is not None and self.focused is self.query_one("#run-tabs").query_one("Tabs")):
             self.query_one(f"#{tab}-body").focus()
+
+    def action_toggle_smoothing(self) -> None:
+        """s: draw the charts smoothed (an EMA over the raw curve, which stays dim behind) or raw."""
+        for chart in self.query(MetricChart):
+            chart.set_view(smoothing=not chart.smoothing)
+
+    def action_toggle_log(self) -> None:
+        """l: a log scale on the charts' y axes, or linear."""
+        for chart in self.query(MetricChart):
+            chart.set_view(log_scale=not chart.log_scale)
 
     def action_follow_log(self) -> None:
         self.action_show_tab("log")
