@@ -1,4 +1,4 @@
-"""Deleting training runs and pruning their checkpoints, rows and folders together. Light: no torch.
+"""Deleting training runs, datasets and projects and pruning checkpoints: rows and folders together. Light: no torch.
 
 SQLite hands out the id of a deleted newest row again, and a training job resumes from whatever checkpoint its
 folder holds. So a run's folder never stays under its id once its row is gone: it is renamed into the home's
@@ -173,6 +173,92 @@ def delete_run(store: Store, job_id: int, *, force: bool = False) -> RunDeleted:
                     report.kept.append(gone.path)
         session.delete(job)
         removal.remove(removal.home / "jobs" / str(job_id), shared=False)  # never left under a reusable id
+    report.freed_bytes = removal.freed_bytes
+    return report
+
+
+@dataclass
+class DatasetDeleted:
+    """What `delete_dataset` removed: the dataset (None when only failed imports of that name went), the failed
+    import jobs of its name, and the bytes freed."""
+
+    name: str
+    dataset_id: int | None = None
+    import_jobs: list[int] = field(default_factory=list)
+    freed_bytes: int = 0
+
+    def __str__(self) -> str:
+        what = f"dataset {self.name} (id {self.dataset_id})" if self.dataset_id is not None else \
+            f"the failed import(s) of {self.name} (job {', '.join(map(str, self.import_jobs))})"  # fmt: skip
+        return f"deleted {what} ({self.freed_bytes / 1e6:,.1f} MB freed)"
+
+
+def delete_dataset(store: Store, ref: str, project: str | None = None, *, force: bool = False) -> DatasetDeleted:
+    """Delete dataset `ref` (a name, within `project` when given, or an id) with its snapshot, and the failed imports
+    of its name; a name with no dataset but failed imports deletes those (their job rows and logs). Refused while a
+    queued or running job uses the dataset, and without `force` when ended runs or evaluations used it (they keep
+    their records, but cannot be resumed or retried without it)."""
+    from sqlalchemy import text
+    from sqlmodel import select
+
+    from store.datasets import find_dataset
+    from store.errors import NotFound
+    from store.jobs import ACTIVE, reap_stale
+    from store.models import Dataset, Job, Project
+    from store.views import DATASET_USERS_SQL, IMPORT_FAILED, IMPORT_KIND
+
+    with deleting(store) as removal:
+        session = removal.session
+        reap_stale(session)
+        try:
+            dataset: Dataset | None = find_dataset(session, ref, project)
+        except NotFound:
+            dataset = None
+            if ref.isdigit():
+                raise
+            query = select(Job).join(Project).where(Job.kind == IMPORT_KIND, Job.name == ref)
+            if project:
+                query = query.where(Project.name == project)
+            imports = session.exec(query).all()
+            if not imports:
+                raise
+            project_ids = {j.project_id for j in imports}
+            if len(project_ids) > 1:
+                raise Refused(f"several projects have imports named {ref!r}; give --project") from None
+            project_id = project_ids.pop()
+        else:
+            project_id = dataset.project_id
+        report = DatasetDeleted(dataset.name if dataset else ref, dataset.id if dataset else None)
+        if dataset is not None:
+            users = [(int(i), str(k), str(s)) for i, k, s in session.execute(text(DATASET_USERS_SQL.replace("?", ":d")),
+                                                                                {"d": dataset.id})]  # fmt: skip
+            active = [u for u in users if u[2] in ACTIVE]
+            if active:
+                i, kind, status = active[0]
+                what = "run" if kind == "train" else f"{kind} job"
+                hint = f"tunedeck run cancel {i}" if kind == "train" else f"tunedeck job cancel {i}"
+                raise Refused(f"dataset {dataset.name!r} is used by {what} {i}, which is {status}; cancel it first "
+                              f"({hint})")
+            if users and not force:
+                listed = ", ".join(f"{i} ({'run' if k == 'train' else k}, {s})" for i, k, s in users[:6])
+                raise Refused(f"dataset {dataset.name!r} was used by job(s) {listed}; they keep their records but "
+                              "cannot be resumed or retried without it: pass --force to delete it anyway")
+            session.delete(dataset)
+            folder = removal.home / "datasets" / str(dataset.id)
+            removal.remove(folder, shared=False)  # never left under an id SQLite may hand out again
+            if dataset.path and Path(dataset.path) != folder:
+                removal.remove(Path(dataset.path), shared=False)
+        status = Job.status.in_(IMPORT_FAILED)  # type: ignore[attr-defined]
+        failed = session.exec(select(Job).where(Job.kind == IMPORT_KIND, Job.project_id == project_id,
+                                                Job.name == report.name, status)).all()
+        if dataset is None and not failed:
+            if any(j.status in ACTIVE for j in imports):
+                raise Refused(f"the import of {ref!r} is still queued or running; cancel it first")
+            raise NotFound(f"no dataset or failed import named {ref!r}")
+        for job in failed:
+            report.import_jobs.append(int(job.id))  # type: ignore[arg-type]
+            session.delete(job)
+            removal.remove(removal.home / "jobs" / str(job.id), shared=False)
     report.freed_bytes = removal.freed_bytes
     return report
 

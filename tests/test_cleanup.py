@@ -133,3 +133,95 @@ def test_project_delete_removes_its_folders_and_keeps_a_model_another_project_us
     assert not list((trained / "datasets").iterdir())
     assert (model / "config.json").is_file()  # project "other" still has it
     assert not any((trained / "trash").iterdir())
+
+
+# --- datasets -------------------------------------------------------------------------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures" / "datasets"
+
+
+def _import(store, project_id: int, source: Path, name: str) -> int:  # type: ignore[no-untyped-def]
+    """A real import (the job handler, in this process); returns the dataset id."""
+    from engine.datasets.importer import run_import_job
+    from engine.jobctx import JobContext
+    from store.jobs import get_job, transition
+
+    config = {"project_id": project_id, "source": str(source), "name": name, "dedup": "none"}
+    with store.write() as session:
+        job_id = int(create_job(session, project_id, "dataset-import", config, name=name, slot="data").id)
+        transition(session, job_id, "running")
+    folder = store.home / "jobs" / str(job_id)
+    folder.mkdir(parents=True)
+    run_import_job(JobContext(store, job_id, config, folder))
+    with store.write() as session:
+        transition(session, job_id, "completed")
+        return int(get_job(session, job_id).result["dataset_id"])
+
+
+def _failed_import(store, project_id: int, name: str) -> int:  # type: ignore[no-untyped-def]
+    from store.jobs import transition
+
+    with store.write() as session:
+        job_id = int(create_job(session, project_id, "dataset-import", {"name": name}, name=name, slot="data").id)
+        transition(session, job_id, "running")
+        transition(session, job_id, "failed", error=f"{name}.jsonl:2: invalid JSON: expecting value at column 1")
+    (store.home / "jobs" / str(job_id)).mkdir(parents=True)
+    (store.home / "jobs" / str(job_id) / "job.log").write_text("failed\n")
+    return job_id
+
+
+def test_dataset_delete_refused_while_used_then_forced(home: Path) -> None:
+    from store.projects import create_project
+
+    store = open_store(home)
+    with store.write() as session:
+        pid = int(create_project(session, "p").id)  # type: ignore[arg-type]
+    did = _import(store, pid, FIXTURES / "alpaca.json", "alpaca")
+    with store.write() as session:
+        run = int(create_job(session, pid, "train", {"run": {}, "dataset_id": did}, slot="nowhere").id)  # type: ignore[arg-type]
+    store.close()
+    snapshot = home / "datasets" / str(did)
+    assert (snapshot / "train.jsonl").is_file()
+
+    refused = run_cli("dataset", "delete", "alpaca", home=home)
+    assert refused.returncode == 1 and refused.stderr.strip() == (
+        f"error: dataset 'alpaca' is used by run {run}, which is queued; cancel it first (tunedeck run cancel {run})")
+    assert run_cli("run", "cancel", str(run), home=home).returncode == 0
+    refused = run_cli("dataset", "delete", str(did), home=home)
+    assert refused.returncode == 1 and refused.stderr.strip() == (
+        f"error: dataset 'alpaca' was used by job(s) {run} (run, cancelled); they keep their records but cannot be "
+        "resumed or retried without it: pass --force to delete it anyway")
+    assert snapshot.is_dir() and _count(home, "SELECT count(*) FROM datasets") == 1
+
+    gone = run_cli("dataset", "delete", "alpaca", "--project", "p", "--force", home=home)
+    assert gone.returncode == 0 and gone.stdout.startswith(f"deleted dataset alpaca (id {did}) ("), gone.stderr
+    assert _count(home, "SELECT count(*) FROM datasets") == 0 and not snapshot.exists()
+    assert _count(home, "SELECT count(*) FROM jobs WHERE id = ?", run) == 1  # the run keeps its record
+    assert not any((home / "trash").iterdir())
+    missing = run_cli("dataset", "delete", "alpaca", home=home)
+    assert missing.returncode != 0 and "no dataset or failed import named 'alpaca'" in missing.stderr
+
+
+def test_failed_imports_are_listed_and_deletable(home: Path) -> None:
+    from store.projects import create_project
+
+    store = open_store(home)
+    with store.write() as session:
+        pid = int(create_project(session, "p").id)  # type: ignore[arg-type]
+    _import(store, pid, FIXTURES / "sharegpt.json", "chats")
+    first = _failed_import(store, pid, "broken")
+    again = _failed_import(store, pid, "broken")  # retried, failed again: one row, the latest
+    store.close()
+
+    listed = json.loads(run_cli("dataset", "list", "p", "--json", home=home).stdout)
+    assert [(d["kind"], d["name"], d["status"], d["job_id"] if d["kind"] == "failed" else d["id"])
+            for d in listed] == [("failed", "broken", "failed", again), ("dataset", "chats", "ready", 1)]
+    text = run_cli("dataset", "list", "p", home=home).stdout
+    assert f"failed import (job {again})" in text and "chats" in text
+
+    gone = run_cli("dataset", "delete", "broken", home=home)
+    assert gone.returncode == 0 and gone.stdout.startswith(f"deleted the failed import(s) of broken (job {first}, "
+                                                           f"{again})"), gone.stderr
+    assert _count(home, "SELECT count(*) FROM jobs WHERE name = 'broken'") == 0
+    assert not (home / "jobs" / str(first)).exists() and not (home / "jobs" / str(again)).exists()
+    assert [d["name"] for d in json.loads(run_cli("dataset", "list", "p", "--json", home=home).stdout)] == ["chats"]

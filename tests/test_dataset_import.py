@@ -76,7 +76,9 @@ def test_failed_import_stores_nothing(home: Path, project: str, tmp_path: Path) 
     assert result.returncode == 1
     assert f"{src}:5" in result.stderr and f"{src}:10: messages[0].role" in result.stderr
     assert "Traceback" not in result.stderr
-    assert json.loads(run_cli("dataset", "list", project, "--json", home=home).stdout) == []
+    listed = json.loads(run_cli("dataset", "list", project, "--json", home=home).stdout)
+    assert [(d["kind"], d["name"], d["status"], d["id"]) for d in listed] == [("failed", "bad", "failed", None)]
+    assert f"{src}:10: messages[0].role" in listed[0]["error"]
     assert _leftovers(home) == []
     job = json.loads(run_cli("job", "list", "--json", home=home).stdout)[0]
     assert job["status"] == "failed" and "bad.jsonl:5" in job["error"]
@@ -178,5 +180,6 @@ def test_cancel_a_running_import_stores_nothing(home: Path, project: str, tmp_pa
         assert time.time() < deadline
         time.sleep(0.2)
     assert job["status"] == "cancelled", job
-    assert json.loads(run_cli("dataset", "list", project, "--json", home=home).stdout) == []
+    listed = json.loads(run_cli("dataset", "list", project, "--json", home=home).stdout)
+    assert [(d["kind"], d["status"], d["job_id"]) for d in listed] == [("failed", "cancelled", job_id)]
     assert _leftovers(home) == []

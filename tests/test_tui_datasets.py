@@ -543,3 +543,53 @@ def test_new_layouts_render_as_turns_and_unused_fields_show_in_the_report() -> N
     shown = rendered(report_renderable(report))
     assert "Fields not imported" in shown and "score_chosen: 5 record(s)" in shown
     assert "messages[].weight: 2 record(s)" in shown
+
+
+def test_d_deletes_datasets_and_failed_imports_after_asking(store: Store, home: Path) -> None:
+    from tui.screens.datasets import ConfirmDatasetDelete
+
+    folder = home / "datasets" / "1"
+    folder.mkdir(parents=True)
+    (folder / "train.jsonl").write_text("{}\n")
+    _add_dataset(store, "keep", folder)  # id 1, under the home: its snapshot goes with it
+    _add_dataset(store, "used", home / "datasets" / "2")
+    with store.write() as session:
+        session.add(Job(project_id=1, kind="train", name="r", status="queued", config={"dataset_id": 2}, slot="x"))
+        session.add(Job(project_id=1, kind="dataset-import", name="broken", status="failed", error="broken: bad"))
+
+    async def select(project: ProjectScreen, pilot: Pilot, key: str) -> None:
+        table = project.query_one("#datasets-table", LiveTable)
+        table.move_cursor(row=[k for k, _ in table.shown].index(key))
+        table.focus()
+        await pilot.pause()
+
+    async def scenario(app: TunedeckApp, pilot: Pilot) -> None:
+        project = await open_project(app, pilot)
+        await wait_for(pilot, lambda: "broken" in dataset_items(project, "failed"), "the failed import")
+        await select(project, pilot, "2")
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDatasetDelete), "the confirmation")
+        assert "is used by run 1, which is queued" in text(app, "#confirm-body")
+        await pilot.press("y")
+        assert "cancel the job that uses it first" in text(app, "#confirm-note")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen), "the dialog to close")
+
+        await select(project, pilot, "1")
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDatasetDelete), "the confirmation")
+        assert "Delete dataset keep and its snapshot?" in text(app, "#confirm-body")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: "keep" not in dataset_items(project), "the dataset to go")
+        assert not folder.exists() and "Deleted dataset keep (id 1)" in notes(app)
+
+        await select(project, pilot, "job-2")
+        assert "d deletes it" in text(app, "#datasets-detail")
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDatasetDelete), "the confirmation")
+        assert "Delete the failed import of broken and its log?" in text(app, "#confirm-body")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: "broken" not in dataset_items(project, "failed"), "the failed import to go")
+        assert list(dataset_items(project)) == ["used"]
+
+    drive(store, scenario)

@@ -81,7 +81,7 @@ def _snapshot_hash(folder: Path) -> str:
 def _datasets(home: Path, project: str) -> list[dict]:
     proc = run_cli("dataset", "list", project, "--json", home=home)
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    return [d for d in json.loads(proc.stdout) if d["kind"] == "dataset"]  # failed imports are listed too
 
 
 def _checkpoint_intact(folder: Path, step: int) -> None:

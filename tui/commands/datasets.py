@@ -1,4 +1,4 @@
-"""`tunedeck dataset ...`: import (as a job), list and show datasets."""
+"""`tunedeck dataset ...`: import (as a job), list, show and delete datasets."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ FORMATS = ("auto", "alpaca", "chat", "sharegpt", "input_output", "preference", "
 
 
 def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    ds = verbs.add_parser("dataset", help="import, list and show training datasets", parents=[common])
+    ds = verbs.add_parser("dataset", help="import, list, show and delete training datasets", parents=[common])
     dverbs = ds.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(ds))
     p = dverbs.add_parser("add", help="import a file, folder or Hugging Face dataset (runs as a job)",
                           parents=[common])
@@ -45,6 +45,12 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--project", help="the project, when several datasets share the name")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_dataset_show)
+    p = dverbs.add_parser("delete", help="delete a dataset with its snapshot, or a failed import",
+                          parents=[common])
+    p.add_argument("ref", metavar="NAME|ID")
+    p.add_argument("--project", help="the project, when several datasets share the name")
+    p.add_argument("--force", action="store_true", help="delete it even though ended runs or evaluations used it")
+    p.set_defaults(func=cmd_dataset_delete)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -77,19 +83,39 @@ def cmd_dataset_add(args: argparse.Namespace) -> int:
 
 
 def cmd_dataset_list(args: argparse.Namespace) -> int:
-    from store.datasets import list_datasets
-    from store.projects import get_project
+    from store.views import IMPORT_ACTIVE, json_dict, listed_imports, project_contents
 
-    with open_from_args(args).read() as session:
-        rows = list_datasets(session, get_project(session, args.project).id)
+    store = open_from_args(args)
+    with store.raw() as conn:
+        contents = project_contents(conn, args.project)
+    imports = listed_imports(contents.datasets, contents.jobs)
     if args.json:
-        print_json([d.model_dump() for d in rows])
-    elif not rows:
+        from store.datasets import list_datasets
+
+        with store.read() as session:
+            datasets = [d.model_dump() for d in list_datasets(session, contents.id)]
+        rows = [{"kind": "import" if j.status in IMPORT_ACTIVE else "failed", "id": None, "job_id": j.id,
+                 "name": j.name, "status": j.status, "progress": j.progress, "error": j.error,
+                 "updated_at": j.updated_at} for j in imports]
+        print_json(rows + [{"kind": "dataset", **d, "status": "ready"} for d in datasets])
+    elif not imports and not contents.datasets:
         print(f"no datasets in {args.project} yet: `tunedeck dataset add {args.project} FILE`")
     else:
-        print(table(("ID", "NAME", "FORMAT", "TRAIN", "VAL", "VERDICT", "CREATED"),
-                    [(d.id, d.name, d.format, d.num_train, d.num_val, d.lint.get("verdict", "-"),
-                      when(d.created_at)) for d in rows]))
+        lines = [("-", j.name, "-", "-", "-",
+                  f"importing ({round(100 * (j.progress or 0))}%, job {j.id})" if j.status in IMPORT_ACTIVE
+                  else f"{j.status} import (job {j.id})", when(j.updated_at)) for j in imports]
+        lines += [(d.id, d.name, d.format, d.num_train, d.num_val, json_dict(d.lint).get("verdict", "-"),
+                   when(d.created_at)) for d in contents.datasets]
+        print(table(("ID", "NAME", "FORMAT", "TRAIN", "VAL", "VERDICT", "CREATED"), lines))
+        if any(j.status not in IMPORT_ACTIVE for j in imports):
+            print("failed imports: `tunedeck job show JOB` shows why, `tunedeck dataset delete NAME` removes them")
+    return 0
+
+
+def cmd_dataset_delete(args: argparse.Namespace) -> int:
+    from engine.cleanup import delete_dataset
+
+    print(delete_dataset(open_from_args(args), args.ref, args.project, force=args.force))
     return 0
 
 

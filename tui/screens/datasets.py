@@ -22,15 +22,15 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.markup import escape
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from store.db import Store
 from store.errors import NotFound
-from store.views import DatasetDetail, dataset_detail, json_dict
+from store.views import DatasetDetail, dataset_detail, dataset_users, json_dict
 from tui.screens._common import ago
 from tui.widgets.badges import verdict_badge
 from tui.widgets.histogram import Bin, HistogramBars
@@ -482,6 +482,95 @@ def turn_widget(label: str, style_key: str, content: str) -> Static:
     text.append(content if content.strip() else "(empty)", style="" if content.strip() else "dim italic")
     role_class = style_key if style_key in ROLE_STYLE else "other"
     return Static(text, classes=f"turn role-{role_class}")
+
+
+# ----------------------------------------------------------------------------- deleting
+
+
+def read_dataset_users(store: Store, dataset_id: int) -> list[tuple[int, str, str]]:
+    """(id, kind, status) of the jobs that use the dataset (NotFound when it is gone)."""
+    with store.raw() as conn:
+        dataset_detail(conn, dataset_id)
+        return dataset_users(conn, dataset_id)
+
+
+def delete_dataset_item(store: Store, project: str, item: Any, force: bool) -> str:
+    """Delete a Datasets-tab row (a dataset, or a failed import by its name) as `tunedeck dataset delete` does;
+    returns what was deleted, in words. Runs in a worker thread."""
+    from engine.cleanup import delete_dataset  # SQLAlchemy loads on the first write, in this worker
+
+    ref = str(item.id) if item.kind == "dataset" else item.name
+    return str(delete_dataset(store, ref, project, force=force)).capitalize()
+
+
+class ConfirmDatasetDelete(ModalScreen[str | None]):
+    """Asks before deleting a dataset or a failed import. Result: "delete", "force" (used by ended jobs) or None.
+
+    A dataset a queued or running job uses cannot be deleted from here; one that ended jobs used only with `f`,
+    which says they can no longer be resumed or retried.
+    """
+
+    HELP_TITLE = "Delete dataset"
+    BINDINGS = [
+        Binding("y", "delete", "Delete"),
+        Binding("f", "force", "Delete though used"),
+        Binding("n,escape", "keep", "Keep"),
+    ]
+
+    def __init__(self, name: str, failed_import: bool, users: list[tuple[int, str, str]]) -> None:
+        super().__init__()
+        self.dataset_name = name
+        self.failed_import = failed_import
+        self.active = [u for u in users if u[2] in ("queued", "running")]
+        self.users = users
+
+    def compose(self) -> ComposeResult:
+        name = escape(self.dataset_name)
+        if self.failed_import:
+            body, hint = f"Delete the failed import of [b]{name}[/b] and its log?", "y delete · n or esc keep"
+        elif self.active:
+            i, kind, status = self.active[0]
+            body = f"Dataset [b]{name}[/b] is used by {'run' if kind == 'train' else kind} {i}, which is {status}.\n" \
+                   "Cancel it before deleting the dataset."  # fmt: skip
+            hint = "n or esc close"
+        elif self.users:
+            jobs = ", ".join(str(i) for i, _, _ in self.users[:6])
+            body = (f"Dataset [b]{name}[/b] was used by job(s) {jobs}.\nThey keep their records but cannot be resumed "
+                    "or retried without it. This cannot be undone.")
+            hint = "f delete anyway · n or esc keep"
+        else:
+            body, hint = f"Delete dataset [b]{name}[/b] and its snapshot?\nThis cannot be undone.", \
+                "y delete · n or esc keep"  # fmt: skip
+        with Vertical(id="confirm-dataset-delete", classes="dialog"):
+            yield Static("Delete dataset", classes="dialog-title")
+            yield Static(body, id="confirm-body")
+            yield Static("", id="confirm-note", classes="error")
+            yield Static(hint, classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one("#confirm-note").display = False
+
+    def _note(self, message: str) -> None:
+        note = self.query_one("#confirm-note", Static)
+        note.update(escape(message))
+        note.display = True
+
+    def action_delete(self) -> None:
+        if self.active:
+            self._note("Nothing deleted: cancel the job that uses it first.")
+        elif self.users and not self.failed_import:
+            self._note("Jobs used it: press f to delete it anyway, n to keep it.")
+        else:
+            self.dismiss("delete")
+
+    def action_force(self) -> None:
+        if self.active:
+            self._note("Nothing deleted: cancel the job that uses it first.")
+        else:
+            self.dismiss("force")
+
+    def action_keep(self) -> None:
+        self.dismiss(None)
 
 
 # ----------------------------------------------------------------------------- the screen

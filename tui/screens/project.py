@@ -17,7 +17,7 @@ from textual.worker import Worker, WorkerState
 
 from store.db import Store
 from store.errors import NotFound, first_line
-from store.views import RunRow, json_dict, lineage_order, project_contents, project_runs
+from store.views import RunRow, json_dict, lineage_order, listed_imports, project_contents, project_runs
 from tui.screens._common import ago, clip, size_text
 from tui.screens.import_dialog import ImportDialog, ImportErrorDialog, Queued
 from tui.widgets.badges import verdict_badge
@@ -113,7 +113,6 @@ def _first_problem(lint: dict[str, Any]) -> str:
 
 def _dataset_rows(datasets: list[Any], jobs: list[Any]) -> tuple[list[Row], dict[str, DatasetItem], dict]:
     """The Datasets tab: imports in progress, then failed imports not retried since, then the datasets."""
-    names = {d.name for d in datasets}
     imports: dict[int, DatasetItem] = {}
     for j in jobs:
         if j.kind == IMPORT_KIND:
@@ -121,14 +120,8 @@ def _dataset_rows(datasets: list[Any], jobs: list[Any]) -> tuple[list[Row], dict
             imports[j.id] = DatasetItem(kind, j.id, j.name or f"job {j.id}", j.status, j.progress or 0.0, j.error or "")
     rows: list[Row] = []
     items: dict[str, DatasetItem] = {}
-    latest: set[str] = set()  # jobs come newest first: only each name's latest import counts
-    for j in jobs:
-        if j.kind != IMPORT_KIND or j.name in latest:
-            continue
-        latest.add(j.name)
+    for j in listed_imports(datasets, jobs):  # the same rule as `tunedeck dataset list`
         item = imports[j.id]
-        if item.kind == "done" or j.name in names:
-            continue
         key = f"job-{j.id}"
         if item.kind == "import":
             state = "[dim]queued[/]" if j.status == "queued" else f"[cyan]⧗ {round(100 * item.progress)}%[/]"
@@ -137,7 +130,6 @@ def _dataset_rows(datasets: list[Any], jobs: list[Any]) -> tuple[list[Row], dict
             cells = (escape(clip(item.name, 24)), "import", "-", "-", f"[red]✗ {j.status}[/]", ago(j.updated_at))
         rows.append((key, cells))
         items[key] = item
-    rows.sort(key=lambda row: items[row[0]].kind != "import")  # in progress first (a stable sort)
     for d in datasets:
         lint = json_dict(d.lint)
         verdict = str(lint.get("verdict") or "")
@@ -219,6 +211,7 @@ class ProjectScreen(Screen[None]):
     BINDINGS = [
         Binding("escape,backspace", "back", "Back"),
         Binding("i", "import_dataset", "Import dataset"),
+        Binding("d", "delete_dataset", "Delete dataset", show=False),
         Binding("n", "new_run", "New run"),
         Binding("c", "new_chat", "New chat"),
         Binding("enter", "open_row", "Open", show=False),
@@ -298,6 +291,13 @@ class ProjectScreen(Screen[None]):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
+        if worker.group == "delete-dataset":
+            if event.state == WorkerState.SUCCESS:
+                self.notify(str(worker.result), title="Deleted")
+                self.reload()
+            elif event.state == WorkerState.ERROR:
+                self.notify(str(worker.error), title="Not deleted", severity="error")
+            return
         if worker.group != "load":
             return
         if event.state == WorkerState.SUCCESS:
@@ -395,7 +395,8 @@ class ProjectScreen(Screen[None]):
         elif item.kind == "failed":
             lines = [line.strip() for line in item.error.strip().splitlines() if line.strip()]
             first = escape(" · ".join(lines[:2])) if lines else "no error message was recorded"
-            text = f"[red]Import {item.status}[/red] (job {item.id}): {first}\n[dim]enter shows the whole error[/dim]"
+            text = (f"[red]Import {item.status}[/red] (job {item.id}): {first}\n"
+                    "[dim]enter shows the whole error · d deletes it[/dim]")
         else:
             text = f"[b]{escape(item.name)}[/b] · enter opens the report, token lengths and a preview"
             if item.summary:
@@ -435,6 +436,30 @@ class ProjectScreen(Screen[None]):
                         self._select["datasets"] = key
             if follow == job_id:
                 self._follow_job = None
+
+    def action_delete_dataset(self) -> None:
+        """d on the Datasets tab: delete the highlighted dataset or failed import, after asking."""
+        item = self.current_dataset_item
+        if self.active_tab != "datasets" or item is None:
+            return
+        if item.kind == "import":
+            self.notify(f"{item.name} is still importing; cancel the import (job {item.id}) before deleting it.",
+                        severity="warning")
+            return
+        from tui.screens.datasets import ConfirmDatasetDelete, delete_dataset_item, read_dataset_users
+
+        try:
+            users = read_dataset_users(self.store, item.id) if item.kind == "dataset" else []
+        except NotFound:
+            self.reload()
+            return
+
+        def confirmed(choice: str | None) -> None:
+            if choice:
+                self.run_worker(partial(delete_dataset_item, self.store, self.project_name, item, choice == "force"),
+                                group="delete-dataset", thread=True, exit_on_error=False)
+
+        self.app.push_screen(ConfirmDatasetDelete(item.name, item.kind == "failed", users), confirmed)
 
     def action_import_dataset(self) -> None:
         self.app.push_screen(ImportDialog(self.store, self.project_name), self._queued)
