@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 
 CHUNK = 1 << 20
 
+# Kinds of artifact: model (a full HF model folder), merged (a merge's output), adapter (a LoRA), data, gguf, and
+# reward-model (a whole sequence-classification model with one output, the score; from an objective: reward run).
+REWARD_MODEL = "reward-model"
+
 
 def sha256_file(path: Path) -> str:
     """Hex sha256 of one file, read in 1 MiB chunks."""

@@ -98,7 +98,9 @@ def test_default_config_is_the_lora_recipe_and_needs_model_and_dataset() -> None
         ({"training": {"learning_rate": 1.5}}, "run.yaml: training.learning_rate: must be less than 1 (got 1.5)"),
         ({"training": {"per_device_batch": 0}}, "run.yaml: training.per_device_batch: must be at least 1 (got 0)"),
         ({"lora": {"dropout": 1.5}}, "run.yaml: lora.dropout: must be less than 1 (got 1.5)"),
-        ({"objective": "ppo"}, "run.yaml: objective: must be one of sft, dpo (got 'ppo')"),
+        ({"objective": "rlhf"}, "run.yaml: objective: must be one of sft, dpo, kto, orpo, reward, grpo (got 'rlhf')"),
+        ({"objective": "ppo"}, "run.yaml: objective: ppo is not available: TRL 1.16 ships no PPO trainer; for RLHF "
+                               "with a reward model use objective grpo with grpo.reward_model"),
         ({"method": "qlra"}, "run.yaml: method: must be one of lora, qlora, full (got 'qlra'); did you mean 'qlora'?"),
         ({"lora": {"target_modules": 5}}, "run.yaml: lora.target_modules: must be 'all-linear' or a non-empty list"),
         ({"lora": {"target_modules": [1, 2]}}, "run.yaml: lora.target_modules: must be 'all-linear' or a list"),
@@ -224,7 +226,7 @@ def test_override_errors_name_the_field(item: str, expected: str) -> None:
 # --- warnings ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["lora", "qlora", "full", "dpo"])
+@pytest.mark.parametrize("name", ["lora", "qlora", "full", "dpo", "orpo", "kto", "reward", "grpo"])
 def test_recipe_presets_have_no_warnings(name: str) -> None:
     assert warnings(preset_config(name, "m", "d")) == []
 
@@ -285,8 +287,8 @@ def test_preset_overrides_and_unknown_preset() -> None:
         preset_config("lora", "m", "d", lr=0)
     with pytest.raises(ConfigError) as info:
         preset_config("qlroa", "m", "d")
-    assert "unknown preset 'qlroa'; choose one of: smoke, lora, qlora, full, dpo (did you mean 'qlora'?)" == str(
-        info.value)
+    assert str(info.value) == ("unknown preset 'qlroa'; choose one of: smoke, lora, qlora, full, dpo, orpo, kto, "
+                               "reward, grpo (did you mean 'qlora'?)")
 
 
 # --- precision -----------------------------------------------------------------------------------------------

@@ -8,11 +8,11 @@ import time
 from typing import Any
 
 from engine.jobctx import JobContext
+from engine.train.objectives import has_perplexity, keeps
 from store.metrics import upsert_metrics
 
-KEEP = {"loss", "eval_loss", "learning_rate", "grad_norm", "epoch", "mean_token_accuracy", "eval_mean_token_accuracy",
-        "entropy", "num_tokens", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
-        "eval_rewards/accuracies", "eval_rewards/margins", "train_loss", "train_runtime",
+# Kept for every objective; each objective's own metrics: engine.train.objectives.METRICS.
+KEEP = {"loss", "eval_loss", "learning_rate", "grad_norm", "epoch", "num_tokens", "train_loss", "train_runtime",
         "train_steps_per_second"}
 RESUME_STATE = "tunedeck"  # our entry in a checkpoint's trainer_state.json: what a resume needs and HF does not keep
 
@@ -59,6 +59,7 @@ def store_callback(ctx: JobContext) -> Any:
             import torch
 
             self.gpu = torch.cuda.is_available()
+            self.objective = str(ctx.config.get("run", {}).get("objective", "sft"))
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self._t_last, self._step_last = time.monotonic(), state.global_step
@@ -75,7 +76,8 @@ def store_callback(ctx: JobContext) -> Any:
             if not logs or not state.is_world_process_zero:
                 return
             now = time.monotonic()
-            values = {k: float(v) for k, v in logs.items() if k in KEEP and isinstance(v, int | float)}
+            values = {k: float(v) for k, v in logs.items()
+                      if (k in KEEP or keeps(self.objective, k)) and isinstance(v, int | float)}
             if "train_loss" in values and self._first_step:  # transformers averages this process's steps only
                 done = state.global_step - self._first_step
                 values["train_loss"] = (self._loss_before + values["train_loss"] * done) / max(state.global_step, 1)
@@ -91,7 +93,7 @@ def store_callback(ctx: JobContext) -> Any:
                     self._tokens_last = float(tokens)
                 self._t_last, self._step_last = now, state.global_step
             values["peak_memory_mb"] = peak_memory_mb()
-            if "eval_loss" in values and values["eval_loss"] < 50:
+            if has_perplexity(self.objective) and "eval_loss" in values and values["eval_loss"] < 50:
                 values["eval_perplexity"] = math.exp(values["eval_loss"])
             with self.ctx.store.write() as session:
                 upsert_metrics(session, self.ctx.job_id, state.global_step, values)

@@ -25,7 +25,10 @@ __all__ = [
     "ALIASES",
     "ConfigError",
     "DpoSettings",
+    "GrpoSettings",
+    "KtoSettings",
     "LoraSettings",
+    "OrpoSettings",
     "QuantSettings",
     "RunConfig",
     "TrainingSettings",
@@ -37,6 +40,7 @@ __all__ = [
     "field_paths",
     "load_config",
     "merge",
+    "objective_problems",
     "parse_config",
     "parse_yaml",
     "require_complete",
@@ -70,7 +74,8 @@ def _reject_bool(value: Any) -> Any:
 Int = Annotated[int, BeforeValidator(_reject_bool)]
 Float = Annotated[float, BeforeValidator(_reject_bool)]
 
-Objective = Literal["sft", "dpo"]
+Objective = Literal["sft", "dpo", "kto", "orpo", "reward", "grpo"]
+GrpoReward = Literal["exact_answer", "format", "length"]
 Method = Literal["lora", "qlora", "full"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"]
@@ -198,6 +203,92 @@ class DpoSettings(_Section):
     )
 
 
+class KtoSettings(_Section):
+    """Kahneman-Tversky optimization (used when objective is kto)."""
+
+    beta: Float = Field(
+        0.1, gt=0, le=10, description="How far the model may drift from the reference model; 0.1 is typical."
+    )
+    desirable_weight: Float = Field(
+        1.0, gt=0, le=100, description="Weight of the loss on good (label true) answers; raise it when they are "
+        "fewer than the bad ones."
+    )
+    undesirable_weight: Float = Field(
+        1.0, gt=0, le=100, description="Weight of the loss on bad (label false) answers."
+    )
+
+
+class OrpoSettings(_Section):
+    """Odds-ratio preference optimization (used when objective is orpo)."""
+
+    beta: Float = Field(
+        0.1, gt=0, le=10, description="Weight of the odds-ratio term against the SFT loss on the chosen answers "
+        "(lambda in the paper); recommended 0.05..0.5."
+    )
+
+
+class GrpoSettings(_Section):
+    """Group relative policy optimization with reward functions (used when objective is grpo)."""
+
+    rewards: list[GrpoReward] = Field(
+        default_factory=lambda: ["exact_answer"],
+        description="Built-in rewards: exact_answer (1 when the answer equals the dataset's answer_field), format "
+        "(1 when the answer matches format_regex) and length (1 at length_target characters, less further away).",
+    )
+    answer_field: str = Field(
+        "answer", max_length=200, description="exact_answer: the dataset field holding the expected answer "
+        "(answer = the reference reply of a chat or the chosen reply of a preference pair).",
+    )
+    format_regex: str = Field(
+        "", max_length=2000, description="format: a Python regular expression the whole answer must match, "
+        r"e.g. '(?s)<think>.*</think>\s*<answer>.*</answer>'.",
+    )
+    length_target: Int = Field(
+        200, ge=1, le=1_000_000, description="length: the answer length in characters that earns the full reward."
+    )
+    reward_file: str = Field(
+        "", max_length=1000, description="A Python file of your own reward functions, each "
+        "`def name(completions, **kwargs) -> list[float]`; the functions used are named in reward_functions.",
+    )
+    reward_functions: list[str] = Field(
+        default_factory=list, description="Names of functions in reward_file to use as rewards."
+    )
+    reward_model: str = Field(
+        "", max_length=1000, description="A reward-model artifact (id or name, from an objective: reward run) "
+        "whose score is a reward.",
+    )
+    num_generations: Int = Field(
+        4, ge=2, le=1024, description="Answers sampled per prompt; rewards are compared within each group. "
+        "per_device_batch x grad_accum must be a multiple of it."
+    )
+    max_completion_length: Int = Field(
+        128, ge=1, le=100_000, description="Longest sampled answer in tokens."
+    )
+    temperature: Float = Field(1.0, gt=0, le=10, description="Sampling temperature of the answers.")
+    beta: Float = Field(
+        0.04, ge=0, le=10, description="KL penalty against the reference model; 0 skips the reference model "
+        "(faster, no kl metric)."
+    )
+
+    @field_validator("format_regex")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        if value:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    @field_validator("reward_functions")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name.isidentifier():
+                raise ValueError(f"{name!r} is not a Python function name")
+        return value
+
+
 class RunConfig(_Section):
     """Everything a training run needs besides the data itself."""
 
@@ -208,7 +299,9 @@ class RunConfig(_Section):
     )
     dataset: str = Field("", max_length=1000, description="REQUIRED. The project's dataset to train on: name or id.")
     objective: Objective = Field(
-        "sft", description="sft (learn from conversations) or dpo (learn from prompt/chosen/rejected pairs)."
+        "sft", description="sft (learn from conversations), dpo, orpo (prompt/chosen/rejected pairs), kto "
+        "(answers labelled good or bad, or pairs), reward (train a reward model on pairs) or grpo (sample answers "
+        "to prompts and learn from reward functions)."
     )
     method: Method = Field(
         "lora", description="lora (adapter on a 16/32-bit base), qlora (adapter on a 4-bit base: least memory) "
@@ -218,6 +311,9 @@ class RunConfig(_Section):
     quant: QuantSettings = Field(default_factory=QuantSettings, description="4-bit base model (method qlora).")
     training: TrainingSettings = Field(default_factory=TrainingSettings, description="Optimization and checkpoints.")
     dpo: DpoSettings = Field(default_factory=DpoSettings, description="Preference training (objective dpo).")
+    kto: KtoSettings = Field(default_factory=KtoSettings, description="Good/bad answer training (objective kto).")
+    orpo: OrpoSettings = Field(default_factory=OrpoSettings, description="Odds-ratio preference (objective orpo).")
+    grpo: GrpoSettings = Field(default_factory=GrpoSettings, description="Reward-driven sampling (objective grpo).")
     devices: list[Annotated[int, Field(ge=0, le=1023)]] = Field(
         default_factory=list, description="GPU indices to train on, e.g. [0, 1]; [] = automatic "
         "(a GPU if there is one, else the CPU)."
@@ -248,12 +344,20 @@ class RunConfig(_Section):
             for key in ("name", "model", "dataset"):
                 if key in data and data[key] is None:
                     data[key] = ""
-            for key in ("lora", "quant", "training", "dpo"):
+            for key in ("lora", "quant", "training", "dpo", "kto", "orpo", "grpo"):
                 if key in data and data[key] is None:
                     data[key] = {}
             if "devices" in data and data["devices"] is None:
                 data["devices"] = []
         return data
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _objective(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "ppo":
+            raise ValueError("ppo is not available: TRL 1.16 ships no PPO trainer; for RLHF with a reward model use "
+                             "objective grpo with grpo.reward_model set to your reward-model artifact")
+        return value
 
     @field_validator("name", "model", "dataset", mode="before")
     @classmethod
@@ -515,9 +619,40 @@ def parse_config(data: Any, source: str = "<config>") -> RunConfig:
         kind = "a list" if isinstance(data, list) else f"{_show(data)}"
         raise ConfigError(f"{source}: expected a mapping of fields (key: value lines) at the top level, got {kind}")
     try:
-        return RunConfig.model_validate(data)
+        cfg = RunConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_problem(e)}" for e in exc.errors(include_url=False)) from None
+    problems = objective_problems(cfg)
+    if problems:
+        raise ConfigError(f"{source}: {p}" for p in problems)
+    return cfg
+
+
+def objective_problems(cfg: RunConfig) -> list[str]:
+    """Settings that each are valid but do not work together for the objective, one ``path: why`` line each."""
+    out: list[str] = []
+    t, g = cfg.training, cfg.grpo
+    processes = max(1, len(cfg.devices), cfg.cpu_processes)
+    if cfg.objective == "kto" and t.per_device_batch < 2:
+        out.append(f"training.per_device_batch: KTO needs at least 2 (its KL estimate pairs each answer with "
+                   f"another prompt's in the same batch) (got {t.per_device_batch})")
+    if cfg.objective == "reward" and cfg.method == "qlora":
+        out.append("method: a reward model trains with lora or full (got qlora)")
+    if cfg.objective == "grpo":
+        if not (g.rewards or g.reward_functions or g.reward_model):
+            out.append("grpo.rewards: GRPO needs at least one reward: a built-in (exact_answer, format, length), "
+                       "grpo.reward_functions from grpo.reward_file, or grpo.reward_model")
+        if "format" in g.rewards and not g.format_regex:
+            out.append("grpo.format_regex: the format reward needs a regular expression")
+        if g.reward_functions and not g.reward_file:
+            out.append("grpo.reward_file: required by grpo.reward_functions (the Python file that defines them)")
+        if g.reward_file and not g.reward_functions:
+            out.append("grpo.reward_functions: name the functions of grpo.reward_file to use")
+        batch = t.per_device_batch * t.grad_accum * processes
+        if batch % g.num_generations:
+            out.append(f"grpo.num_generations: {g.num_generations} must divide the batch of sampled answers, "
+                       f"per_device_batch x grad_accum x processes = {batch}")
+    return out
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -684,6 +819,9 @@ def _deepcopy(value: Any) -> Any:
 
 _LR_RANGES = {  # (low, high, label)
     "dpo": (5e-7, 5e-6, "DPO"),
+    "kto": (5e-7, 5e-6, "KTO"),
+    "orpo": (1e-6, 1e-4, "ORPO"),
+    "grpo": (1e-6, 5e-5, "GRPO"),
     "full": (5e-6, 1e-4, "full fine-tuning"),
     "lora": (1e-5, 3e-4, "LoRA"),
 }
@@ -698,7 +836,7 @@ def warnings(cfg: RunConfig) -> list[str]:
     out: list[str] = []
     t = cfg.training
     uses_lora = cfg.method in {"lora", "qlora"}
-    kind = "dpo" if cfg.objective == "dpo" else ("lora" if uses_lora else "full")
+    kind = cfg.objective if cfg.objective in _LR_RANGES else ("lora" if uses_lora else "full")
     low, high, label = _LR_RANGES[kind]
     if _outside(t.learning_rate, low, high):
         out.append(f"training.learning_rate: {_num(t.learning_rate)} is outside the recommended range "
@@ -721,8 +859,12 @@ def warnings(cfg: RunConfig) -> list[str]:
         out.append(f"training.warmup: {_num(t.warmup)} is outside the recommended range 0.03..0.1")
     if cfg.objective == "dpo" and _outside(cfg.dpo.beta, 0.01, 0.5):
         out.append(f"dpo.beta: {_num(cfg.dpo.beta)} is outside the recommended range 0.01..0.5")
-    if cfg.objective == "dpo" and t.packing:
-        out.append("training.packing: ignored for DPO (only SFT packs examples)")
+    if cfg.objective == "kto" and _outside(cfg.kto.beta, 0.01, 0.5):
+        out.append(f"kto.beta: {_num(cfg.kto.beta)} is outside the recommended range 0.01..0.5")
+    if cfg.objective == "orpo" and _outside(cfg.orpo.beta, 0.05, 0.5):
+        out.append(f"orpo.beta: {_num(cfg.orpo.beta)} is outside the recommended range 0.05..0.5")
+    if cfg.objective != "sft" and t.packing:
+        out.append(f"training.packing: ignored for {cfg.objective.upper()} (only SFT packs examples)")
     if cfg.strategy != "ddp" and len(cfg.devices) == 1:
         out.append(f"strategy: {cfg.strategy} has no effect on a single device")
     if cfg.offload != "none" and cfg.strategy == "ddp":

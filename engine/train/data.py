@@ -48,9 +48,67 @@ def sft_features(tokenizer: Any, rows: list[dict[str, Any]], max_length: int, as
     return out
 
 
-def dpo_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Preference rows as TRL's conversational prompt/chosen/rejected."""
-    bad = [r.get("id") for r in rows if not {"prompt", "chosen", "rejected"} <= set(r)]
-    if bad:
-        raise TunedeckError(f"DPO needs a preference dataset (prompt, chosen, rejected); rows {bad[:5]} are not")
+def _missing(rows: list[dict[str, Any]], keys: set[str]) -> list[Any]:
+    return [r.get("id") for r in rows if not keys <= set(r)]
+
+
+def preference_rows(rows: list[dict[str, Any]], objective: str) -> list[dict[str, Any]]:
+    """Preference rows as TRL's conversational prompt/chosen/rejected (DPO, ORPO, reward model)."""
+    if bad := _missing(rows, {"prompt", "chosen", "rejected"}):
+        raise TunedeckError(f"{objective.upper()} needs a preference dataset (prompt, chosen, rejected); rows "
+                            f"{bad[:5]} are not")
     return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
+
+
+def kto_rows(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """Rows as TRL's unpaired prompt/completion/label: kto rows as they are, a preference pair unpaired into its
+    chosen answer (label true) and its rejected one (label false). Shuffled with `seed`: TRL's KTO reads them in
+    order and estimates its KL term from the other rows of each batch."""
+    import random
+
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        if {"prompt", "completion", "label"} <= set(r):
+            if not isinstance(r["label"], bool):
+                raise TunedeckError(f"KTO: row {r.get('id')}: label must be true or false, got {r['label']!r}")
+            out.append({"prompt": r["prompt"], "completion": r["completion"], "label": r["label"]})
+        elif {"prompt", "chosen", "rejected"} <= set(r):
+            out.append({"prompt": r["prompt"], "completion": r["chosen"], "label": True})
+            out.append({"prompt": r["prompt"], "completion": r["rejected"], "label": False})
+        else:
+            raise TunedeckError(f"KTO needs rows with prompt, completion and label, or preference pairs; row "
+                                f"{r.get('id')} has {', '.join(sorted(r))}")
+    random.Random(seed).shuffle(out)
+    return out
+
+
+def _last_assistant(messages: list[dict[str, Any]]) -> int | None:
+    return next((i for i in range(len(messages) - 1, -1, -1) if messages[i].get("role") == "assistant"), None)
+
+
+def prompt_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as GRPO prompts: {"prompt": [msgs], "answer": str, ...}. A chat is cut before its last assistant turn,
+    whose text becomes `answer`; a preference pair's answer is its chosen reply, a kto row's its completion when
+    labelled good. Other scalar fields of a row are passed along (reward functions receive them by name)."""
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        extra = {k: v for k, v in r.items() if k not in {"id", "prompt", "messages", "chosen", "rejected",
+                                                          "completion", "label", "tools", "text"}
+                 and isinstance(v, str | int | float | bool)}
+        if "messages" in r:
+            messages = r["messages"]
+            cut = _last_assistant(messages)
+            prompt = messages[:cut] if cut is not None else messages
+            answer = messages[cut]["content"] if cut is not None else ""
+        elif "prompt" in r:
+            prompt = r["prompt"]
+            reply = r.get("chosen") or (r.get("completion") if r.get("label", True) else None) or []
+            answer = "".join(str(m.get("content", "")) for m in reply if m.get("role") == "assistant")
+        else:
+            raise TunedeckError(f"GRPO needs prompts; row {r.get('id')} has {', '.join(sorted(r))}")
+        if not prompt:
+            continue
+        out.append({"prompt": prompt, "answer": str(answer), **extra})
+    if not out:
+        raise TunedeckError("GRPO: no row of the dataset holds a prompt")
+    return out

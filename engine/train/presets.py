@@ -87,6 +87,66 @@ PRESETS: dict[str, dict[str, Any]] = {
             "max_length": 1024,
         },
     },
+    "orpo": {
+        "objective": "orpo",
+        "method": "lora",
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
+        "orpo": {"beta": 0.1},
+        "training": {
+            "epochs": 1.0,
+            "per_device_batch": 2,
+            "grad_accum": 8,
+            "learning_rate": 5e-5,
+            "scheduler": "cosine",
+            "warmup": 0.1,
+            "max_length": 1024,
+        },
+    },
+    "kto": {
+        "objective": "kto",
+        "method": "lora",
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
+        "kto": {"beta": 0.1, "desirable_weight": 1.0, "undesirable_weight": 1.0},
+        "training": {
+            "epochs": 1.0,
+            "per_device_batch": 4,
+            "grad_accum": 4,
+            "learning_rate": 5e-6,
+            "scheduler": "cosine",
+            "warmup": 0.1,
+            "max_length": 1024,
+        },
+    },
+    "reward": {
+        "objective": "reward",
+        "method": "lora",
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
+        "training": {
+            "epochs": 1.0,
+            "per_device_batch": 4,
+            "grad_accum": 4,
+            "learning_rate": 1e-4,
+            "scheduler": "cosine",
+            "warmup": 0.03,
+            "max_length": 1024,
+        },
+    },
+    "grpo": {
+        "objective": "grpo",
+        "method": "lora",
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
+        "grpo": {"rewards": ["exact_answer"], "num_generations": 4, "max_completion_length": 256,
+                 "temperature": 1.0, "beta": 0.04},
+        "training": {
+            "epochs": 1.0,
+            "per_device_batch": 4,
+            "grad_accum": 2,
+            "learning_rate": 1e-5,
+            "scheduler": "cosine",
+            "warmup": 0.03,
+            "max_length": 1024,
+        },
+    },
 }
 
 PRESET_TITLES: dict[str, str] = {
@@ -95,10 +155,16 @@ PRESET_TITLES: dict[str, str] = {
     "qlora": "QLoRA default: LoRA on a 4-bit NF4 base (least memory)",
     "full": "Full fine-tune: all weights, lr 2e-5, 3 epochs, most VRAM",
     "dpo": "DPO default: preference pairs, LoRA, lr 5e-6, beta 0.1",
+    "orpo": "ORPO default: preference pairs, no reference model, lr 5e-5",
+    "kto": "KTO default: good/bad answers or pairs, LoRA, lr 5e-6",
+    "reward": "Reward model: scores answers, trained on preference pairs",
+    "grpo": "GRPO default: 4 samples per prompt, exact-answer reward",
 }
 
 _ALIASES = {"smoke test": "smoke", "smoketest": "smoke", "lora default": "lora", "qlora default": "qlora",
-            "dpo default": "dpo", "full default": "full", "full fine tune": "full", "full finetune": "full"}
+            "dpo default": "dpo", "orpo default": "orpo", "kto default": "kto", "grpo default": "grpo",
+            "reward model": "reward", "rm": "reward", "full default": "full", "full fine tune": "full",
+            "full finetune": "full"}
 
 
 def preset_name(name: str) -> str:

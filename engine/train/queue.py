@@ -14,6 +14,7 @@ from engine.distributed import check_plan, gpu_count
 from engine.launch import start_runner
 from engine.model_folder import check_model_folder
 from engine.train.config import RunConfig, dump_yaml, require_complete
+from engine.train.objectives import check_dataset_fit
 from store.datasets import find_dataset
 from store.db import Store
 from store.errors import NotFound, Refused
@@ -70,6 +71,34 @@ def resolve_model(store: Store, model: str, *, need_weights: bool = True,
     return model, None
 
 
+def grpo_inputs(store: Store, project_id: int, cfg: RunConfig) -> dict[str, Any]:
+    """A GRPO run's rewards checked before queueing: the reward file parses and defines the named functions
+    (checked without running it), the reward model is a reward-model artifact of the project. Returns what the job
+    config carries: the resolved file path, the reward model's path and artifact id."""
+    from engine.artifacts import REWARD_MODEL
+    from engine.train.rewards import check_reward_file
+    from store.artifacts import get_artifact
+
+    out: dict[str, Any] = {}
+    g = cfg.grpo
+    if g.reward_file:
+        out["reward_file"] = str(check_reward_file(g.reward_file, list(g.reward_functions)))
+    if g.reward_model:
+        with store.read() as session:
+            try:
+                artifact = get_artifact(session, g.reward_model, kinds={REWARD_MODEL})
+            except NotFound as exc:
+                raise NotFound(f"grpo.reward_model: {exc}; a reward model comes from a run with objective reward "
+                               "(`tunedeck artifact list` shows them)") from None
+            except Refused as exc:
+                raise Refused(f"grpo.reward_model: {exc}") from None
+        if artifact.project_id != project_id:
+            raise Refused(f"grpo.reward_model: artifact {artifact.id} belongs to another project")
+        check_model_folder(Path(artifact.path))
+        out |= {"reward_model_path": artifact.path, "reward_model_artifact_id": artifact.id}
+    return out
+
+
 def queue_run(store: Store, project: str, cfg: RunConfig, *, start: bool = True) -> int:
     """Validate a run against the store, queue a `train` job and start its runner; returns the job id."""
     from sqlmodel import select
@@ -90,15 +119,12 @@ def queue_run(store: Store, project: str, cfg: RunConfig, *, start: bool = True)
         dataset = find_dataset(session, cfg.dataset, project)
     if dataset.project_id != project_row.id:
         raise Refused(f"dataset {cfg.dataset} belongs to another project")
-    if cfg.objective == "dpo" and dataset.format != "preference":
-        raise Refused(f"DPO needs a preference dataset (prompt, chosen, rejected); {dataset.name!r} is "
-                      f"{dataset.format}")
-    if cfg.objective == "sft" and dataset.format == "preference":
-        raise Refused(f"dataset {dataset.name!r} is preference data: use objective dpo, or an SFT dataset")
+    check_dataset_fit(cfg.objective, dataset.name, dataset.format)
+    rewards = grpo_inputs(store, project_row.id, cfg) if cfg.objective == "grpo" else {}
     config: dict[str, Any] = {
         "run": cfg.model_dump(mode="json"), "run_yaml": dump_yaml(cfg), "project_id": project_row.id,
         "dataset_id": dataset.id, "dataset_path": dataset.path, "dataset_hash": dataset.content_hash,
-        "model_path": model_path, "model_artifact_id": model_artifact,
+        "model_path": model_path, "model_artifact_id": model_artifact, **rewards,
     }
     slot = gpu_slot(cfg)
     with store.write() as session:

@@ -1,9 +1,11 @@
-"""The `train` job: SFT or DPO with LoRA, QLoRA (bitsandbytes 4-bit) or full fine-tuning.
+"""The `train` job: SFT, DPO, ORPO, KTO, reward-model or GRPO training with LoRA, QLoRA (bitsandbytes 4-bit) or
+full fine-tuning (each objective's TRL trainer: engine/train/trainers.py).
 
 Checkpoints go to `jobs/<id>/checkpoints/`; a job that is queued again after a cancel,
 a kill or a crash resumes from the newest complete checkpoint. On success the adapter (or
 the full model) is saved with its tokenizer under `jobs/<id>/output/` and registered as an
-artifact whose lineage names the job, the dataset and the base model.
+artifact whose lineage names the job, the dataset and the base model. A reward model is saved whole (a LoRA
+merged into it), ready to score, as an artifact of kind `reward-model`.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from engine.artifacts import REWARD_MODEL
 from engine.jobctx import JobCancelled, JobContext
 from engine.train.config import RunConfig, parse_config, resolve_precision
-from engine.train.data import dpo_rows, read_split, sft_features
+from engine.train.data import read_split
 from store.diskfull import DiskFull, disk_full_message, is_disk_full, writing
 from store.errors import TunedeckError, first_line
 
@@ -63,8 +66,9 @@ def _dtype(name: str) -> Any:
 
 
 def load_model(cfg: RunConfig, model_path: str, precision: str, cuda: bool) -> tuple[Any, Any]:
-    """The tokenizer and the (possibly 4-bit, possibly LoRA-wrapped) model to train."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """The tokenizer and the (possibly 4-bit, possibly LoRA-wrapped) model to train: a causal LM, or for a reward
+    model the same network with a one-output sequence-classification head."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code)
     if tokenizer.pad_token is None:
@@ -80,7 +84,19 @@ def load_model(cfg: RunConfig, model_path: str, precision: str, cuda: bool) -> t
         )
         if cuda:  # each process of a distributed run holds its own copy on its own card
             kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0") or 0)}
-    model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    reward = cfg.objective == "reward"
+    if reward:
+        from transformers.utils import logging as hf_logging
+
+        level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # "score.weight newly initialized": that head is what a reward run trains
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=1, **kwargs)
+        finally:
+            hf_logging.set_verbosity(level)
+        model.config.pad_token_id = tokenizer.pad_token_id
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     if cfg.method == "full":
         return tokenizer, model
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -91,7 +107,7 @@ def load_model(cfg: RunConfig, model_path: str, precision: str, cuda: bool) -> t
         )
     lora = LoraConfig(
         r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-        target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM",
+        target_modules=cfg.lora.target_modules, task_type="SEQ_CLS" if reward else "CAUSAL_LM",
     )
     return tokenizer, get_peft_model(model, lora)
 
@@ -115,7 +131,7 @@ def load_checked(cfg: RunConfig, model_path: str, precision: str, cuda: bool) ->
         raise TunedeckError(f"cannot load the model {model_path}: {reason}") from None
 
 def trainer_args(cfg: RunConfig, out: Path, precision: str, cuda: bool, has_eval: bool) -> dict[str, Any]:
-    """Keyword arguments shared by SFTConfig and DPOConfig."""
+    """Keyword arguments shared by every objective's TRL config."""
     t = cfg.training
     return {
         "output_dir": str(out), "num_train_epochs": t.epochs, "max_steps": t.max_steps,
@@ -185,31 +201,12 @@ def run_train_job(ctx: JobContext) -> None:
         if est := record_run_estimate(ctx.store, ctx.job_id, ctx.config["run"], ctx.config["model_path"]):
             ctx.log(f"estimated GPU memory {est.get('total_bytes', 0) / 2**30:.1f} GiB")
 
-    from datasets import Dataset
-
     from engine.train.callback import AlreadyTrained, store_callback
+    from engine.train.trainers import build_trainer
 
     callback = store_callback(ctx)
     args = trainer_args(cfg, ckpt_dir, precision, cuda, bool(val_rows))
-    if cfg.objective == "sft":
-        from trl import SFTConfig, SFTTrainer
-
-        t = cfg.training
-        train_ds = Dataset.from_list(sft_features(tokenizer, train_rows, t.max_length, t.assistant_only_loss))
-        eval_ds = Dataset.from_list(sft_features(tokenizer, val_rows, t.max_length, t.assistant_only_loss)) \
-            if val_rows else None
-        if len(train_ds) == 0:
-            raise TunedeckError("no training example has an assistant token left within max_length")
-        trainer = SFTTrainer(model=model, args=SFTConfig(packing=t.packing, **args), train_dataset=train_ds,
-                             eval_dataset=eval_ds, processing_class=tokenizer, callbacks=[callback])
-    else:
-        from trl import DPOConfig, DPOTrainer
-
-        train_ds = Dataset.from_list(dpo_rows(train_rows))
-        eval_ds = Dataset.from_list(dpo_rows(val_rows)) if val_rows else None
-        trainer = DPOTrainer(model=model, ref_model=None, args=DPOConfig(beta=cfg.dpo.beta, **args),
-                             train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
-                             callbacks=[callback])
+    trainer = build_trainer(cfg, model, tokenizer, args, train_rows, val_rows, callback, ctx.config)
     callback.trainer = trainer
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -236,6 +233,35 @@ def run_train_job(ctx: JobContext) -> None:
         raise
 
 
+def final_eval(objective: str, metrics: dict[str, Any]) -> dict[str, float]:
+    """What the last evaluation of a run other than SFT reports: the objective's own metrics
+    (engine.train.objectives.FINAL_EVAL), finite values only."""
+    import math
+
+    from engine.train.objectives import FINAL_EVAL
+
+    final: dict[str, float] = {}
+    for key in FINAL_EVAL.get(objective, ()):
+        value = metrics.get(key)
+        if isinstance(value, int | float) and math.isfinite(value):
+            final[key] = float(value)
+    return final
+
+
+def merge_reward_adapter(folder: Path, pad_token_id: int | None, trust_remote_code: bool) -> None:
+    """Turn a saved reward-model LoRA (with its trained score head) into the whole merged model, in place, so the
+    artifact loads with AutoModelForSequenceClassification alone (as GRPO's reward does)."""
+    from peft import AutoPeftModelForSequenceClassification
+
+    peft_model = AutoPeftModelForSequenceClassification.from_pretrained(
+        str(folder), num_labels=1, trust_remote_code=trust_remote_code)
+    merged = peft_model.merge_and_unload()
+    merged.config.pad_token_id = pad_token_id
+    for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "README.md"):
+        (folder / name).unlink(missing_ok=True)
+    merged.save_pretrained(str(folder))
+
+
 def _finish(ctx: JobContext, cfg: RunConfig, trainer: Any, tokenizer: Any, has_eval: bool) -> None:
     from engine.artifacts import register_artifact
     from engine.tokenizer_files import write_added_tokens_decoder
@@ -243,7 +269,9 @@ def _finish(ctx: JobContext, cfg: RunConfig, trainer: Any, tokenizer: Any, has_e
 
     step = trainer.state.global_step
     final: dict[str, float] = {}
-    if has_eval:
+    if has_eval and cfg.objective != "sft":  # no perplexity: exp of a preference or reward loss means nothing
+        final = final_eval(cfg.objective, trainer.evaluate())
+    elif has_eval:
         from engine.evaluate.perplexity import trainer_eval_loss
 
         final["eval_loss"] = trainer_eval_loss(trainer, cfg.objective)  # per token, as `tunedeck eval` measures
@@ -262,13 +290,18 @@ def _finish(ctx: JobContext, cfg: RunConfig, trainer: Any, tokenizer: Any, has_e
         if not ctx.main:
             return
     else:
-        trainer.model.save_pretrained(str(tmp))
+        adapters = getattr(trainer.model, "peft_config", {})
+        # DPO and KTO add a frozen copy of the adapter ("ref") as their reference model: not part of the result
+        extra = {"selected_adapters": ["default"]} if "ref" in adapters and "default" in adapters else {}
+        trainer.model.save_pretrained(str(tmp), **extra)
+    if cfg.objective == "reward" and cfg.method != "full":
+        merge_reward_adapter(tmp, tokenizer.pad_token_id, cfg.trust_remote_code)
     tokenizer.save_pretrained(str(tmp))
     write_added_tokens_decoder(tmp)  # so llama.cpp's converter types the chat markers as control tokens
     (tmp / "tunedeck_run.json").write_text(json.dumps(ctx.config, indent=2, default=str))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    kind = "model" if cfg.method == "full" else "adapter"
+    kind = REWARD_MODEL if cfg.objective == "reward" else "model" if cfg.method == "full" else "adapter"
     with ctx.store.write() as session:
         if final:
             upsert_metrics(session, ctx.job_id, step, final)
@@ -280,5 +313,5 @@ def _finish(ctx: JobContext, cfg: RunConfig, trainer: Any, tokenizer: Any, has_e
                   "objective": cfg.objective, "steps": step, **final},
         )
     ctx.set_result(artifact_id=artifact.id, steps=step, processes=trainer.args.world_size, **final)
-    ctx.log(f"saved {kind} to {out} (artifact {artifact.id})" + (f", eval loss {final['eval_loss']:.4f}"
-                                                                   if final else ""))
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in final.items())
+    ctx.log(f"saved {kind} to {out} (artifact {artifact.id})" + (f": {shown}" if shown else ""))

@@ -15,7 +15,7 @@ from tui.commands.jobs import cmd_job_cancel, cmd_job_logs, read_job, wait_for_j
 if TYPE_CHECKING:
     from engine.train.config import RunConfig
 
-PRESET_CHOICES = ("smoke", "lora", "qlora", "full", "dpo")
+PRESET_CHOICES = ("smoke", "lora", "qlora", "full", "dpo", "orpo", "kto", "reward", "grpo")
 
 
 def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
