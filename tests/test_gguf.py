@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -63,6 +64,11 @@ def test_convert_and_quantize_demo_model(demo_home: Path) -> None:
     assert fidelity["status"] == "pass"
     assert fidelity["tokens"]["mismatched"] == 0
     assert fidelity["template"]["same_text"] and fidelity["template"]["template_in_gguf"]
+    assert [c["conversation"] for c in fidelity["template"]["conversations"]] == ["with a system message",
+                                                                                  "without one"]
+    from engine.gguf.fidelity import metadata
+
+    assert metadata(Path(f16["path"]))["name"] == "demo-llama"  # the artifact's name, not the converter's guess
     assert fidelity["agreement"]["top1_agreement"] >= 0.99 and fidelity["agreement"]["positions"] > 100
     for name in ("demo-llama-q8_0.gguf", "demo-llama-q4_k_m.gguf"):
         quant = ggufs[name]
@@ -72,6 +78,13 @@ def test_convert_and_quantize_demo_model(demo_home: Path) -> None:
     # hidden size 64 is not a multiple of the k-quant block: llama.cpp falls back per tensor, and we say so
     report = ggufs["demo-llama-q4_k_m.gguf"]["meta"]["quantize"]
     assert report["fallback"] > 0 and "fallback" in report["note"]
+    # the note names only the tensors that fell back (not the norms kept in F32 or the embedding)
+    assert len(report["fallback_tensors"]) == report["fallback"]
+    assert all("norm" not in name and name.startswith("blk.") for name in report["fallback_tensors"])
+    assert "F32" not in report["note"] and "q4_k->q5_0" in report["note"]
+    assert ggufs["demo-llama-q8_0.gguf"]["meta"]["quantize"]["fallback"] == 0
+    check = ggufs["demo-llama-q8_0.gguf"]["meta"]["fidelity"]["quant"]
+    assert (check["limit"], check["warn_limit"]) == (0.02, 0.04) and check["llama_cpp_increase"] == 0.00018
     from engine.gguf.quantize import tensor_types
 
     # the types taken from llama.cpp's log are the file's own
@@ -96,6 +109,21 @@ def test_quantize_verb_and_bad_types(demo_home: Path) -> None:
     assert ok.returncode == 0, ok.stdout + ok.stderr
     q6 = next(a for a in _artifacts(home) if a["name"].endswith("q6_k.gguf"))
     assert q6["meta"]["fidelity"]["quant"]["status"] in {"pass", "warn"}
+    assert "q6_k" in ok.stdout and "(pass up to +2.0%, warn up to +4.0%; from llama.cpp's perplexity table)" \
+        in ok.stdout
+
+
+def test_quant_limits_follow_llama_cpps_table() -> None:
+    from engine.gguf.fidelity import LLAMA_CPP_PPL_INCREASE, ppl_delta_limits
+
+    order = ["q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0", "q3_k_m", "q2_k"]  # the table's order, best first
+    assert sorted(LLAMA_CPP_PPL_INCREASE, key=LLAMA_CPP_PPL_INCREASE.get) == order
+    limits = [ppl_delta_limits(q) for q in order]
+    assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in itertools.pairwise(limits))
+    assert all(ok < warn for ok, warn in limits)
+    # measured on SmolLM2-135M-Instruct over the check's texts: q8_0 +1.03% and q4_k_m +3.51% both pass
+    assert 0.0103 <= ppl_delta_limits("q8_0")[0] and 0.0351 <= ppl_delta_limits("q4_k_m")[0]
+    assert ppl_delta_limits("q8_0")[0] < 0.0351  # q8_0 is held tighter than q4_k_m's measured change
 
 
 def _bpe_model(folder: Path) -> Path:

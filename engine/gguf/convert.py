@@ -152,15 +152,16 @@ def _readable_by_converter(model_dir: Path) -> Iterator[Path]:
 
 
 def convert_model(tools: Path, model_dir: Path, out: Path, outtype: str = "f16",
-                  pre_tokenizer: str | None = None) -> Path:
-    """Convert a transformers model folder to a GGUF file at `out` (f32, f16 or bf16)."""
+                  pre_tokenizer: str | None = None, model_name: str | None = None) -> Path:
+    """Convert a transformers model folder to a GGUF file at `out` (f32, f16 or bf16); `model_name` becomes its
+    general.name (the converter otherwise names it after the folder: "Output" for a run's output/)."""
     if outtype not in OUTTYPES:
         raise ConversionError(f"--outtype {outtype!r}: expected one of {', '.join(OUTTYPES)}")
     if not (model_dir / "config.json").is_file():
         raise ConversionError(f"{model_dir}: not a model folder (no config.json)")
     with _readable_by_converter(model_dir) as source:
-        return _convert("convert_hf_to_gguf.py", [str(source), "--outtype", outtype], model_dir, out, tools,
-                        pre_tokenizer)
+        argv = [str(source), "--outtype", outtype, *(["--model-name", model_name] if model_name else [])]
+        return _convert("convert_hf_to_gguf.py", argv, model_dir, out, tools, pre_tokenizer)
 
 
 def convert_adapter(tools: Path, adapter_dir: Path, base_dir: Path, out: Path, outtype: str = "f16") -> Path:

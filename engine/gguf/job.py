@@ -72,12 +72,15 @@ def _quantize_one(ctx: JobContext, source: Path, source_id: int, qtype: str, out
         quant_check = check_quant(out, source, chunks, qtype)
         fidelity = {"status": quant_check["status"], "quant": quant_check}
         ctx.log(f"{qtype}: perplexity {quant_check['perplexity']} vs {quant_check['parent_perplexity']} "
-                f"({quant_check['delta']:+.2%}) -> {quant_check['status']}")
+                f"({quant_check['delta']:+.2%}; pass up to +{quant_check['limit']:.1%}, warn up to "
+                f"+{quant_check['warn_limit']:.1%}) -> {quant_check['status']}")
     meta = {"format": "gguf", "quant": qtype, "quantize": report, "fidelity": fidelity,
             "source_gguf": str(source)}
     artifact_id = _register(ctx, "gguf", out, source_id, meta)
+    check = fidelity.get("quant") or {}
     return {"artifact_id": artifact_id, "type": qtype, "path": str(out), "fidelity": fidelity.get("status"),
-            "fallback": report.get("fallback", 0)}
+            "fallback": report.get("fallback", 0), "delta": check.get("delta"), "limit": check.get("limit"),
+            "warn_limit": check.get("warn_limit")}
 
 
 def _adapter_fidelity(ctx: JobContext, tools: Path, adapter: Path, base_dir: Path, lora_gguf: Path) -> dict:
@@ -129,7 +132,7 @@ def run_convert_job(ctx: JobContext) -> None:
     out = out_dir / f"{stem}-{outtype}.gguf"
     ctx.log(f"converting {source} to {out.name} with llama.cpp's converter ({tools.name})")
     with ctx.interruptible():
-        convert_model(tools, source, out, outtype, cfg.get("pre_tokenizer"))
+        convert_model(tools, source, out, outtype, cfg.get("pre_tokenizer"), model_name=stem)
     ctx.progress(0.4, force=True)
     ctx.check_cancel()
     tokenizer = _tokenizer(source)

@@ -27,6 +27,8 @@ QUANT_TYPES: dict[str, str] = {
     "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
 }
 FALLBACK_RE = re.compile(r"(\d+) of (\d+) tensor\(s\) required fallback quantization")
+FALLBACK_TENSOR_RE = re.compile(r"^warning: (\S+)\s+- ncols\s+\d+ not divisible by (\d+) \(required for type\s+(\w+)\)"
+                                r" -> falling back to\s+(\w+)", re.MULTILINE)
 
 
 def parse_quant_list(text: str) -> list[str]:
@@ -106,11 +108,29 @@ def quantize(src: Path, out: Path, qtype: str, threads: int | None = None) -> di
         partial.unlink(missing_ok=True)
     types = logged_tensor_types(text) or tensor_types(out)
     report: dict[str, Any] = {"type": qtype, "tensor_types": types, "n_tensors": sum(types.values())}
+    fell_back = fallback_tensors(text)
+    report["fallback"] = len(fell_back)
     if m := FALLBACK_RE.search(text):
         report["fallback"] = int(m.group(1))
+        report["fallback_tensors"] = fell_back
         report["note"] = (f"{m.group(1)} of {m.group(2)} tensors have rows not divisible by the k-quant block "
-                          f"(256) and were quantized with llama.cpp's fallback type instead: "
-                          + ", ".join(f"{n} {t}" for t, n in sorted(types.items())))
-    else:
-        report["fallback"] = 0
+                          f"and were quantized with llama.cpp's fallback type instead: {fallback_summary(fell_back)}")
     return report
+
+
+def fallback_tensors(log: str) -> dict[str, str]:
+    """The tensors llama.cpp's quantizer could not give the k-quant it wanted: name -> 'wanted->used'."""
+    return {name: f"{wanted.lower()}->{used.lower()}" for name, _, wanted, used in FALLBACK_TENSOR_RE.findall(log)}
+
+
+def fallback_summary(fell_back: dict[str, str]) -> str:
+    """`fallback_tensors` in a line: per change of type, how many and which tensors (by their name within a
+    block, with how many blocks), e.g. `12 q4_k->q5_0 (attn_k x2, attn_q x2, ...)`."""
+    groups: dict[str, Counter[str]] = {}
+    for name, change in fell_back.items():
+        groups.setdefault(change, Counter())[re.sub(r"^blk\.\d+\.", "", name)] += 1
+    parts = []
+    for change, names in sorted(groups.items(), key=lambda kv: -sum(kv[1].values())):
+        listed = ", ".join(f"{n} x{c}" if c > 1 else n for n, c in sorted(names.items()))
+        parts.append(f"{sum(names.values())} {change} ({listed})")
+    return "; ".join(parts) or "none listed in llama.cpp's log"

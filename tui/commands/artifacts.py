@@ -216,7 +216,21 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise UsageError("tunedeck convert: name the artifact to convert")
     job_id = queue_convert(store, args.artifact, outtype=args.outtype, quants=parse_quant_list(args.quant),
                            pre_tokenizer=args.pre_tokenizer, name=args.name)
-    return finish_queued(args, store, job_id, "convert")
+    code = finish_queued(args, store, job_id, "convert")
+    _print_quant_checks(args, store, job_id)
+    return code
+
+
+def _print_quant_checks(args: argparse.Namespace, store: Any, job_id: int) -> None:
+    """Each quant's perplexity change with the limits it was judged by (after --wait, as text)."""
+    if not args.wait or args.json:
+        return
+    from tui.commands.jobs import read_job
+
+    for q in read_job(store, job_id).result.get("quants", []):
+        if q.get("delta") is not None:
+            print(f"  {q['type']:<12} perplexity {q['delta']:+.2%} vs its parent: {q.get('fidelity')} (pass up to "
+                  f"+{q['limit']:.1%}, warn up to +{q['warn_limit']:.1%}; from llama.cpp's perplexity table)")
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -225,7 +239,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
     store = open_from_args(args)
     job_id = queue_quantize(store, args.artifact, parse_quant_list(args.quant))
-    return finish_queued(args, store, job_id, "quantize")
+    code = finish_queued(args, store, job_id, "quantize")
+    _print_quant_checks(args, store, job_id)
+    return code
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
