@@ -458,3 +458,38 @@ def test_near_duplicate_report_and_other_kinds() -> None:
     report = build_report(pref, pref[:0], fmt="preference", kind="preference")
     assert _statuses(report)["preference pairs"] == "warn"
     assert all(len(line) <= 80 for line in format_report(report).splitlines())
+
+
+# --- PII precision and recall on a labelled set --------------------------------------------------------------
+
+PII_LABELLED = Path(__file__).parent / "fixtures" / "pii_labelled.jsonl"
+
+
+def test_pii_precision_and_recall_on_the_labelled_set() -> None:
+    """Hand-labelled true and false positives (arithmetic results, addends, code samples, ids); the bench
+    (scripts/bench/dataset_lint.py) prints the same figures."""
+    from engine.datasets.pii import score_labelled
+
+    rows = [json.loads(line) for line in PII_LABELLED.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) >= 90 and sum(not r["kinds"] for r in rows) >= 40  # both sides well represented
+    scores = score_labelled((r["text"], r["kinds"]) for r in rows)
+    assert scores["all"]["precision"] >= 0.97 and scores["all"]["recall"] >= 0.93, scores["all"]
+    for kind in ("phone", "credit_card", "api_key"):
+        assert scores[kind]["precision"] >= 0.95 and scores[kind]["recall"] >= 0.9, (kind, scores[kind])
+
+
+@pytest.mark.parametrize(("text", "kinds"), [
+    ("123456789 * 33 = 4074074037", []),  # an arithmetic result that passes Luhn
+    ("x = 250 + 4915112345678 - 3", []),
+    ("What is 17 +12345678901? It is 12345678918.", []),  # an addend, not a +country code
+    ("encoded_key = base64.b64encode(raw_key).decode()", []),  # code, not an API key
+    ("Order id 4111111111111111 shipped.", []),  # Luhn-valid, but nothing says card
+    ("card 4111111111111111 on file", ["credit_card"]),
+    ("4111 1111 1111 1111", ["credit_card"]),  # grouped like a card
+    ("Text +14155552671 when you arrive.", ["phone"]),
+    ('SECRET_KEY = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"', ["api_key"]),
+])
+def test_pii_needs_context_and_shape(text: str, kinds: list[str]) -> None:
+    from engine.datasets.pii import find_pii
+
+    assert sorted({k for k, _ in find_pii(text)}) == kinds

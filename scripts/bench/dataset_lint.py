@@ -5,9 +5,12 @@ stats on the demo tokenizer at several sizes, and reports for each: wall time, r
 the ratio against a bare read of the same file (json.loads per line, same run), and the
 job's peak RSS (memory should stay flat-ish as the file grows). Then precision/recall of
 the planted findings: duplicates from what the import dropped (end to end), PII from the
-detector the import uses, on every record.
+detector the import uses, on every record (1% of records also carry a distractor that must not be
+found: an arithmetic result that passes Luhn, an addend after '+', a code sample assigning a key).
+First, precision and recall of the PII detectors on the hand-labelled true and false positives of
+tests/fixtures/pii_labelled.jsonl (the unit test holds them to a floor).
 
-    .venv/bin/python scripts/bench/dataset_lint.py [--sizes 25000,50000,100000]
+    .venv/bin/python scripts/bench/dataset_lint.py [--sizes 25000,50000,100000] [--pii-only]
 """
 
 from __future__ import annotations
@@ -36,6 +39,14 @@ PII = {
     "api_key": lambda r: "key sk-" + "".join(r.choice("abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789")
                                                  for _ in range(40)),
 }
+
+
+DISTRACTORS = (  # PII-shaped text that is not PII: never planted as truth, so a finding is a false positive
+    lambda r: f"{(n := r.randint(10**6, 10**7))} * {r.randint(100, 999)} = {n * 7}",
+    lambda r: f"the sum {r.randint(1, 99)} +{r.randint(10**10, 10**11)} is easy",
+    lambda r: "encoded_key = base64.b64encode(raw_key_bytes).decode()",
+    lambda r: f"order id {_luhn(r).replace(' ', '')} shipped",
+)
 
 
 def _luhn(r: random.Random) -> str:
@@ -85,6 +96,8 @@ def generate(n: int, seed: int = 0) -> tuple[list[dict], dict[str, set[int]]]:
             kind = r.choice(sorted(PII))
             turns[2]["content"] += " " + PII[kind](r)
             truth[kind].add(i)
+        if r.random() < 0.01:
+            turns[3]["content"] += " " + r.choice(DISTRACTORS)(r)
         rows.append({"messages": turns})
     return rows, truth
 
@@ -132,10 +145,27 @@ def bench_size(tmp: Path, n: int, tokenizer: Path) -> tuple[dict, list[dict], di
     return stats, rows, {"truth": truth, "snapshot": Path(shown["path"]), "report": shown["report"]}
 
 
+def labelled_pii() -> None:
+    """Precision and recall per kind on the labelled set."""
+    from engine.datasets.pii import score_labelled
+
+    path = ROOT / "tests" / "fixtures" / "pii_labelled.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    negatives = sum(not r["kinds"] for r in rows)
+    print(f"PII on the labelled set ({len(rows)} texts, {negatives} with no PII): {path.relative_to(ROOT)}")
+    for kind, s in score_labelled((r["text"], r["kinds"]) for r in rows).items():
+        print(f"  {kind:<12} precision {s['precision']:.3f} recall {s['recall']:.3f} "
+              f"(tp {s['tp']}, fp {s['fp']}, fn {s['fn']})")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="25000,50000,100000")
+    parser.add_argument("--pii-only", action="store_true", help="only the labelled PII set (a second)")
     args = parser.parse_args()
+    labelled_pii()
+    if args.pii_only:
+        return 0
     sizes = [int(s) for s in args.sizes.split(",")]
     from engine.datasets.dedup import example_text
     from engine.datasets.pii import find_pii
