@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from engine.datasets.formats import DataError, load_examples
+from engine.datasets.lint import format_report
 
 FIXTURES = Path(__file__).parent / "fixtures" / "datasets"
 U, A, S, T = "user", "assistant", "system", "tool"
@@ -207,6 +208,19 @@ def test_ultrafeedback_binarized(imported: Any) -> None:
                        "rejected": [m(A, "Photosynthesis is when plants sleep.")]}
     # messages repeats chosen, and the scores and ids are not trained on: all named, none dropped in silence
     assert _unused(report) == {"messages": 5, "prompt_id": 5, "score_chosen": 5, "score_rejected": 5}
+    shown = format_report(report)  # what `tunedeck dataset show` prints
+    assert "Fields not imported (field: records holding it)\n  messages: 5\n" in shown
+    assert max(map(len, shown.splitlines())) <= 80
+    fields = next(c for c in report["checklist"] if c["check"] == "fields used")
+    assert fields["status"] == "warn" and fields["detail"].startswith("not imported: messages (5), prompt_id (5)")
+
+
+@pytest.mark.parametrize(("source", "name"), [("hh_rlhf.jsonl.gz", "hh_rlhf"), ("single_object.json", "single_object"),
+                                              ("notes.txt", "notes")])
+def test_default_names_drop_the_data_suffixes(source: str, name: str) -> None:
+    from engine.datasets.queue import resolve_source
+
+    assert resolve_source(str(FIXTURES / source)) == (str(FIXTURES / source), name)
 
 
 def test_txt_is_one_example_per_paragraph(imported: Any) -> None:

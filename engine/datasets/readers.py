@@ -35,7 +35,7 @@ _CHUNK = 1 << 20
 _CSV_FIELD_LIMIT = 1 << 28
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?(:[\w.-]*){0,2}", re.ASCII)
 _WS = re.compile(r"[ \t\n\r]*")
-_FILE_LIKE = {".txt", ".tsv", ".gz", ".json.gz", ".jsonl.gz", ".zip", ".arrow", ".xlsx", ".xls", ".bz2", ".xz", ".zst"}
+_FILE_LIKE = {".txt", ".tsv", ".gz", ".zip", ".arrow", ".xlsx", ".xls", ".bz2", ".xz", ".zst"}
 _SURROGATE = "invalid JSON: a \\u escape is an unpaired surrogate, which is not valid Unicode"
 
 
