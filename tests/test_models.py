@@ -191,3 +191,50 @@ def test_hub_id_already_cached_is_registered_offline(home: Path, tmp_path: Path,
     assert shown["meta"] | {"source": "tiny/cached-llama", "source_type": "hub", "source_sha": "a" * 40} == \
         shown["meta"]
     assert os.path.commonpath([shown["path"], str(hf_home)]) == str(hf_home)
+
+
+def test_tui_models_tab_adds_a_model(home: Path, tmp_path: Path, demo_model_dir: Path) -> None:
+    """The Models tab (5) at 80x24: m opens the add form; an unreachable hub id is refused in the form, a folder
+    is queued, runs for real and shows up as a model, with its source."""
+    from textual.pilot import Pilot
+    from textual.widgets import Input
+    from tui_pilot import drive, notes, screen_text, text, wait_for
+
+    from store.db import open_store
+    from store.projects import create_project
+    from tui.app import TunedeckApp
+    from tui.screens.forms import ActionDialog
+    from tui.screens.project import ProjectScreen
+    from tui.widgets.live_table import LiveTable
+
+    folder = tmp_path / "tui-base"
+    shutil.copytree(demo_model_dir, folder)
+    store = open_store(home)
+    with store.write() as session:
+        create_project(session, "p")
+    seen: dict[str, str] = {}
+
+    async def scenario(app: TunedeckApp, pilot: Pilot) -> None:
+        app.push_screen(ProjectScreen("p"))
+        await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen), "project screen")
+        await pilot.press("5")
+        await wait_for(pilot, lambda: "Press m to add one" in screen_text(app), "the empty Models tab")
+        await pilot.press("m")
+        await wait_for(pilot, lambda: isinstance(app.screen, ActionDialog), "the add-model form")
+        app.screen.query_one("#field-source", Input).value = HUB_ID
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "HF_HUB_OFFLINE is set" in text(app, "#error"), "the offline refusal", 20)
+        app.screen.query_one("#field-source", Input).value = str(folder)
+        app.screen.query_one("#field-name", Input).value = "tui-base"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen), "the form closing", 20)
+        table = app.screen.query_one("#models-table", LiveTable)
+        await wait_for(pilot, lambda: table.row_count == 1 and table.get_row_at(0)[1] == "model",
+                       "the added model", 90)
+        seen["screen"] = screen_text(app)
+        seen["notes"] = notes(app)
+
+    drive(store, scenario)
+    store.close()
+    assert "Model add queued as job" in seen["notes"]
+    assert "tui-base" in seen["screen"] and "folder" in seen["screen"] and "5 Models" in seen["screen"]

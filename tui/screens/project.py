@@ -1,4 +1,4 @@
-"""One project: its datasets, runs, artifacts and chat sessions, one tab each."""
+"""One project: its datasets, runs, artifacts, chat sessions and models, one tab each."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ from store.errors import NotFound, first_line
 from store.views import RunRow, json_dict, lineage_order, listed_imports, project_contents, project_runs
 from tui.screens._common import ago, clip, size_text
 from tui.screens.import_dialog import ImportDialog, ImportErrorDialog, Queued
+from tui.screens.models import COLUMNS as MODEL_COLUMNS
+from tui.screens.models import EMPTY as MODELS_EMPTY
+from tui.screens.models import ModelItem, model_rows
 from tui.widgets.badges import verdict_badge
 from tui.widgets.live_table import LiveTable, Row
 from tui.widgets.metric_chart import eta_text, fmt_value, progress_bar
@@ -29,6 +32,7 @@ TABS: list[tuple[str, str]] = [
     ("runs", "Runs"),
     ("artifacts", "Artifacts"),
     ("chat", "Chat"),
+    ("models", "Models"),
 ]
 
 COLUMNS: dict[str, list[tuple[str, str]]] = {
@@ -55,6 +59,7 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
     ],
     "artifacts": [("kind", "Kind"), ("name", "Name"), ("size", "Size"), ("fidelity", "Fidelity"), ("path", "Path")],
     "chat": [("title", "Title"), ("model", "Model"), ("updated", "Updated")],
+    "models": MODEL_COLUMNS,
 }
 
 # What each empty tab says. Name only what works today; later issues add the ways to fill a tab.
@@ -66,8 +71,9 @@ EMPTY: dict[str, str] = {
     "artifacts": "No artifacts in this project yet. Models, adapters and exports made by runs appear here.",
     "chat": "No chat sessions in this project yet. Press [b]c[/b] to chat with a GGUF model "
     "(from a shell: tunedeck chat MODEL.gguf --project NAME).",
+    "models": MODELS_EMPTY,
 }
-EMPTY_KEYS = "Press [b]1[/b]-[b]4[/b] to switch tabs, [b]esc[/b] to go back to the projects, [b]?[/b] for all keys."
+EMPTY_KEYS = "Press [b]1[/b]-[b]5[/b] to switch tabs, [b]esc[/b] to go back to the projects, [b]?[/b] for all keys."
 
 
 IMPORT_KIND = "dataset-import"
@@ -102,6 +108,7 @@ class ProjectData:
     datasets: dict[str, DatasetItem] = field(default_factory=dict)
     imports: dict[int, DatasetItem] = field(default_factory=dict)  # every import job read, by job id
     runs: dict[str, RunRow] = field(default_factory=dict)  # the Runs tab's rows, by key
+    models: dict[str, ModelItem] = field(default_factory=dict)  # the Models tab's rows, by key
 
 
 def _first_problem(lint: dict[str, Any]) -> str:
@@ -193,6 +200,7 @@ def _load(store: Store, name: str) -> ProjectData:
     data.runs = {str(r.id): r for r in runs}
     data.rows["runs"] = [(str(r.id), run_cells(r, now)) for r in runs]
     data.rows["artifacts"] = artifact_rows(artifacts)
+    data.rows["models"], data.models = model_rows(jobs, artifacts)
     data.rows["chat"] = [
         (
             str(c.id),
@@ -204,7 +212,7 @@ def _load(store: Store, name: str) -> ProjectData:
 
 
 class ProjectScreen(Screen[None]):
-    """A project's tabs; keys 1-4 switch tabs, esc goes back to the projects list."""
+    """A project's tabs; keys 1-5 switch tabs, esc goes back to the projects list."""
 
     HELP_TITLE = "Project"
     AUTO_FOCUS = ""  # focus is set once the first load shows (or hides) the tables
@@ -214,6 +222,7 @@ class ProjectScreen(Screen[None]):
         Binding("d", "delete_dataset", "Delete dataset", show=False),
         Binding("n", "new_run", "New run"),
         Binding("c", "new_chat", "New chat"),
+        Binding("m", "add_model", "Add model"),
         Binding("enter", "open_row", "Open", show=False),
         Binding("space", "mark_run", "Mark run to compare", show=False),
         Binding("C", "compare_runs", "Compare marked runs", show=False),
@@ -221,6 +230,7 @@ class ProjectScreen(Screen[None]):
         Binding("2", "show_tab('runs')", "Runs tab", show=False),
         Binding("3", "show_tab('artifacts')", "Artifacts tab", show=False),
         Binding("4", "show_tab('chat')", "Chat tab", show=False),
+        Binding("5", "show_tab('models')", "Models tab", show=False),
     ]
 
     def __init__(self, project_name: str) -> None:
@@ -247,7 +257,7 @@ class ProjectScreen(Screen[None]):
                 with TabPane(f"{number} {title}", id=tab_id):
                     yield LiveTable(COLUMNS[tab_id], id=f"{tab_id}-table")
                     yield Static("Loading…", id=f"{tab_id}-empty", classes="empty")
-                    if tab_id in ("datasets", "runs"):
+                    if tab_id in ("datasets", "runs", "models"):
                         yield Static("", id=f"{tab_id}-detail", classes="tab-detail")
         yield Footer()
 
@@ -343,6 +353,7 @@ class ProjectScreen(Screen[None]):
         self._shown_once = True
         self._show_dataset_detail()
         self._show_run_detail()
+        self._show_model_detail()
 
     def _fix_focus(self, force: bool = False) -> None:
         """Focus the active tab's table when it has rows, else the tab bar.
@@ -483,6 +494,8 @@ class ProjectScreen(Screen[None]):
             self.action_open_chat()
         elif self.active_tab == "artifacts":
             self.action_open_artifact()
+        elif self.active_tab == "models":
+            self.action_open_model()
         else:
             self.action_open_dataset()
 
@@ -515,6 +528,69 @@ class ProjectScreen(Screen[None]):
             self.app.push_screen(ImportErrorDialog(item.name, item.id, item.error))
         else:
             self.notify(f"{item.name} is still importing; it opens once the import is done.")
+
+    # -- models ------------------------------------------------------------------
+
+    @property
+    def current_model(self) -> ModelItem | None:
+        """The Models tab's row under the cursor."""
+        if self.data is None:
+            return None
+        table = self.query_one("#models-table", LiveTable)
+        key = table.current_key if table.display else None
+        return self.data.models.get(key) if key is not None else None
+
+    def _show_model_detail(self) -> None:
+        detail = self.query_one("#models-detail", Static)
+        item = self.current_model
+        detail.display = item is not None
+        if item is None:
+            detail.update("")
+        elif item.kind == "adding":
+            detail.update(f"Adding [b]{escape(item.name)}[/b] (job {item.id}) · its log: enter on the Runs tab")
+        elif item.kind == "failed":
+            detail.update(f"[red]{escape(clip(first_line(item.detail or 'no error recorded'), 76))}[/red]\n"
+                          "[dim]enter shows the whole error · m adds a model[/dim]")
+        else:
+            note = f"{escape(clip(item.detail, 76))}\n" if item.detail else ""
+            detail.update(f"{note}[dim]enter opens artifact {item.id} · use it as --model {escape(item.name)}[/dim]")
+
+    @on(DataTable.RowHighlighted, "#models-table")
+    def _model_highlighted(self) -> None:
+        self._show_model_detail()
+
+    @on(DataTable.RowSelected, "#models-table")
+    def _model_selected(self) -> None:
+        self.action_open_model()
+
+    def action_open_model(self) -> None:
+        """enter on the Models tab: a model's artifact screen, a failed add's whole error."""
+        item = self.current_model
+        if item is None:
+            self.notify("No model to open. Press m to add one.", severity="warning")
+        elif item.kind == "model":
+            from tui.screens.artifact import ArtifactScreen
+
+            self.app.push_screen(ArtifactScreen(item.id))
+        elif item.kind == "failed":
+            from tui.screens.models import AddErrorDialog
+
+            self.app.push_screen(AddErrorDialog(item.name, item.id, item.detail))
+        else:
+            self.notify(f"{item.name} is still being added (job {item.id}).")
+
+    def action_add_model(self) -> None:
+        from tui.screens.models import add_model_dialog
+
+        self.app.push_screen(add_model_dialog(self.store, self.project_name), self._model_queued)
+
+    def _model_queued(self, job_id: int | None) -> None:
+        if job_id is None:
+            return
+        self.notify(f"Model add queued as job {job_id}.")
+        self._select["models"] = f"job-{job_id}"
+        self.action_show_tab("models")
+        self.reload()
 
     # -- runs --------------------------------------------------------------------
 
