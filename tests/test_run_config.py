@@ -343,3 +343,50 @@ def test_cpu_allocator_failure_counts_as_out_of_memory() -> None:
     assert not is_oom(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
     message = _oom_message(7, real.value)
     assert message.startswith("out of memory at step 7") and "gradient_checkpointing: true" in message
+
+
+# --- objectives beyond SFT ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"objective": "kto", "training": {"per_device_batch": 1}},
+         "run.yaml: training.per_device_batch: KTO needs at least 2"),
+        ({"objective": "reward", "method": "qlora"}, "run.yaml: method: a reward model trains with lora or full"),
+        ({"objective": "grpo", "grpo": {"rewards": []}}, "run.yaml: grpo.rewards: GRPO needs at least one reward"),
+        ({"objective": "grpo", "grpo": {"rewards": ["format"]}},
+         "run.yaml: grpo.format_regex: the format reward needs a regular expression"),
+        ({"objective": "grpo", "grpo": {"reward_functions": ["f"]}},
+         "run.yaml: grpo.reward_file: required by grpo.reward_functions"),
+        ({"objective": "grpo", "grpo": {"reward_file": "r.py"}},
+         "run.yaml: grpo.reward_functions: name the functions of grpo.reward_file to use"),
+        ({"objective": "grpo", "training": {"per_device_batch": 3, "grad_accum": 1}},
+         "run.yaml: grpo.num_generations: 4 must divide the batch of sampled answers, per_device_batch x grad_accum x "
+         "processes = 3"),
+        ({"grpo": {"format_regex": "(unclosed"}}, "run.yaml: grpo.format_regex: not a valid regular expression"),
+        ({"grpo": {"reward_functions": ["not-a-name"]}}, "'not-a-name' is not a Python function name"),
+        ({"grpo": {"rewards": ["lenght"]}}, "must be one of exact_answer, format, length (got 'lenght')"),
+        ({"kto": {"beta": 0}}, "run.yaml: kto.beta: must be greater than 0"),
+    ],
+)
+def test_objective_settings_that_do_not_fit_are_named(data: dict, expected: str) -> None:
+    assert expected in _error(data)
+
+
+def test_objective_lists_read_from_comma_text_and_ppo_is_explained() -> None:
+    cfg = apply_overrides(preset_config("grpo", "m", "d"), ["grpo.rewards=length, format", "grpo.format_regex=a+",
+                                                            "grpo.reward_file=r.py", "grpo.reward_functions=f,g"])
+    assert (cfg.grpo.rewards, cfg.grpo.reward_functions) == (["length", "format"], ["f", "g"])
+    assert parse_config(yaml.safe_load(dump_yaml(cfg))) == cfg
+    assert "TRL 1.16 ships no PPO trainer" in _error({"objective": "ppo"})
+
+
+def test_objective_warnings_use_their_own_ranges() -> None:
+    assert any("for KTO" in w for w in warnings(preset_config("kto", "m", "d", lr=1e-4)))
+    assert any("for GRPO" in w for w in warnings(preset_config("grpo", "m", "d", lr=1e-3)))
+    assert any("orpo.beta: 2 is outside" in w for w in warnings(preset_config("orpo", "m", "d", orpo={"beta": 2})))
+    assert any("training.packing: ignored for KTO" in w for w in warnings(
+        preset_config("kto", "m", "d", training={"packing": True})))
+    reward = preset_config("reward", "m", "d")
+    assert (reward.objective, reward.method, warnings(reward)) == ("reward", "lora", [])

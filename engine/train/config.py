@@ -270,6 +270,13 @@ class GrpoSettings(_Section):
         "(faster, no kl metric)."
     )
 
+    @field_validator("rewards", "reward_functions", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):  # "exact_answer, length" from --set or the form is a list of two
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     @field_validator("format_regex")
     @classmethod
     def _regex(cls, value: str) -> str:
@@ -759,7 +766,7 @@ def _parse_value(parts: list[str], raw: str) -> Any:
     annotation = _field_annotation(parts)
     if annotation is str:
         return raw.strip()  # model=1234 stays text
-    if parts[-1] in {"target_modules", "devices"} and not raw.strip().startswith("["):
+    if parts[-1] in {"target_modules", "devices", "rewards", "reward_functions"} and not raw.strip().startswith("["):
         return raw.strip()  # the field itself splits "q_proj,v_proj" / "0,1"
     try:
         return yaml.safe_load(raw)

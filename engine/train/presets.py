@@ -155,9 +155,9 @@ PRESET_TITLES: dict[str, str] = {
     "qlora": "QLoRA default: LoRA on a 4-bit NF4 base (least memory)",
     "full": "Full fine-tune: all weights, lr 2e-5, 3 epochs, most VRAM",
     "dpo": "DPO default: preference pairs, LoRA, lr 5e-6, beta 0.1",
-    "orpo": "ORPO default: preference pairs, no reference model, lr 5e-5",
+    "orpo": "ORPO default: pairs, no reference model, LoRA, lr 5e-5",
     "kto": "KTO default: good/bad answers or pairs, LoRA, lr 5e-6",
-    "reward": "Reward model: scores answers, trained on preference pairs",
+    "reward": "Reward model: a scorer trained on preference pairs",
     "grpo": "GRPO default: 4 samples per prompt, exact-answer reward",
 }
 

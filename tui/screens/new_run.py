@@ -27,8 +27,8 @@ from store.views import run_choices
 from tui.screens.forms import SubmitInWorker
 from tui.widgets.path_input import PathInput
 
-PRESETS = ("smoke", "lora", "qlora", "full", "dpo")
-OBJECTIVES = ("sft", "dpo")
+PRESETS = ("smoke", "lora", "qlora", "full", "dpo", "orpo", "kto", "reward", "grpo")
+OBJECTIVES = ("sft", "dpo", "orpo", "kto", "reward", "grpo")
 METHODS = ("lora", "qlora", "full")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -46,8 +46,9 @@ class FieldSpec:
     path: str
     label: str
     hint: str
-    kind: str = "value"  # value (typed text, read as a YAML scalar), choice or bool
+    kind: str = "value"  # value (typed text, read as a YAML scalar), list (comma-separated), choice or bool
     choices: tuple[str, ...] = ()
+    only: tuple[str, ...] = ()  # the objectives it applies to (shown only for them); () = every objective
 
     @property
     def widget_id(self) -> str:
@@ -66,7 +67,24 @@ FIELDS: list[FieldSpec] = [
     FieldSpec("lora.r", "LoRA r", "rank 8..64 (lora, qlora)"),
     FieldSpec("lora.alpha", "LoRA alpha", "r..4r; 2r is common"),
     FieldSpec("lora.dropout", "LoRA dropout", "0 <= dropout < 1; 0.05 is typical"),
-    FieldSpec("dpo.beta", "DPO beta", "0.01..0.5; 0.1 is typical (dpo only)"),
+    FieldSpec("dpo.beta", "DPO beta", "0.01..0.5; 0.1 is typical", only=("dpo",)),
+    FieldSpec("orpo.beta", "ORPO beta", "odds-ratio weight: 0.05..0.5", only=("orpo",)),
+    FieldSpec("kto.beta", "KTO beta", "0.01..0.5; 0.1 is typical", only=("kto",)),
+    FieldSpec("kto.desirable_weight", "Good weight", "loss weight of label-true answers", only=("kto",)),
+    FieldSpec("kto.undesirable_weight", "Bad weight", "loss weight of label-false answers", only=("kto",)),
+    FieldSpec("grpo.rewards", "Rewards", "exact_answer, format, length (comma list)", "list", only=("grpo",)),
+    FieldSpec("grpo.answer_field", "Answer field", "dataset field exact_answer compares", only=("grpo",)),
+    FieldSpec("grpo.format_regex", "Format regex", "the whole answer must match (format)", only=("grpo",)),
+    FieldSpec("grpo.length_target", "Length target", "characters for the full length reward", only=("grpo",)),
+    FieldSpec("grpo.reward_file", "Reward file", "your Python file of reward functions", only=("grpo",)),
+    FieldSpec("grpo.reward_functions", "Functions", "names in the reward file (comma list)", "list",
+              only=("grpo",)),
+    FieldSpec("grpo.reward_model", "Reward model", "a reward-model artifact: id or name", only=("grpo",)),
+    FieldSpec("grpo.num_generations", "Generations", "answers per prompt; divides batch x accum",
+              only=("grpo",)),
+    FieldSpec("grpo.max_completion_length", "Answer length", "longest sampled answer, tokens", only=("grpo",)),
+    FieldSpec("grpo.temperature", "Temperature", "sampling temperature; 1.0 is usual", only=("grpo",)),
+    FieldSpec("grpo.beta", "KL beta", "KL penalty; 0 = no reference, no kl", only=("grpo",)),
     FieldSpec("training.eval_steps", "Eval steps", "evaluate every N steps; 0 = never"),
     FieldSpec("training.save_steps", "Save steps", "checkpoint every N steps (>= 1)"),
     FieldSpec("training.logging_steps", "Logging steps", "log loss every N steps (>= 1)"),
@@ -78,7 +96,9 @@ FIELDS: list[FieldSpec] = [
     FieldSpec("offload", "Offload", "to CPU memory (fsdp, deepspeed)", "choice", OFFLOADS),
 ]
 SPECS = {spec.path: spec for spec in FIELDS}
-LR_HINTS = {"dpo": "5e-7..5e-6 for DPO", "full": "5e-6..1e-4 for full fine-tuning", "lora": "1e-5..3e-4 for LoRA/QLoRA"}
+LR_HINTS = {"dpo": "5e-7..5e-6 for DPO", "kto": "5e-7..5e-6 for KTO", "orpo": "1e-6..1e-4 for ORPO",
+            "grpo": "1e-6..5e-5 for GRPO", "full": "5e-6..1e-4 for full fine-tuning",
+            "lora": "1e-5..3e-4 for LoRA/QLoRA"}
 TOP_FIELDS = ("name", "model", "dataset", "objective", "method")
 
 
@@ -291,7 +311,7 @@ class NewRunForm(SubmitInWorker, ModalScreen[int | None]):
                     yield Label("Method", classes="field-label2")
                     yield _select(METHODS, "lora", "method")
                 for spec in FIELDS:
-                    with Horizontal(classes="field"):
+                    with Horizontal(classes="field", id=f"row-{spec.widget_id}"):
                         yield Label(spec.label, classes="field-label")
                         if spec.kind == "choice":
                             yield _select(spec.choices, spec.choices[0], spec.widget_id)
@@ -381,6 +401,8 @@ class NewRunForm(SubmitInWorker, ModalScreen[int | None]):
                     node[leaf] = widget.value
             elif isinstance(widget, Checkbox):
                 node[leaf] = widget.value
+            elif spec.kind == "list":  # an emptied box is an empty list (no built-in rewards, say)
+                node[leaf] = [part.strip() for part in widget.value.split(",") if part.strip()]
             elif isinstance(widget, Input):
                 text = widget.value.strip()
                 if text:
@@ -409,6 +431,7 @@ class NewRunForm(SubmitInWorker, ModalScreen[int | None]):
         self.query_one("#messages", Static).update("\n".join(lines))
         self._effective_batch(checked)
         self._lr_hint(checked.data)
+        self._objective_fields(checked.data)
         self._estimate(checked.data)
         if self.query_one("#yaml-view").display:
             self._show_yaml()
@@ -426,8 +449,16 @@ class NewRunForm(SubmitInWorker, ModalScreen[int | None]):
         hint.update(f"effective batch [{colour}]{effective}[/{colour}] (recommended 8..64)")
 
     def _lr_hint(self, data: dict[str, Any]) -> None:
-        kind = "dpo" if data.get("objective") == "dpo" else "full" if data.get("method") == "full" else "lora"
+        objective = data.get("objective")
+        kind = objective if objective in LR_HINTS else "full" if data.get("method") == "full" else "lora"
         self.query_one("#f-training-learning_rate-hint", Static).update(escape(LR_HINTS[kind]))
+
+    def _objective_fields(self, data: dict[str, Any]) -> None:
+        """Show the fields of the chosen objective only (DPO's beta for dpo, the rewards for grpo, ...)."""
+        objective = data.get("objective")
+        for spec in FIELDS:
+            if spec.only:
+                self.query_one(f"#row-{spec.widget_id}").display = objective in spec.only
 
     def _estimate(self, data: dict[str, Any]) -> None:
         """The GPU memory line: recomputed in a thread when a field it depends on changed."""
