@@ -126,8 +126,12 @@ def normalize(record: dict[str, Any], fmt: str, loc: Location) -> Example | list
     data = _NORMALIZERS[fmt](record, errs)
     if errs.items or data is None:
         return errs.items
-    unused = sorted({k for k, v in record.items() if k not in errs.used and not empty(v)} | errs.unused)
-    return Example(data=data, location=loc, format=fmt, extra={"unused": unused} if unused else {})
+    used = errs.used
+    if errs.unused or any(k not in used for k in record):
+        unused = sorted({k for k, v in record.items() if k not in used and not empty(v)} | errs.unused)
+        if unused:
+            return Example(data=data, location=loc, format=fmt, extra={"unused": unused})
+    return Example(data=data, location=loc, format=fmt)
 
 
 # --- the formats ----------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from engine.datasets.types import ROLES, Location, RecordError
 MISSING: Any = object()
 TEXT = "a non-empty string"
 MEDIA_KEYS = ("images", "image", "videos", "video", "audios", "audio")
+_MEDIA = frozenset(MEDIA_KEYS)
 MEDIA_PARTS = ("image_url", "image", "input_image", "video", "video_url", "audio", "input_audio", "audio_url")
 
 
@@ -78,10 +79,13 @@ def optional_text(record: dict[str, Any], key: str, errs: Problems) -> str | Non
 def media_problem(record: dict[str, Any], errs: Problems) -> None:
     """Multimodal columns are refused: tunedeck trains text-only models, and dropping the media would silently
     change what the text refers to ("describe this image")."""
+    if _MEDIA.isdisjoint(record):
+        return
     for key in MEDIA_KEYS:
-        value = record.get(key)
-        if key in record:
-            errs.use(key)
+        if key not in record:
+            continue
+        errs.use(key)
+        value = record[key]
         if not empty(value):
             n = f"{len(value)} item(s)" if isinstance(value, list) else kind(value)
             errs.add(key, f"multimodal record ({key} holds {n}): tunedeck imports text only; remove the "
@@ -125,8 +129,10 @@ def content(value: Any, path: str, errs: Problems) -> str | None:
 def tools(record: dict[str, Any], errs: Problems) -> list[dict[str, Any]] | None:
     """The ``tools`` column: a list of JSON schemas (or a JSON string of one), each as OpenAI's
     ``{"type": "function", "function": {...}}``; None when absent or empty."""
-    errs.use("tools")
     value = record.get("tools")
+    if value is None:
+        return None
+    errs.use("tools")
     if isinstance(value, str):
         if not value.strip():
             return None
@@ -206,6 +212,9 @@ SHAREGPT = Style("from", "value",
                  "a list of turns", {"user": "human", "assistant": "gpt", "system": "system", "tool": "observation"})
 
 
+_PLAIN_ROLES = {k: v for k, v in SHAREGPT.roles.items() if k != "function_call"}  # speakers of text turns
+
+
 def message_list(value: Any, path: str, errs: Problems, expected: str) -> list[Any] | None:
     if isinstance(value, list):
         if value:
@@ -226,11 +235,12 @@ def messages(value: Any, path: str, errs: Problems, style: Style = CHAT,
     if items is None:
         return None
     out: list[dict[str, Any]] = []
-    role_key, content_key, roles = style.role_key, style.content_key, style.roles
+    role_key, content_key = style.role_key, style.content_key
+    roles = _PLAIN_ROLES if style is SHAREGPT else style.roles
     for i, item in enumerate(items):
         if type(item) is dict and len(item) == 2:  # the fast path: a plain, valid message
             role, body = item.get(role_key), item.get(content_key)
-            role = roles.get(role) if type(role) is str and role != "function_call" else None
+            role = roles.get(role) if type(role) is str else None
             if role is not None and type(body) is str and body and not body.isspace():
                 out.append({"role": role, "content": body})
                 continue
