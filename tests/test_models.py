@@ -175,6 +175,87 @@ def test_gated_model_says_to_log_in(home: Path) -> None:
     assert _jobs(home) == 0
 
 
+class _LocalHub:
+    """A Hub on 127.0.0.1 serving one model repo (a folder) through the Hub's own HTTP API: the model info, the
+    file tree, file metadata (HEAD) and contents (GET), so huggingface_hub's real download code runs against it.
+    `fail_once` names a file whose first GET is refused (a download cut short)."""
+
+    def __init__(self, folder: Path, repo: str, sha: str = "c" * 40, fail_once: str | None = None) -> None:
+        import hashlib
+
+        files = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+        self.gets: list[str] = []
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _send(self, code: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+                self.send_response(code)
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                path = self.path.split("?")[0]
+                if path.startswith(f"/api/models/{repo}/tree/"):
+                    tree = [{"type": "file", "oid": hashlib.sha1(b).hexdigest(), "size": len(b), "path": n}
+                            for n, b in files.items()]
+                    return self._send(200, json.dumps(tree).encode(), {"Content-Type": "application/json"})
+                if path.startswith(f"/api/models/{repo}"):
+                    info = {"id": repo, "sha": sha, "private": False, "gated": False,
+                            "siblings": [{"rfilename": n, "size": len(b)} for n, b in files.items()]}
+                    return self._send(200, json.dumps(info).encode(), {"Content-Type": "application/json"})
+                name = path.removeprefix(f"/{repo}/resolve/{sha}/")
+                if name not in files:
+                    return self._send(404, b"", {"X-Error-Code": "EntryNotFound"})
+                if self.command == "GET":
+                    hub.gets.append(name)
+                    if name == fail_once and hub.gets.count(name) == 1:
+                        return self._send(403, b"", {"X-Error-Message": "Connection cut (test)"})
+                body = files[name]
+                return self._send(200, body, {"X-Repo-Commit": sha, "ETag": f'"{hashlib.sha256(body).hexdigest()}"'})
+
+            do_HEAD = do_GET
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.endpoint = f"http://127.0.0.1:{self.server.server_port}"
+
+
+def test_hub_download_into_the_cache_keeps_fetched_files(home: Path, tmp_path: Path, demo_model_dir: Path) -> None:
+    """A hub model downloads into HF_HOME's cache with the job's progress; a download cut short fails with one
+    line, and adding it again fetches only the file that was missing."""
+    hub = _LocalHub(demo_model_dir, "tiny/llama", fail_once="model.safetensors")
+    env = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf"), "HF_TOKEN": ""}
+    try:
+        assert run_cli("project", "create", "p", home=home).returncode == 0
+        proc = run_cli("model", "add", "p", "tiny/llama", "--wait", "--json", home=home, env=env, timeout=120)
+        first = json.loads(proc.stdout)
+        assert proc.returncode == 1 and first["status"] == "failed" and "download stopped" in first["error"], first
+        assert "add it again to fetch the rest" in first["error"]
+        fetched = sorted(set(hub.gets))
+        second = _ok("model", "add", "p", "tiny/llama", "--wait", home=home, env=env)
+    finally:
+        hub.server.shutdown()
+    assert second["status"] == "completed", second
+    assert hub.gets.count("model.safetensors") == 2  # cut once, then fetched whole
+    assert all(hub.gets.count(n) == 1 for n in fetched if n != "model.safetensors")  # kept from the first try
+    assert second["progress"] == 1.0
+    shown = _ok("artifact", "show", str(second["result"]["artifact_id"]), home=home)
+    snapshot = tmp_path / "hf" / "hub" / "models--tiny--llama" / "snapshots" / ("c" * 40)
+    assert shown["path"] == str(snapshot) and (snapshot / "model.safetensors").read_bytes() == \
+        (demo_model_dir / "model.safetensors").read_bytes()
+    assert shown["meta"]["source"] == "tiny/llama" and shown["meta"]["source_sha"] == "c" * 40
+    # the byte counts the progress bar is drawn from: this time only the weights were fetched
+    size = (demo_model_dir / "model.safetensors").stat().st_size
+    assert f"tiny/llama: fetched {size:,} bytes" in Path(second["log_path"]).read_text()
+
+
 def test_hub_id_already_cached_is_registered_offline(home: Path, tmp_path: Path, demo_model_dir: Path) -> None:
     """A model in the Hugging Face cache needs no network: registered from there, HF_HUB_OFFLINE set."""
     hf_home = tmp_path / "hf"

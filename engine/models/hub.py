@@ -2,7 +2,9 @@
 
 Everything here answers within seconds: one request with a short timeout and no retries, so an offline
 machine (HF_HUB_OFFLINE set, no network, a firewall) hears one clear line instead of minutes of backoff.
-Downloads go to the standard Hugging Face cache (HF_HOME / HF_HUB_CACHE honoured) and resume there.
+Downloads go to the standard Hugging Face cache (HF_HOME / HF_HUB_CACHE honoured) and resume there file by file:
+a file already in the cache is not fetched again (huggingface_hub 2 resumes a file cut mid-way within one try,
+after a transient error, but drops it when the try ends).
 """
 
 from __future__ import annotations
@@ -197,6 +199,6 @@ def download_model(model: HubModel, report: Callable[[int, int], None]) -> Path:
     except RepositoryNotFoundError:
         raise NotFound(f"{model.repo_id}: no such model on the Hub (if it is private, {LOGIN})") from None
     except (HfHubHTTPError, *_network_errors()) as exc:
-        raise TunedeckError(f"{model.repo_id}: download stopped ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); `tunedeck job retry` resumes "
-                            "it") from None
+        reason = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise TunedeckError(f"{model.repo_id}: download stopped ({type(exc).__name__}: {reason}); the files fetched "
+                            "so far stay in the cache: add it again to fetch the rest") from None

@@ -68,17 +68,20 @@ def _from_hub(ctx: JobContext) -> tuple[Path, dict[str, Any]]:
         return Path(cfg["cached_path"]), {"source": cfg["source"], "source_type": "hub", "source_sha": cfg["sha"]}
     model = HubModel(**cfg["hub"])
     ctx.log(f"downloading {model.repo_id} at {model.sha[:12]}: {len(model.files)} files, "
-            f"{model.size / 1e6:,.1f} MB, into the Hugging Face cache (resumes what an earlier try left)")
+            f"{model.size / 1e6:,.1f} MB, into the Hugging Face cache (files an earlier try fetched are kept)")
 
     lock = threading.Lock()
+    got = [0]
 
     def report(done: int, total: int) -> None:  # called from the download threads; cancel: ctx.interruptible
         with lock:
+            got[0] = done
             ctx.progress(done / max(total, model.size, 1))
 
     with ctx.interruptible():
         folder = download_model(model, report)
     ctx.progress(1.0, force=True)
+    ctx.log(f"{model.repo_id}: fetched {got[0]:,} bytes; the snapshot is {folder}")
     return folder, {"source": model.repo_id, "source_type": "hub", "source_sha": model.sha}
 
 
