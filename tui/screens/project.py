@@ -409,9 +409,10 @@ class ProjectScreen(Screen[None]):
             text = (f"[red]Import {item.status}[/red] (job {item.id}): {first}\n"
                     "[dim]enter shows the whole error · d deletes it[/dim]")
         else:
-            text = f"[b]{escape(item.name)}[/b] · enter opens the report, token lengths and a preview"
+            keys = "enter opens the report, token lengths and a preview · d deletes"
+            text = f"[b]{escape(item.name)}[/b] · {keys}"
             if item.summary:
-                text = f"{escape(item.summary)}\n[dim]enter opens the report, token lengths and a preview[/dim]"
+                text = f"{escape(item.summary)}\n[dim]{keys}[/dim]"
         detail.update(text)
 
     @on(DataTable.RowHighlighted, "#datasets-table")
