@@ -516,3 +516,55 @@ def test_deep_nesting_and_huge_numbers_are_record_errors() -> None:
     _, errors = skipped(jsonl("d.jsonl", {"text": "ok"}, deep, huge))
     assert errors[0] == "d.jsonl:2: invalid JSON: nested too deeply"
     assert errors[1].startswith("d.jsonl:3: invalid JSON: ")
+
+
+# --- the layouts beyond plain chat (fixtures of each public layout: test_dataset_layouts.py) ---------------------
+
+
+def test_alpaca_style_ranking_and_role_content_sharegpt() -> None:
+    ranking = {"instruction": "Pick a colour", "input": "for a bike", "chosen": "Red", "rejected": "Invisible"}
+    result = load_examples(jsonl("r.jsonl", ranking))
+    assert result.format == "preference" and data(result) == [{
+        "prompt": [{"role": "user", "content": "Pick a colour\n\nfor a bike"}],
+        "chosen": [{"role": "assistant", "content": "Red"}],
+        "rejected": [{"role": "assistant", "content": "Invisible"}]}]
+    convo = {"conversations": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]}
+    assert data(load_examples(jsonl("s.jsonl", convo))) == [{"messages": [USER | {"content": "Q"},
+                                                                          BOT | {"content": "A"}]}]
+
+
+@pytest.mark.parametrize(("record", "expected"), [
+    ({"messages": [USER, BOT], "label": "yes"},
+     ["label: expected true (a desirable completion) or false (an undesirable one), got string 'yes'"]),
+    ({"messages": [USER], "label": True}, ["messages: no assistant message to learn from"]),
+    ({"messages": [USER, BOT, USER], "label": True},
+     ["messages[2].role: nothing may follow the last assistant message (it is the completion)"]),
+    ({"completion": "a", "label": True}, ["prompt: missing (expected a string or a list of messages)"]),
+])
+def test_kto_record_errors(record: dict[str, Any], expected: list[str]) -> None:
+    good = {"messages": [USER, BOT], "label": False}
+    check_fail_and_skip(jsonl("d.jsonl", good, record), [f"d.jsonl:2: {e}" for e in expected])
+
+
+@pytest.mark.parametrize(("record", "expected"), [
+    ({"messages": [USER, BOT], "tools": "[{"}, ["tools: not valid JSON (expecting property name enclosed in double "
+                                               "quotes); expected a list of tool schemas"]),
+    ({"messages": [USER, BOT], "tools": [{"description": "no name"}]},
+     ['tools[0]: expected a tool schema with a name (an object like {"name": ..., "parameters": {...}})']),
+    ({"messages": [USER, {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{x"}}]}]},
+     ["messages[1].tool_calls[0].arguments: not valid JSON (expected a JSON object of arguments)"]),
+    ({"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": "f(x)"},
+                        {"from": "gpt", "value": "a"}]},
+     ['conversations[1].value: not valid JSON (a function_call turn holds the call as JSON: {"name": ..., '
+      '"arguments": {...}})']),
+    ({"segments": [{"label": False, "text": "only context"}]}, ["segments: no segment with label true to learn from"]),
+    ({"segments": [{"label": 1, "text": "x"}]}, ["segments[0].label: expected true (trained on) or false (context "
+                                                 "only)"]),
+    ({"messages": [USER, BOT], "videos": ["a.mp4"]},
+     ["videos: multimodal record (videos holds 1 item(s)): tunedeck imports text only; remove the 'videos' column "
+      "or these records"]),
+])
+def test_tool_segment_and_media_errors(record: dict[str, Any], expected: list[str]) -> None:
+    good = {"chat": CHAT, "input_output": {"segments": [{"label": True, "text": "x"}]},
+            "sharegpt": {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}}
+    check_fail_and_skip(jsonl("d.jsonl", good[detect_format(record)], record), [f"d.jsonl:2: {e}" for e in expected])

@@ -315,3 +315,27 @@ def test_import_lint_flags_a_template_without_tools(home: Path, demo_model_dir: 
     assert report["tokens"]["template_errors"]["count"] == 4
     check = next(c for c in report["checklist"] if c["check"] == "chat template")
     assert check["status"] == "fail" and f"the chat template of {demo_model_dir} cannot render tools" in check["detail"]
+
+
+def test_token_lengths_and_training_features_of_the_new_shapes(demo_model_dir: Path) -> None:
+    """KTO and input_output rows are measured with the model's tokenizer, and input_output rows train on exactly
+    their label-true segments."""
+    from engine.datasets.lint import build_report
+    from engine.datasets.tokens import load_tokenizer
+    from engine.train.data import sft_features
+
+    tokenizer = load_tokenizer(str(demo_model_dir))
+    for name, kind in (("kto.jsonl", "kto"), ("axolotl_input_output.jsonl", "sft"), ("hh_rlhf.jsonl.gz", "preference")):
+        result = load_examples(FIXTURES / name)
+        rows = [{"id": i, **e.data} for i, e in enumerate(result.examples)]
+        report = build_report(rows, [], fmt=result.format, kind=kind, tokenizer=tokenizer, max_length=64)
+        assert report["tokens"]["min"] > 0 and report["tokens"]["template_errors"]["count"] == 0, name
+    assert report["label_mask"]["skipped"].startswith("preference data")
+
+    segments = [e.data for e in load_examples(FIXTURES / "axolotl_input_output.jsonl").examples]
+    features = sft_features(tokenizer, segments, max_length=512, assistant_only=True)
+    for row, feature in zip(segments, features, strict=True):
+        trained = [t for t, k in zip(feature["input_ids"], feature["assistant_masks"], strict=True) if k]
+        expected = [t for s in row["segments"] if s["label"]
+                    for t in tokenizer(s["text"], add_special_tokens=False)["input_ids"]]
+        assert trained == expected
