@@ -83,6 +83,8 @@ def test_model_add_gguf_dequantizes_with_a_note(home: Path, demo_gguf: Path) -> 
     assert meta["source_sha"] == sha256_file(demo_gguf)
     assert (Path(shown["path"]) / "config.json").is_file()
     assert "GGUF F16 (dequantized)" in run_cli("model", "list", "p", home=home).stdout
+    text = run_cli("artifact", "show", "demo-llama-f16", home=home).stdout
+    assert f"source    gguf {demo_gguf}" in text and "note      dequantized from a F16 GGUF" in text
 
 
 def _closed_port() -> int:

@@ -134,6 +134,11 @@ def cmd_artifact_show(args: argparse.Namespace) -> int:
     print(f"  size      {human_size(data['size'])}  sha256 {data['sha256']}")
     if data["job_id"]:
         print(f"  made by   job {data['job_id']}")
+    meta = artifact.meta
+    if meta.get("source_type"):  # a model registered by `tunedeck model add`
+        print(f"  source    {meta['source_type']} {meta.get('source')} (sha {str(meta.get('source_sha'))[:16]})")
+    if meta.get("note"):
+        print(f"  note      {meta['note']}")
     for a in data["lineage"]:
         print(f"  from      {a['id']} {a['kind']} {a['name']}")
     for a in data["derived"]:
