@@ -397,6 +397,14 @@ def artifact_family(conn: sqlite3.Connection, artifact_id: int) -> ArtifactFamil
     return ArtifactFamily(id=artifact_id, project=row[1], nodes=nodes, root=root, active_jobs=active)
 
 
+def artifact_jobs(conn: sqlite3.Connection, artifact_id: int) -> list[Any]:
+    """The queued and running jobs that work on artifact `artifact_id` (a merge, conversion, quantization, eval
+    or push of it), oldest first: ArtifactJob(id, kind, status, step, total_steps, progress)."""
+    return _rows(conn, "ArtifactJob", "SELECT id, kind, status, step, total_steps, progress FROM jobs "
+                 "WHERE status IN ('queued', 'running') AND json_extract(config, '$.artifact_id') = ? ORDER BY id",
+                 (artifact_id,))  # fmt: skip
+
+
 def lineage_order(artifacts: list[Any]) -> list[tuple[Any, int]]:
     """Artifacts as a lineage tree in display order: each one followed by what was made from it (oldest
     first), with its depth. A parent outside the list (another project, deleted) makes a root."""

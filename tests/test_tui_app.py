@@ -174,8 +174,8 @@ def test_help_lists_the_current_screens_bindings(store: Store) -> None:
         assert described(ProjectScreen) <= shown
         assert {"Back", "Runs tab", "Quit"} <= shown
         assert "New" not in shown
-        await pilot.press("q")  # closes help; does not quit
-        await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen), "help closed with q")
+        await pilot.press("question_mark")  # ? closes help too (q quits, on help as everywhere)
+        await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen), "help closed with ?")
         assert app.is_running
 
     drive(store, scenario)

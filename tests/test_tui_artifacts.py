@@ -16,6 +16,7 @@ from tui_pilot import drive, notes, screen_text, type_text, wait_for
 from store.db import open_store
 from tui.app import TunedeckApp
 from tui.screens.artifact import ActionDialog, ArtifactScreen, ConfirmArtifactDelete
+from tui.screens.job import JobScreen
 from tui.screens.project import ProjectScreen
 from tui.widgets.live_table import LiveTable
 
@@ -68,15 +69,23 @@ def test_artifacts_tab_tree_and_artifact_screen(converted_home: Path) -> None:
         assert any("gguf" in label and "f16" in label for label in labels)
         await pilot.press("y")
         await wait_for(pilot, lambda: "llama-server" in notes(app), "serve command copied")
-        await pilot.press("q")
+        await pilot.press("Q")  # quantize (q quits, as everywhere)
         await wait_for(pilot, lambda: isinstance(app.screen, ActionDialog), "quantize dialog")
+        box = app.screen.query_one("#artifact-action").region  # centred, whole at 80 columns
+        assert box.x > 0 and box.right <= 80 and box.y > 0
         field = app.screen.query_one("#field-quant", Input)
         field.value = ""
         await type_text(pilot, "q6_k")
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, ArtifactScreen), "dialog closed", timeout=10)
         await wait_for(pilot, lambda: "queued as job" in notes(app), "queued note")
-        await pilot.press("q")
+        await wait_for(pilot, lambda: "quantize job" in screen_text(app), "the job working on it, on the screen")
+        assert screen.check_action("open_job", ())  # (the footer's line is under the toasts just now)
+        await pilot.press("o")
+        await wait_for(pilot, lambda: isinstance(app.screen, JobScreen), "the quantize job's screen")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is screen, "back on the artifact")
+        await pilot.press("Q")
         await wait_for(pilot, lambda: isinstance(app.screen, ActionDialog), "quantize dialog again")
         field = app.screen.query_one("#field-quant", Input)
         field.value = ""
@@ -133,17 +142,21 @@ def test_adapter_actions_queue_merge_convert_and_eval(home: Path, demo_model_dir
         await pilot.press(key)
         await wait_for(pilot, lambda: isinstance(app.screen, ActionDialog), f"{key} dialog")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: notes(app).count("queued as job") > before, f"{key} queued", timeout=15)
+        word = {"m": "Merge", "v": "Convert", "e": "Eval"}[key]  # (earlier toasts may have timed out by now)
+        await wait_for(pilot, lambda: f"{word} queued as job" in notes(app), f"{key} queued", timeout=15)
 
     async def scenario(app: TunedeckApp, pilot: Pilot) -> None:
         app.push_screen(ArtifactScreen(adapter_id))
         await wait_for(pilot, lambda: app.screen.family is not None, "artifact read")
         await pilot.pause(0.1)
-        assert "m merge" in screen_text(app) and "q quantize" not in screen_text(app)
+        assert "m merge" in screen_text(app) and "Q quantize" not in screen_text(app)
+        footer = screen_text(app).splitlines()[-1]
+        assert "Merge" in footer and "Quantize" not in footer  # only what applies to an adapter
         for i, key in enumerate("mve"):
             await act(app, pilot, key, i)
-        await pilot.press("q")  # does not apply to an adapter
-        await wait_for(pilot, lambda: "Quantize does not apply to this adapter" in notes(app), "refused")
+        await pilot.press("Q")  # does not apply to an adapter: the key does nothing
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, ArtifactScreen) and not app.screen.check_action("act", ("quantize",))
 
     drive(store, scenario)
     with store.raw() as conn:

@@ -201,6 +201,11 @@ def test_jobs_screen_lists_every_project_in_queue_order_moves_cancels_and_opens(
         await wait_for(pilot, lambda: dict(table.shown)[str(running)][6] != "-", "the running job's ETA",
                        timeout=15)  # fmt: skip
         assert "1 running · 3 queued" in text(app, "#jobs-summary")
+        table.move_cursor(row=0)
+        await pilot.press("j", "j")  # j/k move here (j opened this screen; pressing it again moves down)
+        assert table.cursor_row == 2 and isinstance(app.screen, JobsScreen)
+        await pilot.press("k")
+        assert table.cursor_row == 1
 
         table.move_cursor(row=order.index(waiting[2]))
         await wait_for(pilot, lambda: "Move up" in footer(app), "the move keys on a queued job")
@@ -237,3 +242,47 @@ def test_jobs_screen_lists_every_project_in_queue_order_moves_cancels_and_opens(
         drive(store, scenario)
     finally:
         _stop(store, running)
+
+
+def test_middle_clip_keeps_the_distinctive_end() -> None:
+    from tui.widgets.names import middle_clip
+
+    assert middle_clip("smollm2-135m-instruct-merged-q4_k_m.gguf", 24) == "smollm2-135…-q4_k_m.gguf"
+    assert middle_clip("short", 24) == "short" and middle_clip("abcdef", 5) == "ab…ef"
+    assert all(len(middle_clip("x" * 40, w)) == w for w in range(1, 30))
+
+
+@pytest.mark.parametrize("which", ["help", "jobs", "job", "run", "artifact", "gpu"])
+def test_q_quits_from_every_screen(store: Store, which: str) -> None:
+    from gpu_fakes import FakeNvml
+
+    from engine.gpu.nvml import Sampler
+    from tui.screens.artifact import ArtifactScreen
+    from tui.screens.gpu import GpuScreen
+
+    with store.write() as session:
+        pid = create_project(session, "p").id
+    merge = _job_row(store, pid, "merge", "completed")
+    run = _job_row(store, pid, "train", "completed", "r", run={"method": "lora"})
+    with store.raw() as conn:
+        art = _insert_artifact(conn, pid)
+    screens = {"help": lambda app: app.action_help(), "jobs": lambda app: app.action_jobs(),
+               "job": lambda app: app.push_screen(JobScreen(merge)), "run": lambda app: app.push_screen(RunScreen(run)),
+               "artifact": lambda app: app.push_screen(ArtifactScreen(art)),
+               "gpu": lambda app: app.push_screen(GpuScreen(sampler=Sampler(FakeNvml([], init_error=12))))}
+
+    async def scenario(app: TunedeckApp, pilot: Pilot) -> None:
+        await wait_for(pilot, lambda: app.screen.query("#projects"), "the projects list")
+        screens[which](app)
+        await wait_for(pilot, lambda: not app.screen.query("#projects"), which)
+        await pilot.pause(0.3)
+        await pilot.press("q")
+        await wait_for(pilot, lambda: app.return_code is not None, "the app to quit")
+
+    drive(store, scenario)
+
+
+def _insert_artifact(conn, project_id: int) -> int:
+    cursor = conn.execute("INSERT INTO artifacts (project_id, kind, name, path, meta, created_at) "
+                          "VALUES (?, 'gguf', 'm-q4_k_m.gguf', '/nowhere/m.gguf', '{}', ?)", (project_id, time.time()))
+    return int(cursor.lastrowid)

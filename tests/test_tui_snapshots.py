@@ -43,7 +43,7 @@ def fill(store: Store) -> None:
         alpha = _insert(conn, "projects", name="alpha", description="word reversal on the demo model",
                         created_at=T0, updated_at=T0 + 3 * DAY)  # fmt: skip
         _insert(conn, "projects", name="beta", description="", created_at=T0, updated_at=T0 + DAY)
-        lint = json.dumps({"verdict": "pass", "checklist": [{"check": "duplicates", "status": "ok", "detail": ""}]})
+        lint = json.dumps({"verdict": "ok", "checklist": [{"check": "duplicates", "status": "ok", "detail": ""}]})
         _insert(conn, "datasets", project_id=alpha, name="words", format="chat", num_train=900, num_val=100,
                 lint=lint, created_at=T0 + 600)  # fmt: skip
         common = {"project_id": alpha, "created_at": T0 + DAY, "updated_at": T0 + DAY + 900,

@@ -8,6 +8,7 @@ chat pane on a GGUF, copy the serve command (OSC 52, which works over SSH), or d
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from rich.text import Text
@@ -21,7 +22,7 @@ from textual.worker import Worker, WorkerState
 
 from store.db import Store
 from store.errors import NotFound, TunedeckError
-from store.views import ArtifactFamily, artifact_family, json_dict
+from store.views import ArtifactFamily, artifact_family, artifact_jobs, json_dict
 from tui.screens._common import ago, size_text
 from tui.screens.forms import ActionDialog, FormField
 
@@ -38,6 +39,17 @@ APPLIES = {
     "push": HF_KINDS | {"gguf", "gguf-lora"},
     "serve": HF_KINDS | {"gguf", "gguf-lora"},
 }
+
+
+def home_relative(path: str, home: Path) -> str:
+    """A path inside the tunedeck home relative to it (`jobs/7/output/m.gguf`), else with the user's home as ~."""
+    p = Path(path)
+    for base, prefix in ((home, ""), (Path.home(), "~/")):
+        try:
+            return prefix + str(p.relative_to(base))
+        except ValueError:
+            continue
+    return path
 
 
 def badge(meta: dict[str, Any]) -> Text:
@@ -146,7 +158,7 @@ class ConfirmArtifactDelete(ModalScreen[str | None]):
 
     HELP_TITLE = "Delete artifact"
     BINDINGS = [Binding("y", "delete", "Delete"), Binding("f", "force", "Delete with derived"),
-                Binding("n,escape", "keep", "Keep")]
+                Binding("n,escape", "keep", "Keep"), Binding("q", "app.quit", "Quit", show=False)]
 
     def __init__(self, name: str, derived: int, active_jobs: int) -> None:
         super().__init__()
@@ -192,18 +204,20 @@ class ArtifactScreen(Screen[None]):
         Binding("escape,backspace", "back", "Back"),
         Binding("m", "act('merge')", "Merge"),
         Binding("v", "act('convert')", "Convert"),
-        Binding("q", "act('quantize')", "Quantize"),
+        Binding("Q", "act('quantize')", "Quantize"),  # q quits, as everywhere
         Binding("e", "act('eval')", "Eval"),
         Binding("t", "chat", "Chat", show=False),  # the line under the details lists every action
         Binding("p", "act('push')", "Push", show=False),
         Binding("y", "copy_serve", "Copy serve cmd", show=False),
         Binding("d", "delete", "Delete"),
+        Binding("o", "open_job", "Open job"),
     ]
 
     def __init__(self, artifact_id: int) -> None:
         super().__init__()
         self.artifact_id = artifact_id
         self.family: ArtifactFamily | None = None
+        self.jobs: list[Any] = []  # queued and running jobs that work on this artifact
         self._shown: tuple | None = None
 
     @property
@@ -212,6 +226,7 @@ class ArtifactScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static("Loading...", id="artifact-header")
+        yield Static("", id="artifact-jobs")
         with VerticalScroll(id="artifact-body"):
             yield Tree("lineage", id="artifact-tree")
             yield Static("", id="artifact-fidelity")
@@ -232,14 +247,16 @@ class ArtifactScreen(Screen[None]):
                         exclusive=True, exit_on_error=False)
 
     @staticmethod
-    def _read(store: Store, artifact_id: int) -> ArtifactFamily:
+    def _read(store: Store, artifact_id: int) -> tuple[ArtifactFamily, list[Any]]:
         with store.raw() as conn:
-            return artifact_family(conn, artifact_id)
+            return artifact_family(conn, artifact_id), artifact_jobs(conn, artifact_id)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         group = event.worker.group
         if event.state == WorkerState.SUCCESS and group == "poll":
-            self._show(event.worker.result)
+            family, jobs = event.worker.result
+            self._show_jobs(jobs)
+            self._show(family)
         elif event.state == WorkerState.ERROR and group == "poll":
             error = event.worker.error
             self.query_one("#artifact-header", Static).update(
@@ -257,6 +274,24 @@ class ArtifactScreen(Screen[None]):
             self.notify(str(error) if isinstance(error, TunedeckError) else f"{group} failed: {error}",
                         severity="error")
 
+    def _show_jobs(self, jobs: list[Any]) -> None:
+        """What works on this artifact now (a merge, conversion, quantization, eval or push), with its progress."""
+        from tui.progress import progress_bar
+
+        changed = [(j.id, j.status) for j in jobs] != [(j.id, j.status) for j in self.jobs]
+        self.jobs = jobs
+        lines = []
+        for job in jobs[:3]:
+            steps = f" · {job.step}/{job.total_steps}" if job.total_steps else ""
+            lines.append(f"[b]{escape(job.kind)}[/b] job {job.id} {job.status} {progress_bar(job.progress, 8)}{steps}")
+        if lines:
+            lines[0] += "  [dim]o opens it[/dim]"
+        widget = self.query_one("#artifact-jobs", Static)
+        widget.update("\n".join(lines))
+        widget.display = bool(lines)
+        if changed:
+            self.refresh_bindings()
+
     def _show(self, family: ArtifactFamily) -> None:
         self.family = family
         a = family.artifact
@@ -265,10 +300,11 @@ class ArtifactScreen(Screen[None]):
         if key == self._shown:
             return
         self._shown = key
+        self.refresh_bindings()
         header = Text.assemble(("Artifact ", "bold"), (f"{a.id} ", "dim"), (a.kind, "bold"), " ", a.name, "  ")
         header.append(badge(meta))
         header.append(f"\n{size_text(a.size)}  sha256 {a.sha256[:16]}…  made {ago(a.created_at)}"
-                      + (f" by job {a.job_id}" if a.job_id else "") + f"\n{a.path}")
+                      + (f" by job {a.job_id}" if a.job_id else "") + f"\n{home_relative(a.path, self.store.home)}")
         self.query_one("#artifact-header", Static).update(header)
         tree = self.query_one(Tree)
         tree.clear()
@@ -288,12 +324,23 @@ class ArtifactScreen(Screen[None]):
         tree.root.expand_all()
         self.query_one("#artifact-fidelity", Static).update(fidelity_text(meta))
         self.query_one("#artifact-evals", Static).update(evals_text(meta))
-        keys = {"merge": "m merge", "convert": "v convert", "quantize": "q quantize", "eval": "e eval",
+        keys = {"merge": "m merge", "convert": "v convert", "quantize": "Q quantize", "eval": "e eval",
                 "chat": "t chat", "push": "p push", "serve": "y copy serve command"}
         can = [label for action, label in keys.items() if a.kind in APPLIES[action]]
         self.query_one("#artifact-actions", Static).update(" · ".join([*can, "d delete", "esc back"]))
 
     # -- actions -------------------------------------------------------------------
+
+    ACTIONS = {"act", "chat", "copy_serve"}
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The footer and the keys offer only what applies to this artifact's kind; o while a job works on it."""
+        if action in self.ACTIONS:
+            name = str(parameters[0]) if parameters else {"chat": "chat", "copy_serve": "serve"}.get(action, "")
+            return self.family is not None and self.family.artifact.kind in APPLIES.get(name, set())
+        if action == "open_job":
+            return bool(self.jobs)
+        return True
 
     def _applies(self, action: str) -> bool:
         if self.family is None:
@@ -377,6 +424,14 @@ class ArtifactScreen(Screen[None]):
 
             self.run_worker(partial(delete_with_files, self.store, self.artifact_id, force=answer == "force"),
                             group="delete", thread=True, exit_on_error=False)
+
+    def action_open_job(self) -> None:
+        """o: the first job working on this artifact (its progress, stage and log)."""
+        if self.jobs:
+            from tui.screens.job import open_job
+
+            job = self.jobs[0]
+            open_job(self.app, job.id, job.kind)
 
     def action_back(self) -> None:
         self.app.pop_screen()

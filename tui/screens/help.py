@@ -18,11 +18,12 @@ def escape(text: str) -> str:
 
 
 class HelpScreen(ModalScreen[None]):
-    """A scrollable list of key bindings; esc, ? or q closes it."""
+    """A scrollable list of key bindings; esc or ? closes it (q quits, as everywhere)."""
 
     HELP_TITLE = "Help"
     BINDINGS = [
-        Binding("escape,question_mark,q", "close", "Close help"),
+        Binding("escape,question_mark", "close", "Close help"),
+        Binding("q", "app.quit", "Quit"),  # a modal screen hides the app's keys: q quits here too
     ]
 
     def __init__(self, below: Screen) -> None:
@@ -45,7 +46,7 @@ class HelpScreen(ModalScreen[None]):
             yield Static(f"Keys: {escape(self.below_title)}", id="help-title")
             with VerticalScroll(id="help-body"):
                 yield Static("\n".join(lines), id="help-text")
-            yield Static("esc, ? or q closes this · ↑/↓ scroll", id="help-hint")
+            yield Static("esc or ? closes this · ↑/↓ scroll · q quits", id="help-hint")
 
     def on_mount(self) -> None:
         self.query_one("#help-body").focus()

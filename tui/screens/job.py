@@ -29,6 +29,7 @@ from store.views import RunDetail, run_detail
 from tui.progress import eta_text, job_estimator, observe_job, progress_bar
 from tui.screens._common import ago, clip, size_text
 from tui.widgets.log_tail import LogChunk, LogTail, read_log
+from tui.widgets.names import middle_clip
 
 POLL_SECONDS = 1.0
 ACTIVE = ("queued", "running")
@@ -262,9 +263,10 @@ class JobScreen(Screen[None]):
         d = self.detail
         if d is None:
             return
-        name = f" [b]{escape(clip(d.name, 24))}[/b]" if d.name else ""
+        name = f" [b]{escape(middle_clip(d.name, 24))}[/b]" if d.name else ""
+        project = escape(middle_clip(d.project, 20))
         self.query_one("#topbar", Static).update(
-            f"[b]tunedeck[/b] · project [b]{escape(clip(d.project, 20))}[/b] · {escape(d.kind)} job {d.id}{name}")
+            f"[b]tunedeck[/b] · project [b]{project}[/b] · {escape(d.kind)} job {d.id}{name}")
         self.query_one("#job-header", Static).update("\n".join(self.header_lines()))
 
     def _log_status(self) -> None:

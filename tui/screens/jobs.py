@@ -24,6 +24,7 @@ from store.views import JobRow, all_jobs
 from tui.progress import EtaEstimator, eta_text, job_estimator, observe_job, progress_bar
 from tui.screens._common import ago, clip
 from tui.widgets.live_table import LiveTable
+from tui.widgets.names import middle_clip
 
 ACTIVE = ("queued", "running")
 COLUMNS = [
@@ -59,8 +60,8 @@ def job_cells(job: JobRow, eta_s: float | None, now: float | None = None) -> tup
     fraction = 1.0 if job.status == "completed" else job.progress
     return (
         str(job.id),
-        escape(clip(job.project, 12)),
-        escape(clip(kind_label(job), 12)),
+        escape(middle_clip(job.project, 12)),
+        escape(middle_clip(kind_label(job), 12)),
         f"[{style}]{job.status}[/{style}]",
         queue,
         f"[{style}]{progress_bar(fraction, 5)}[/{style}]",
@@ -102,6 +103,8 @@ class JobsScreen(Screen[None]):
         Binding("c", "cancel_job", "Cancel"),
         Binding("K,shift+up", "move(-1)", "Move up"),
         Binding("J,shift+down", "move(1)", "Move down"),
+        Binding("j", "cursor(1)", "Cursor down", show=False),  # here j moves (the Jobs screen is open already)
+        Binding("k", "cursor(-1)", "Cursor up", show=False),
     ]
 
     def __init__(self) -> None:
@@ -230,6 +233,12 @@ class JobsScreen(Screen[None]):
 
     def action_back(self) -> None:
         self.dismiss()
+
+    def action_cursor(self, offset: int) -> None:
+        """j/k: the next or previous row."""
+        table = self.query_one("#jobs-table", LiveTable)
+        if table.row_count:
+            table.move_cursor(row=max(0, min(table.row_count - 1, table.cursor_row + offset)))
 
     def action_open_job(self) -> None:
         job = self.current

@@ -178,6 +178,7 @@ class ConfirmDialog(ModalScreen[bool]):
     BINDINGS = [
         Binding("y,enter", "answer(True)", "Yes"),
         Binding("n,escape", "answer(False)", "No"),
+        Binding("q", "app.quit", "Quit", show=False),  # a modal screen hides the app's keys
     ]
 
     def __init__(self, title: str, body: str, yes: str = "y go ahead") -> None:
