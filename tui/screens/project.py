@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from textual import on
@@ -178,14 +179,18 @@ def run_cells(run: RunRow, now: float | None = None) -> tuple[str, ...]:
     )
 
 
-def artifact_rows(artifacts: list[Any]) -> list[tuple[str, tuple]]:
-    """Artifacts as a lineage tree: each parent followed by what was made from it, indented."""
-    from tui.screens.artifact import badge
+def artifact_rows(artifacts: list[Any], home: Path | None = None) -> list[tuple[str, tuple]]:
+    """Artifacts as a lineage tree: each parent followed by what was made from it, indented. Names keep their end
+    (a GGUF's quant suffix) and paths are relative to the home."""
+    from tui.screens.artifact import badge, home_relative
+    from tui.widgets.names import middle_clip
 
     rows: list[tuple[str, tuple]] = []
     for a, depth in lineage_order(artifacts):
         kind = ("  " * (depth - 1) + "└ " if depth else "") + a.kind
-        rows.append((str(a.id), (kind, clip(a.name, 24) or "-", size_text(a.size), badge(json_dict(a.meta)), a.path)))
+        path = home_relative(a.path, home) if home is not None else a.path
+        rows.append((str(a.id), (kind, middle_clip(a.name, 24) or "-", size_text(a.size), badge(json_dict(a.meta)),
+                                 path)))  # fmt: skip
     return rows
 
 
@@ -199,7 +204,7 @@ def _load(store: Store, name: str) -> ProjectData:
     now = time.time()
     data.runs = {str(r.id): r for r in runs}
     data.rows["runs"] = [(str(r.id), run_cells(r, now)) for r in runs]
-    data.rows["artifacts"] = artifact_rows(artifacts)
+    data.rows["artifacts"] = artifact_rows(artifacts, store.home)
     data.rows["models"], data.models = model_rows(jobs, artifacts)
     data.rows["chat"] = [
         (
