@@ -286,3 +286,25 @@ def _insert_artifact(conn, project_id: int) -> int:
     cursor = conn.execute("INSERT INTO artifacts (project_id, kind, name, path, meta, created_at) "
                           "VALUES (?, 'gguf', 'm-q4_k_m.gguf', '/nowhere/m.gguf', '{}', ?)", (project_id, time.time()))
     return int(cursor.lastrowid)
+
+
+def test_cli_job_move_and_home_relative_paths(store: Store, tmp_path) -> None:
+    from conftest import run_cli
+
+    from tui.screens.artifact import home_relative
+
+    a, b, c = queue_selftests(store, 3)
+    moved = run_cli("job", "move", str(c), "top", home=store.home)
+    assert moved.returncode == 0 and f"job {c} is now #1 in its queue" in moved.stdout, moved.stderr
+    assert run_cli("job", "move", str(c), "down", "1", home=store.home).returncode == 0
+    assert queued_order(store, "order") == [a, c, b]
+    refused = run_cli("job", "move", str(a), "up", "0", home=store.home)
+    assert refused.returncode == 2 and "places must be 1 or more" in refused.stderr
+    with store.write() as session:
+        from store.jobs import request_cancel
+
+        request_cancel(session, a)
+    refused = run_cli("job", "move", str(a), "up", home=store.home)
+    assert refused.returncode == 1 and "only queued jobs can be moved" in refused.stderr
+    assert home_relative(str(store.home / "jobs" / "7" / "m.gguf"), store.home) == "jobs/7/m.gguf"
+    assert home_relative("/elsewhere/m.gguf", store.home) == "/elsewhere/m.gguf"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from store.db import Store
-from tui.commands.common import open_from_args, print_json, table, when
+from tui.commands.common import UsageError, open_from_args, print_json, table, when
 from tui.progress import EtaEstimator, ProgressView, job_estimator, observe_job
 
 if TYPE_CHECKING:
@@ -36,6 +36,12 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p = jverbs.add_parser("cancel", help="cancel a queued job, or ask a running one to stop", parents=[common])
     p.add_argument("id", type=int)
     p.set_defaults(func=cmd_job_cancel)
+    p = jverbs.add_parser("move", help="move a queued job up or down its slot's queue (up: it runs sooner)",
+                          parents=[common])
+    p.add_argument("id", type=int)
+    p.add_argument("direction", choices=("up", "down", "top", "bottom"))
+    p.add_argument("places", type=int, nargs="?", default=1, help="how many places (default 1)")
+    p.set_defaults(func=cmd_job_move)
 
 
 def read_job(store: Store, job_id: int) -> Job:
@@ -160,6 +166,18 @@ def cmd_job_cancel(args: argparse.Namespace) -> int:
     with open_from_args(args).write() as session:
         status = request_cancel(session, args.id)
     print(f"job {args.id} cancelled" if status == "cancelled" else f"job {args.id}: asked the engine to stop")
+    return 0
+
+
+def cmd_job_move(args: argparse.Namespace) -> int:
+    from store.jobs import move_in_queue
+
+    if args.places < 1:
+        raise UsageError(f"places must be 1 or more (got {args.places})")
+    offset = {"up": -args.places, "down": args.places, "top": -(1 << 30), "bottom": 1 << 30}[args.direction]
+    with open_from_args(args).write() as session:
+        place = move_in_queue(session, args.id, offset)
+    print(f"job {args.id} is now #{place + 1} in its queue")
     return 0
 
 
