@@ -401,7 +401,10 @@ class RunScreen(Screen[None]):
         if loss is not None:
             line += f"  loss [b]{fmt_value(loss[1])}[/b]"
         if d.status == "running":  # the smoothed ETA, as `--wait` and the Jobs screen show it
-            line += f"  ETA {eta_text(self.eta.eta(time.time()))}"
+            eta = self.eta.eta(time.time())
+            if eta is None and "eta_s" in self.latest:  # until two reads have seen steps go by: the engine's
+                eta = self.latest["eta_s"][1]
+            line += f"  ETA {eta_text(eta)}"
         line += f"  · {escape(d.slot)}"
         second = self._second_line(d, run)
         self.query_one("#run-header", Static).update(f"{line}\n{second}")
