@@ -304,15 +304,9 @@ def test_tools_render_through_a_template_that_supports_them(demo_model_dir: Path
     assert "cloudy in Oslo" in trained and "temp_c" not in trained  # ... and the answer; the tool's result is not
 
 
-def test_import_lint_flags_a_template_without_tools(home: Path, demo_model_dir: Path, tmp_path: Path) -> None:
-    from conftest import run_cli
-
-    assert run_cli("project", "create", "p", home=home).returncode == 0
-    result = run_cli("dataset", "add", "p", str(FIXTURES / "openai_tools.jsonl"), "--tokenizer", str(demo_model_dir),
-                     "--json", home=home, timeout=300)
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)["report"]
-    assert report["tokens"]["template_errors"]["count"] == 4
+def test_import_lint_flags_a_template_without_tools(imported: Any, demo_model_dir: Path) -> None:
+    _row, _rows, report = imported("openai_tools.jsonl", tokenizer=str(demo_model_dir))
+    assert report["tokens"]["template_errors"]["count"] == 4  # the four examples with tools
     check = next(c for c in report["checklist"] if c["check"] == "chat template")
     assert check["status"] == "fail" and f"the chat template of {demo_model_dir} cannot render tools" in check["detail"]
 
