@@ -157,18 +157,36 @@ def gguf_generation_speed(gguf_path: str | Path, n_tokens: int = 32, threads: in
     return round(n_tokens / (time.perf_counter() - start), 1)
 
 
-def trainer_eval_loss(trainer: Any, objective: str) -> float:
-    """A training run's final eval loss. SFT in one process, unpacked: the mean over every scored token of the
-    trainer's own eval features (`model_nll`, the measure `eval` uses), since the Trainer's `eval_loss` is the
-    mean of per-batch means, which weighs the tokens of short examples more (a demo run: 15.01 against 21.01
-    per token). Otherwise (other objectives, packing, several processes) the Trainer's own figure."""
-    dataset = trainer.eval_dataset
-    plain = (objective == "sft" and trainer.args.world_size == 1 and dataset is not None
-             and {"input_ids", "labels"} <= set(dataset.column_names) and "position_ids" not in dataset.column_names
-             and not getattr(trainer.args, "packing", False))
-    if plain:
-        seqs = [(list(r["input_ids"]), [int(label != -100) for label in r["labels"]]) for r in dataset]
-        nll, count = model_nll(trainer.model, seqs, max_length=max((len(ids) for ids, _ in seqs), default=1))
-        if count:
-            return nll / count
-    return float(trainer.evaluate()["eval_loss"])
+def per_token_eval_loss(trainer: Any) -> None:
+    """Make an SFT Trainer report `eval_loss` as the mean over every scored eval token (the measure `tunedeck
+    eval` uses), at every evaluation: the baseline, the periodic ones and the final one. The Trainer's own figure
+    is the mean of per-batch means, which weighs the tokens of short examples more (a demo run: 15.01 against
+    21.01 per token). Each eval batch's mean loss is weighed by its scored tokens and the loop's figure replaced
+    before it is logged. Several processes keep the Trainer's figure (each rank sees only its share)."""
+    if trainer.args.world_size != 1:
+        return
+    compute_loss, evaluation_loop = trainer.compute_loss, trainer.evaluation_loop
+    totals = [0.0, 0]
+
+    def counted_loss(model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        out = compute_loss(model, inputs, *args, **kwargs)
+        if not model.training and inputs.get("labels") is not None:
+            loss = out[0] if isinstance(out, tuple) else out
+            labels = inputs.get("shift_labels")
+            labels = inputs["labels"][..., 1:] if labels is None else labels
+            items = kwargs.get("num_items_in_batch")
+            count = int(items) if items is not None else int((labels != -100).sum())
+            totals[0] += float(loss.detach().float().mean()) * count
+            totals[1] += count
+        return out
+
+    def per_token_loop(*args: Any, **kwargs: Any) -> Any:
+        totals[:] = [0.0, 0]
+        output = evaluation_loop(*args, **kwargs)
+        prefix = kwargs.get("metric_key_prefix", "eval")
+        if totals[1] and f"{prefix}_loss" in output.metrics:
+            output.metrics[f"{prefix}_loss"] = totals[0] / totals[1]
+        return output
+
+    trainer.compute_loss = counted_loss
+    trainer.evaluation_loop = per_token_loop

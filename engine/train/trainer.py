@@ -207,6 +207,10 @@ def run_train_job(ctx: JobContext) -> None:
     callback = store_callback(ctx)
     args = trainer_args(cfg, ckpt_dir, precision, cuda, bool(val_rows))
     trainer = build_trainer(cfg, model, tokenizer, args, train_rows, val_rows, callback, ctx.config)
+    if cfg.objective == "sft":
+        from engine.evaluate.perplexity import per_token_eval_loss
+
+        per_token_eval_loss(trainer)  # eval_loss over every scored token, as `tunedeck eval` measures it
     callback.trainer = trainer
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -272,9 +276,7 @@ def _finish(ctx: JobContext, cfg: RunConfig, trainer: Any, tokenizer: Any, has_e
     if has_eval and cfg.objective != "sft":  # no perplexity: exp of a preference or reward loss means nothing
         final = final_eval(cfg.objective, trainer.evaluate())
     elif has_eval:
-        from engine.evaluate.perplexity import trainer_eval_loss
-
-        final["eval_loss"] = trainer_eval_loss(trainer, cfg.objective)  # per token, as `tunedeck eval` measures
+        final["eval_loss"] = float(trainer.evaluate()["eval_loss"])
         if final["eval_loss"] < 50:
             import math
 
