@@ -7,7 +7,7 @@ import time
 
 import pytest
 from textual.pilot import Pilot
-from tui_pilot import drive, notes, screen_text, text, wait_for
+from tui_pilot import drive, notes, screen_text, text, type_text, wait_for
 
 from engine.runner import run_slot
 from store.db import Store
@@ -308,3 +308,90 @@ def test_cli_job_move_and_home_relative_paths(store: Store, tmp_path) -> None:
     assert refused.returncode == 1 and "only queued jobs can be moved" in refused.stderr
     assert home_relative(str(store.home / "jobs" / "7" / "m.gguf"), store.home) == "jobs/7/m.gguf"
     assert home_relative("/elsewhere/m.gguf", store.home) == "/elsewhere/m.gguf"
+
+
+@pytest.mark.parametrize("kind", ["merge", "train"])
+def test_log_search_finds_matches_anywhere_in_a_long_log(store: Store, kind: str) -> None:
+    """/ on the job screen (and a run's Log tab) searches the whole log file, far beyond what the view loaded;
+    n/N walk the matches, end goes back to following the tail."""
+    with store.write() as session:
+        pid = create_project(session, "p").id
+    job_id = _job_row(store, pid, kind, "completed")
+    screen_class, status = (JobScreen, "#job-log-status") if kind == "merge" else (RunScreen, "#log-status")
+    log = store.home / "jobs" / str(job_id) / "job.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as fh:  # ~6 MB: the view opens on the last 256 KiB only
+        for i in range(120_000):
+            fh.write(f"[00:00:00] step {i} " + ("Tensor blk.7 fell back" if i in (1_000, 2_000, 90_000) else
+                                                "ordinary line of text") + "\n")  # fmt: skip
+    with store.raw() as conn:
+        conn.execute("UPDATE jobs SET log_path = ? WHERE id = ?", (str(log), job_id))
+
+    async def scenario(app: TunedeckApp, pilot: Pilot) -> None:
+        await wait_for(pilot, lambda: app.screen.query("#projects"), "the projects list")
+        app.push_screen(screen_class(job_id))
+        await wait_for(pilot, lambda: isinstance(app.screen, screen_class) and app.screen.detail is not None, "job")
+        screen = app.screen
+        view = screen.query_one(LogTail)
+        await wait_for(pilot, lambda: view.line_count > 1000, "the log's tail")
+        assert not any("fell back" in line for line in view.lines)  # not loaded
+        await pilot.press("slash")
+        await wait_for(pilot, lambda: screen.query_one("#log-search").has_focus, "the search box")
+        await type_text(pilot, "BLK.7 fell")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.searching is not None, "the latest match")
+        assert screen.searching.line == 90_000 and "at line 90,001 of 120,000" in text(app, status)
+        assert "» [00:00:00] step 90000 Tensor blk.7 fell back" in view.lines
+        await pilot.press("N")
+        await wait_for(pilot, lambda: screen.searching.line == 2_000, "the earlier match")
+        await pilot.press("N")
+        await wait_for(pilot, lambda: screen.searching.line == 1_000, "the earliest match")
+        assert "» [00:00:00] step 1000 Tensor blk.7 fell back" in view.lines
+        await pilot.press("N")  # none before: says so and stays
+        await wait_for(pilot, lambda: "no match" in text(app, status), "no earlier match")
+        assert screen.searching.line == 1_000
+        await pilot.press("n")
+        await wait_for(pilot, lambda: screen.searching.line == 2_000, "the later match again")
+        await pilot.press("end")  # back to the tail
+        await wait_for(pilot, lambda: screen.searching is None and "following" in text(app, status),
+                       "following again")  # fmt: skip
+        await wait_for(pilot, lambda: view.lines and view.lines[-1].endswith("step 119999 ordinary line of text"),
+                       "the tail again")  # fmt: skip
+        assert not any(line.startswith("»") for line in view.lines)
+        await pilot.press("slash")
+        await wait_for(pilot, lambda: screen.query_one("#log-search").has_focus, "the search box again")
+        await pilot.press("escape")  # closes the box only
+        await wait_for(pilot, lambda: not screen.query_one("#log-search").display, "the box closed")
+        assert app.screen is screen
+
+    drive(store, scenario)
+
+
+def test_line_index_reads_and_searches_by_chunks(tmp_path, monkeypatch) -> None:
+    from tui.widgets import log_index
+    from tui.widgets.log_index import LineIndex
+
+    monkeypatch.setattr(log_index, "CHUNK", 1000)  # small chunks: matches across their boundaries
+    path = tmp_path / "job.log"
+    lines = [f"line {i} " + ("NEEDLE here" if i % 97 == 13 else "x" * (i % 50)) for i in range(5000)]
+    path.write_text("\n".join(lines) + "\npartial")
+    index = LineIndex(path)
+    assert index.update() == 5001
+    assert index.lines(0, 2) == lines[:2] and index.lines(5000, 5) == ["partial"]
+    hits = [i for i, line in enumerate(lines) if "needle" in line.lower()]
+    found, start = [], 0
+    while (hit := index.find("needle", start)) is not None:
+        found.append(hit)
+        start = hit + 1
+    assert found == hits
+    found, start = [], 5000
+    while start >= 0 and (hit := index.find("Needle", start, backward=True)) is not None:
+        found.append(hit)
+        start = hit - 1
+    assert found == hits[::-1]
+    assert index.find("partial", 0) == 5000 and index.find("zzz", 0) is None
+    with path.open("a") as fh:
+        fh.write(" done\nnew NEEDLE\n")
+    assert index.update() == 5002 and index.find("new needle", 4990) == 5001
+    path.write_text("short\n")  # replaced by a shorter file: indexed again from the start
+    assert index.update() == 1 and index.lines(0, 3) == ["short"]

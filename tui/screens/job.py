@@ -13,6 +13,7 @@ import re
 import time
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from textual import on
 from textual.app import App, ComposeResult
@@ -28,6 +29,7 @@ from store.errors import NotFound, TunedeckError, first_line
 from store.views import RunDetail, run_detail
 from tui.progress import eta_text, job_estimator, observe_job, progress_bar
 from tui.screens._common import ago, clip, size_text
+from tui.widgets.log_search import LogSearch, SearchBox
 from tui.widgets.log_tail import LogChunk, LogTail, read_log
 from tui.widgets.names import middle_clip
 
@@ -96,11 +98,12 @@ def details_text(detail: RunDetail) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-class JobScreen(Screen[None]):
+class JobScreen(LogSearch, Screen[None]):
     """A header with the job's status, progress, stage and ETA over a Log tab and a Details tab."""
 
     HELP_TITLE = "Job"
     AUTO_FOCUS = ""
+    log_status_id = "job-log-status"
     DEFAULT_CSS = """
     JobScreen #job-header { height: 3; padding: 0 1; }
     JobScreen #job-tabs { height: 1fr; }
@@ -111,7 +114,8 @@ class JobScreen(Screen[None]):
         Binding("escape,backspace", "back", "Back"),
         Binding("c", "cancel_job", "Cancel job"),
         Binding("o", "open_result", "Open artifact"),
-        Binding("end", "follow_log", "Follow the log", show=False),
+        Binding("end", "follow_log", "Follow the log", show=False, priority=True),  # over the log's own end
+        *LogSearch.SEARCH_BINDINGS,
         Binding("1", "show_tab('log')", "Log tab", show=False),
         Binding("2", "show_tab('details')", "Details tab", show=False),
     ]
@@ -127,6 +131,7 @@ class JobScreen(Screen[None]):
         self._polling = False
         self._gone = False
         self._details_shown = ""
+        self._log_generation = 0  # bumped when the log view goes back to the tail: older polls' lines are dropped
 
     @property
     def store(self) -> Store:
@@ -138,6 +143,7 @@ class JobScreen(Screen[None]):
         with TabbedContent(id="job-tabs", initial="log"):
             with TabPane("1 Log", id="log"):
                 yield Static("", id="job-log-status")
+                yield SearchBox()
                 yield LogTail(id="log-body")
             with TabPane("2 Details", id="details"):
                 with VerticalScroll(id="details-body", classes="tab-body"):
@@ -159,6 +165,9 @@ class JobScreen(Screen[None]):
             return d is not None and d.status in ACTIVE and not d.cancel_requested
         if action == "open_result":
             return d is not None and d.result.get("artifact_id") is not None
+        if action == "follow_log":  # on the Log tab, and not while typing a search
+            return (self.query_one("#job-tabs", TabbedContent).active == "log"
+                    and not self.query_one(SearchBox).has_focus)  # fmt: skip
         return True
 
     # -- polling -------------------------------------------------------------------
@@ -167,17 +176,24 @@ class JobScreen(Screen[None]):
         if self._polling or self._gone:
             return
         self._polling = True
-        self.run_worker(partial(poll_job, self.store, self.job_id, self._log_path, self._log_offset), group="poll",
-                        thread=True, exit_on_error=False)  # fmt: skip
+        work = partial(self._poll, self._log_generation, self.store, self.job_id, self._log_path, self._log_offset)
+        self.run_worker(work, group="poll", thread=True, exit_on_error=False)
+
+    @staticmethod
+    def _poll(generation: int, *args: Any) -> tuple[int, JobPoll]:
+        return generation, poll_job(*args)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if self.search_worker_changed(event):
+            return
         worker = event.worker
         if worker.group == "poll":
             if event.state not in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
                 return
             self._polling = False
             if event.state == WorkerState.SUCCESS:
-                self._apply(worker.result)
+                generation, poll = worker.result
+                self._apply(poll, with_log=generation == self._log_generation)
             elif isinstance(worker.error, NotFound):
                 self._gone = True
                 self.query_one("#job-header", Static).update(f"[red]Job {self.job_id} no longer exists.[/red]")
@@ -194,21 +210,24 @@ class JobScreen(Screen[None]):
                 message = str(error) if isinstance(error, TunedeckError) else f"{type(error).__name__}: {error}"
                 self.notify(message, title="Not done", severity="error")
 
-    def _apply(self, poll: JobPoll) -> None:
+    def _apply(self, poll: JobPoll, with_log: bool = True) -> None:
+        """Show a poll; its log lines only if `with_log` (a poll started before the view went back to the tail has
+        lines from the old place)."""
         previous = self.detail
         self.detail = d = poll.detail
         if d.status == "running":
             observe_job(self.eta, d.step, d.total_steps, d.progress, d.heartbeat_at)
-        log = self.query_one("#log-body", LogTail)
-        if poll.log_path != self._log_path or poll.log.reset:
-            log.clear()
-            self._log_path = poll.log_path
-        if poll.log.skipped and not log.line_count:
-            log.add_lines([f"… the first {poll.log.skipped:,} bytes are not shown (see {poll.log_path})"])
-        log.add_lines(poll.log.lines)
-        self._log_offset = poll.log.offset
-        self.stage = stage_of(poll.log.lines, self.stage)
-        self._log_status()
+        if with_log and self.searching is None:  # (a search's window stays put; end goes back to the tail)
+            log = self.query_one("#log-body", LogTail)
+            if poll.log_path != self._log_path or poll.log.reset:
+                log.clear()
+                self._log_path = poll.log_path
+            if poll.log.skipped and not log.line_count:
+                log.add_lines([f"… the first {poll.log.skipped:,} bytes are not shown (/ searches them)"])
+            log.add_lines(poll.log.lines)
+            self._log_offset = poll.log.offset
+            self.stage = stage_of(poll.log.lines, self.stage)
+            self._log_status()
         self._show_header()
         text = details_text(d)
         if text != self._details_shown:
@@ -269,7 +288,12 @@ class JobScreen(Screen[None]):
             f"[b]tunedeck[/b] · project [b]{project}[/b] · {escape(d.kind)} job {d.id}{name}")
         self.query_one("#job-header", Static).update("\n".join(self.header_lines()))
 
+    def log_file(self) -> str | None:
+        return self._log_path or None
+
     def _log_status(self) -> None:
+        if self.searching is not None:
+            return
         log = self.query_one("#log-body", LogTail)
         if not log.line_count:
             text = "[dim]No log yet: it starts when a runner picks the job up.[/dim]"
@@ -287,11 +311,18 @@ class JobScreen(Screen[None]):
 
     def action_show_tab(self, tab_id: str) -> None:
         self.query_one("#job-tabs", TabbedContent).active = tab_id
-        self.call_after_refresh(self.query_one(f"#{tab_id}-body").focus)
+        if not self.query_one(SearchBox).display:
+            self.call_after_refresh(self.query_one(f"#{tab_id}-body").focus)
 
     def action_follow_log(self) -> None:
+        """end: the log's end, following it (after a search: the tail is read again)."""
         self.action_show_tab("log")
         log = self.query_one("#log-body", LogTail)
+        if self.leave_search():
+            log.clear()
+            self._log_path, self._log_offset = "", 0
+            self._log_generation += 1
+            self.poll()
         self.call_after_refresh(log.follow)
 
     def action_back(self) -> None:

@@ -30,6 +30,7 @@ from store.views import RunDetail, run_detail
 from tui.progress import eta_text, fmt_value, job_estimator, observe_job, progress_bar
 from tui.screens._common import ago, clip
 from tui.widgets.live_table import LiveTable
+from tui.widgets.log_search import LogSearch, SearchBox
 from tui.widgets.log_tail import LogChunk, LogTail, read_log
 from tui.widgets.metric_chart import MetricChart
 
@@ -200,7 +201,7 @@ class ConfirmDialog(ModalScreen[bool]):
 # ----------------------------------------------------------------------------- the screen
 
 
-class RunScreen(Screen[None]):
+class RunScreen(LogSearch, Screen[None]):
     """A run's header (status, step, ETA, device) over its Charts, Metrics, Log and Config tabs."""
 
     HELP_TITLE = "Run"
@@ -214,7 +215,8 @@ class RunScreen(Screen[None]):
         Binding("x", "delete_run", "Delete run", show=False),
         Binding("s", "toggle_smoothing", "Smooth"),
         Binding("l", "toggle_log", "Log scale", show=False),
-        Binding("end", "follow_log", "Follow the log", show=False),
+        Binding("end", "follow_log", "Follow the log", show=False, priority=True),  # over the log's own end
+        *LogSearch.SEARCH_BINDINGS,
         Binding("1", "show_tab('charts')", "Charts tab", show=False),
         Binding("2", "show_tab('metrics')", "Metrics tab", show=False),
         Binding("3", "show_tab('log')", "Log tab", show=False),
@@ -257,6 +259,7 @@ class RunScreen(Screen[None]):
                              classes="empty")  # fmt: skip
             with TabPane("3 Log", id="log"):
                 yield Static("", id="log-status")
+                yield SearchBox()
                 yield LogTail(id="log-body")
             with TabPane("4 Config", id="config"):
                 with VerticalScroll(id="config-body", classes="tab-body"):
@@ -275,6 +278,8 @@ class RunScreen(Screen[None]):
             return d is not None and d.status not in ACTIVE
         if action == "edit_copy":
             return d is not None and isinstance(d.config.get("run"), dict)
+        if action == "follow_log":  # on the Log tab, and not while typing a search
+            return self.active_tab == "log" and not self.query_one(SearchBox).has_focus
         return True
 
     def on_mount(self) -> None:
@@ -303,6 +308,8 @@ class RunScreen(Screen[None]):
         return generation, poll_run(*args)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if self.search_worker_changed(event):
+            return
         worker = event.worker
         group = worker.group
         if group == "poll":
@@ -439,10 +446,13 @@ class RunScreen(Screen[None]):
         table.display = bool(rows)
         self.query_one("#metrics-empty").display = not rows
 
+    def log_file(self) -> str | None:
+        return self._log_path or None
+
     def _show_log(self, poll: RunPoll) -> None:
         chunk = poll.log
         log = self.query_one("#log-body", LogTail)
-        if chunk is None:
+        if chunk is None or self.searching is not None:  # a search's window stays put; end goes back to the tail
             return
         if poll.log_path != self._log_path or chunk.reset:
             log.clear()
@@ -454,6 +464,8 @@ class RunScreen(Screen[None]):
         self._log_status()
 
     def _log_status(self) -> None:
+        if self.searching is not None:
+            return
         log = self.query_one("#log-body", LogTail)
         if not log.line_count:
             text = "[dim]No log yet: it starts when the runner picks the run up.[/dim]"
@@ -479,6 +491,8 @@ class RunScreen(Screen[None]):
     @on(TabbedContent.TabActivated, "#run-tabs")
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
         tab = event.pane.id or ""
+        if self.query_one(SearchBox).display:
+            return  # / opened the search box: it keeps the focus
         if not (self.focused is not None and self.focused is self.query_one("#run-tabs").query_one("Tabs")):
             self.query_one(f"#{tab}-body").focus()
 
@@ -493,8 +507,14 @@ class RunScreen(Screen[None]):
             chart.set_view(log_scale=not chart.log_scale)
 
     def action_follow_log(self) -> None:
+        """end: the log's end, following it (after a search: the tail is read again)."""
         self.action_show_tab("log")
         log = self.query_one("#log-body", LogTail)
+        if self.leave_search():
+            log.clear()
+            self._log_path, self._log_offset = "", 0
+            self._generation += 1  # a poll under way read from the old place: it is dropped
+            self.poll()
         self.call_after_refresh(log.follow)
         log.focus()
 
