@@ -395,3 +395,15 @@ def test_line_index_reads_and_searches_by_chunks(tmp_path, monkeypatch) -> None:
     assert index.update() == 5002 and index.find("new needle", 4990) == 5001
     path.write_text("short\n")  # replaced by a shorter file: indexed again from the start
     assert index.update() == 1 and index.lines(0, 3) == ["short"]
+
+
+def test_work_in_the_unit_of_the_kind_and_the_stage_from_the_log() -> None:
+    from tui.screens.job import stage_of, work_text
+
+    assert work_text("merge-models", 12, 30) == "12/30 tensors"
+    assert work_text("dataset-import", 1200, None) == "1,200 records"
+    assert work_text("model-add", 4_000_000, 1_200_000_000) == "3.8 MB/1.1 GB"
+    assert work_text("eval", 3, 10) == "3/10 steps"
+    lines = ["[12:00:01] converting m to m-f16.gguf", "INFO:hf-to-gguf:blk.0", "[12:00:09] fidelity check: tokens"]
+    assert stage_of(lines) == "fidelity check: tokens"
+    assert stage_of(["no stamp here"], "before") == "before"

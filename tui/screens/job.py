@@ -35,7 +35,7 @@ from tui.widgets.names import middle_clip
 
 POLL_SECONDS = 1.0
 ACTIVE = ("queued", "running")
-UNITS = {"merge-models": "tensors", "dataset-import": "records", "download": "bytes", "model-download": "bytes"}
+UNITS = {"merge-models": "tensors", "dataset-import": "records", "model-add": "bytes", "download": "bytes"}
 _STAMPED = re.compile(r"^\[\d\d:\d\d:\d\d\] (.+)$")  # a line the engine wrote through JobContext.log
 
 
