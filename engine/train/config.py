@@ -248,7 +248,8 @@ class GrpoSettings(_Section):
     )
     reward_file: str = Field(
         "", max_length=1000, description="A Python file of your own reward functions, each "
-        "`def name(completions, **kwargs) -> list[float]`; the functions used are named in reward_functions.",
+        "`def name(completions, **kwargs) -> list[float]`: one number per completion; kwargs hold the prompts and "
+        "every dataset field by name (e.g. answer). The functions used are named in reward_functions.",
     )
     reward_functions: list[str] = Field(
         default_factory=list, description="Names of functions in reward_file to use as rewards."
