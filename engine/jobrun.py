@@ -66,11 +66,12 @@ def _run_handler(ctx: JobContext, kind: str) -> tuple[JobStatus, str | None]:
     return JobStatus.completed, None
 
 
-def execute_job(store: Store, job_id: int, pid: int) -> JobStatus:
+def execute_job(store: Store, job_id: int, pid: int, folder: Path | None = None) -> JobStatus:
     """Run job `job_id` here to its end; returns the final status (or raises IllegalTransition
     when the job was not queued, e.g. another runner took it). In a distributed job only rank 0
-    claims the job, beats and records its end; the other ranks run the same handler silently."""
-    folder = job_dir(store.home, job_id)
+    claims the job, beats and records its end; the other ranks run the same handler silently.
+    `folder` is the job's folder when it is not under the store's home (a cluster node's scratch store)."""
+    folder = folder or job_dir(store.home, job_id)
     if rank() != 0:
         return _execute_follower(store, job_id, folder)
     with store.write() as session:

@@ -4,7 +4,8 @@ Only one runner serves a slot (an flock on `locks/runner-<slot>.lock`, released 
 kernel even on kill -9). It carries on past failed jobs and exits when the queue is empty.
 A GPU slot's job also holds a lock per card it uses, so overlapping slots take turns on a
 card while disjoint ones run at once. A distributed run's child is `accelerate launch`
-(see `engine.distributed`).
+(see `engine.distributed`). The `slurm` slot's runner runs no child: it submits each job to SLURM
+and follows it there (see `engine.cluster`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from store.errors import IllegalTransition
 from store.home import subdir
 from store.jobs import get_job, next_queued, reap_stale, transition
 from store.models import Job, JobStatus
+
+CLUSTER_SLOT = "slurm"  # engine.cluster.slurm.SLOT, without importing it for every runner
 
 
 class SlotLock:
@@ -125,8 +128,13 @@ def run_slot(store: Store, slot: str) -> int:
                     return ran
                 continue
             print(f"[{time.strftime('%H:%M:%S')}] runner {slot}: job {job.id} ({job.kind})", flush=True)
-            code = _run_child(store, job, slot)
-            _settle(store, job.id, code)
+            if slot == CLUSTER_SLOT:  # submitted to SLURM and followed from here (engine.cluster)
+                from engine.cluster.follow import run_cluster_job
+
+                run_cluster_job(store, job)
+            else:
+                code = _run_child(store, job, slot)
+                _settle(store, job.id, code)
             ran += 1
     finally:
         lock.release()

@@ -36,6 +36,15 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
                    help="override a field, e.g. --set lr=1e-4 --set lora.r=32 (repeatable)")
     p.add_argument("--wait", action="store_true", help="wait for the run to end; exit non-zero unless it completed")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--cluster", choices=["slurm"], help="submit the run to a cluster (sbatch/srun) and follow it here")
+    p.add_argument("--partition", metavar="P", help="with --cluster: the SLURM partition (default: the cluster's)")
+    p.add_argument("--nodes", type=int, default=1, metavar="N", help="with --cluster: nodes (default 1)")
+    p.add_argument("--time", metavar="HH:MM:SS", help="with --cluster: the SLURM time limit")
+    p.add_argument("--gpus-per-node", type=int, default=0, metavar="G",
+                   help="with --cluster: GPUs per node, one process each (default: cpu_processes on the CPU)")
+    p.add_argument("--cpus-per-task", type=int, metavar="C", help="with --cluster: CPUs for each node's task")
+    p.add_argument("--sbatch-arg", dest="sbatch_args", action="append", default=[], metavar="ARG",
+                   help="with --cluster: one more sbatch option, e.g. --sbatch-arg=--account=lab (repeatable)")
     p.set_defaults(func=cmd_run_new)
     p = rverbs.add_parser("list", help="training runs, newest first", parents=[common])
     p.add_argument("project", nargs="?")
@@ -99,16 +108,36 @@ def cmd_run_template(args: argparse.Namespace) -> int:
     return 0
 
 
+def _no_cluster_options(args: argparse.Namespace) -> None:
+    given = [name for name, value, default in (
+        ("--partition", args.partition, None), ("--nodes", args.nodes, 1), ("--time", args.time, None),
+        ("--gpus-per-node", args.gpus_per_node, 0), ("--cpus-per-task", args.cpus_per_task, None),
+        ("--sbatch-arg", args.sbatch_args, [])) if value != default]
+    if given:
+        raise UsageError(f"{', '.join(given)}: only with --cluster slurm")
+
+
 def cmd_run_new(args: argparse.Namespace) -> int:
     from engine.train.config import warnings
     from engine.train.queue import queue_run
 
+    if not args.cluster:
+        _no_cluster_options(args)
     cfg = _build_config(args)
     notes = warnings(cfg)
     for note in notes:
         print(f"warning: {note}", file=sys.stderr)
     store = open_from_args(args)
-    job_id = queue_run(store, args.project, cfg)
+    if args.cluster:
+        from engine.cluster.follow import queue_cluster_run
+        from engine.cluster.slurm import ClusterOptions
+
+        opts = ClusterOptions(partition=args.partition, nodes=args.nodes, time=args.time,
+                              gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
+                              sbatch_args=list(args.sbatch_args))
+        job_id = queue_cluster_run(store, args.project, cfg, opts)
+    else:
+        job_id = queue_run(store, args.project, cfg)
     if args.json and not args.wait:
         print_json({"job_id": job_id, "warnings": notes})
     elif not args.wait:
