@@ -140,6 +140,7 @@ class Applier:
                     status, error = "interrupted", ("stopped by SLURM (time limit, preemption, node down or a "
                                                     "scancel on the cluster) after saving a checkpoint; "
                                                     "`tunedeck run resume` continues from it")
+                    _log(self.folder, f"recorded as interrupted: {error}")
                 fields: dict[str, Any] = {"error": error}
                 if status == "completed":
                     fields["progress"] = 1.0
@@ -174,9 +175,10 @@ def _end_without_event(store: Store, job_id: int, slurm_id: str, state: str) -> 
         if job.cancel_requested:
             transition(session, job_id, JobStatus.cancelled, error=f"cancelled (SLURM job {slurm_id} {state})")
         else:
-            transition(session, job_id, JobStatus.interrupted,
-                       error=f"SLURM job {slurm_id} ended ({state}) before the engine recorded its end; "
-                             "`tunedeck run resume` continues from the last checkpoint")
+            error = (f"SLURM job {slurm_id} ended ({state}) before the engine recorded its end; "
+                     "`tunedeck run resume` continues from the last checkpoint")
+            transition(session, job_id, JobStatus.interrupted, error=error)
+            _log(job_dir(store.home, job_id), f"interrupted: {error}")
 
 
 def _engine_ended(folder: Path, slurm_id: str) -> bool:
