@@ -259,7 +259,7 @@ def test_filter_with_slash(store: Store) -> None:
         await type_text(pilot, "alp")
         await wait_for(pilot, lambda: sorted(table_names(app)) == ["alpha", "alphabet"], "filtered rows")
         await type_text(pilot, "q")  # a q in the filter box types a q
-        await wait_for(pilot, lambda: "No project name contains 'alpq'" in text(app, "#empty"), "no match")
+        await wait_for(pilot, lambda: "No project matches 'alpq'" in text(app, "#empty"), "no match")
         assert app.is_running and box.value == "alpq"
         await pilot.press("backspace", "h", "a", "b", "enter")  # enter opens the highlighted match
         await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen), "the project screen")

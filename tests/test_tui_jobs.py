@@ -188,7 +188,7 @@ def test_jobs_screen_lists_every_project_in_queue_order_moves_cancels_and_opens(
 
     async def scenario(app: TunedeckApp, pilot: Pilot) -> None:
         await wait_for(pilot, lambda: app.screen.query("#projects"), "the projects list")
-        await pilot.press("j")
+        await pilot.press("J")
         await wait_for(pilot, lambda: isinstance(app.screen, JobsScreen) and app.screen.loaded, "the jobs screen")
         screen: JobsScreen = app.screen  # type: ignore[assignment]
         table = screen.query_one("#jobs-table", LiveTable)
@@ -202,20 +202,20 @@ def test_jobs_screen_lists_every_project_in_queue_order_moves_cancels_and_opens(
                        timeout=15)  # fmt: skip
         assert "1 running · 3 queued" in text(app, "#jobs-summary")
         table.move_cursor(row=0)
-        await pilot.press("j", "j")  # j/k move here (j opened this screen; pressing it again moves down)
+        await pilot.press("j", "j")  # j/k move the cursor, as in every table (J opened this screen)
         assert table.cursor_row == 2 and isinstance(app.screen, JobsScreen)
         await pilot.press("k")
         assert table.cursor_row == 1
 
         table.move_cursor(row=order.index(waiting[2]))
         await wait_for(pilot, lambda: "Move up" in footer(app), "the move keys on a queued job")
-        await pilot.press("K")
+        await pilot.press("plus")
         await wait_for(pilot, lambda: [int(k) for k, _ in table.shown][1:4] == [waiting[0], waiting[2], waiting[1]],
                        "moved up")  # fmt: skip
         assert table.current_key == str(waiting[2]) and dict(table.shown)[str(waiting[2])][4] == "#2"
-        await pilot.press("K", "K")  # to the top, and no further
+        await pilot.press("plus", "plus")  # to the top, and no further
         await wait_for(pilot, lambda: queued_order(store, "idle") == [waiting[2], waiting[0], waiting[1]], "top")
-        await pilot.press("J")
+        await pilot.press("minus")
         await wait_for(pilot, lambda: queued_order(store, "idle") == [waiting[0], waiting[2], waiting[1]], "down")
 
         table.move_cursor(row=[int(k) for k, _ in table.shown].index(merge))

@@ -31,20 +31,25 @@ class TunedeckApp(App[None]):
 
     TITLE = "tunedeck"
     CSS_PATH = "app.tcss"
+    NOTIFICATION_TIMEOUT = 3  # seconds: Textual's 5 keeps a toast over a form's fields while one types
     COMMANDS = App.COMMANDS | {_binding_commands}
     BINDINGS = [
-        Binding("question_mark", "help", "Help"),
+        Binding("question_mark", "help", "Help", id="app.help"),
         # Not a priority binding: in a text box, q types a q.
-        Binding("q", "quit", "Quit"),
-        Binding("g", "gpu", "GPUs"),
-        Binding("j", "jobs", "Jobs"),
-        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
+        Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("g", "gpu", "GPUs", id="app.gpu"),
+        Binding("J", "jobs", "Jobs", id="app.jobs"),  # j/k move in tables
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="app.interrupt"),
     ]
 
-    def __init__(self, store: Store, *, refresh_seconds: float = REFRESH_SECONDS) -> None:
+    def __init__(
+        self, store: Store, *, refresh_seconds: float = REFRESH_SECONDS, keymap: dict[str, str] | None = None
+    ) -> None:
         super().__init__()
         self.store = store
         self.refresh_seconds = refresh_seconds
+        if keymap:
+            self.set_keymap(keymap)  # binding id -> keys, from the user's keys.toml (tui/keymap.py)
 
     def get_default_screen(self) -> Screen:
         return ProjectsScreen()
@@ -67,7 +72,6 @@ class TunedeckApp(App[None]):
         if not isinstance(self.screen, GpuScreen):
             self.push_screen(GpuScreen())
 
-
     def action_jobs(self) -> None:
         from tui.screens.jobs import JobsScreen
 
@@ -76,5 +80,7 @@ class TunedeckApp(App[None]):
 
 
 def run_app(store: Store) -> None:
-    """Run the app until the user quits."""
-    TunedeckApp(store).run()
+    """Run the app until the user quits, with the key overrides of the user's keys file."""
+    from tui.keymap import load_keymap
+
+    TunedeckApp(store, keymap=load_keymap()).run()

@@ -157,8 +157,10 @@ class ConfirmArtifactDelete(ModalScreen[str | None]):
     """y deletes; with derived artifacts only f does (and says they go too)."""
 
     HELP_TITLE = "Delete artifact"
-    BINDINGS = [Binding("y", "delete", "Delete"), Binding("f", "force", "Delete with derived"),
-                Binding("n,escape", "keep", "Keep"), Binding("q", "app.quit", "Quit", show=False)]
+    BINDINGS = [Binding("y", "delete", "Delete", id="confirm_artifact_delete.delete"),
+                Binding("f", "force", "Delete with derived", id="confirm_artifact_delete.force"),
+                Binding("n,escape", "keep", "Keep", id="confirm_artifact_delete.keep"),
+                Binding("q", "app.quit", "Quit", show=False, id="app.quit")]
 
     def __init__(self, name: str, derived: int, active_jobs: int) -> None:
         super().__init__()
@@ -201,16 +203,16 @@ class ArtifactScreen(Screen[None]):
 
     HELP_TITLE = "Artifact"
     BINDINGS = [
-        Binding("escape,backspace", "back", "Back"),
-        Binding("m", "act('merge')", "Merge"),
-        Binding("v", "act('convert')", "Convert"),
-        Binding("Q", "act('quantize')", "Quantize"),  # q quits, as everywhere
-        Binding("e", "act('eval')", "Eval"),
-        Binding("t", "chat", "Chat", show=False),  # the line under the details lists every action
-        Binding("p", "act('push')", "Push", show=False),
-        Binding("y", "copy_serve", "Copy serve cmd", show=False),
-        Binding("d", "delete", "Delete"),
-        Binding("o", "open_job", "Open job"),
+        Binding("escape,backspace", "back", "Back", id="artifact.back"),
+        Binding("m", "act('merge')", "Merge", id="artifact.act_merge"),
+        Binding("v", "act('convert')", "Convert", id="artifact.act_convert"),
+        Binding("Q", "act('quantize')", "Quantize", id="artifact.act_quantize"),  # q quits, as everywhere
+        Binding("e", "act('eval')", "Eval", id="artifact.act_eval"),
+        Binding("t", "chat", "Chat", show=False, id="artifact.chat"),  # the line under the details lists every action
+        Binding("p", "act('push')", "Push", show=False, id="artifact.act_push"),
+        Binding("y", "copy_serve", "Copy serve cmd", show=False, id="artifact.copy_serve"),
+        Binding("d", "delete", "Delete", id="artifact.delete"),
+        Binding("o", "open_job", "Open job", id="artifact.open_job"),
     ]
 
     def __init__(self, artifact_id: int) -> None:

@@ -120,15 +120,15 @@ class ChatScreen(PanelKeys, Screen[None]):
     ChatScreen #chat-status { height: 1; padding: 0 1; background: $panel; color: $text-muted; }
     """
     BINDINGS = [
-        Binding("escape", "stop_or_back", "Stop/back"),
-        Binding("ctrl+r", "regenerate", "Regenerate", priority=True),
-        Binding("ctrl+e", "edit_last", "Edit last", priority=True),
-        Binding("ctrl+s", "export", "Export", priority=True),
-        Binding("f2", "toggle_panel", "Settings"),
-        Binding("ctrl+l", "clear", "New chat", show=False, priority=True),
-        Binding("ctrl+t", "to_dataset", "Add to a dataset", show=False, priority=True),
-        Binding("ctrl+o", "sessions", "Saved sessions", show=False, priority=True),
-        Binding("f1", "app.help", "Keys", show=False),  # ? types a ? in the text box
+        Binding("escape", "stop_or_back", "Stop/back", id="chat.stop_or_back"),
+        Binding("ctrl+r", "regenerate", "Regenerate", priority=True, id="chat.regenerate"),
+        Binding("ctrl+e", "edit_last", "Edit last", priority=True, id="chat.edit_last"),
+        Binding("ctrl+s", "export", "Export", priority=True, id="chat.export"),
+        Binding("f2", "toggle_panel", "Settings", id="chat.toggle_panel"),
+        Binding("ctrl+l", "clear", "New chat", show=False, priority=True, id="chat.clear"),
+        Binding("ctrl+t", "to_dataset", "Add to a dataset", show=False, priority=True, id="chat.to_dataset"),
+        Binding("ctrl+o", "sessions", "Saved sessions", show=False, priority=True, id="chat.sessions"),
+        Binding("f1", "app.help", "Keys", show=False, id="chat.help"),  # ? types a ? in the text box
     ]
 
     def __init__(self, model: str | None = None, *, session_id: int | None = None, project: str | None = None,

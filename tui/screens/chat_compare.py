@@ -59,9 +59,9 @@ class ChatCompareScreen(PanelKeys, Screen[None]):
     ChatCompareScreen .side-status { height: 1; padding: 0 1; color: $text-muted; }
     """
     BINDINGS = [
-        Binding("escape", "stop_or_back", "Stop/back"),
-        Binding("f2", "toggle_panel", "Settings"),
-        Binding("f1", "app.help", "Keys", show=False),  # ? types a ? in the text box
+        Binding("escape", "stop_or_back", "Stop/back", id="chat_compare.stop_or_back"),
+        Binding("f2", "toggle_panel", "Settings", id="chat_compare.toggle_panel"),
+        Binding("f1", "app.help", "Keys", show=False, id="chat_compare.help"),  # ? types a ? in the text box
     ]
 
     def __init__(self, model_a: str, model_b: str, *, system: str = "", params: SamplingParams | None = None,

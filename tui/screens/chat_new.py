@@ -45,7 +45,7 @@ class NewChatDialog(SubmitInWorker, ModalScreen[NewChat | None]):  # for its err
     NewChatDialog { align: center middle; }
     """
     BINDINGS = [
-        Binding("escape", "cancel", "Cancel"),
+        Binding("escape", "cancel", "Cancel", id="new_chat.cancel"),
     ]
 
     def compose(self) -> ComposeResult:

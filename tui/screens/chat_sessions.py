@@ -40,8 +40,8 @@ class ChatSessionsScreen(ModalScreen[int | None]):
     ChatSessionsScreen .hint { height: 1; color: $text-muted; }
     """
     BINDINGS = [
-        Binding("escape", "close", "Close"),
-        Binding("enter", "open", "Open", show=False),
+        Binding("escape", "close", "Close", id="chat_sessions.close"),
+        Binding("enter", "open", "Open", show=False, id="chat_sessions.open"),
     ]
 
     def compose(self) -> ComposeResult:

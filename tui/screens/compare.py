@@ -113,12 +113,12 @@ class CompareScreen(Screen[None]):
     HELP_TITLE = "Compare runs"
     AUTO_FOCUS = ""
     BINDINGS = [
-        Binding("escape,backspace", "back", "Back"),
-        Binding("m", "next_metric", "Next metric"),
-        Binding("s", "toggle_smoothing", "Smooth"),
-        Binding("l", "toggle_log", "Log scale"),
-        Binding("1", "show_tab('curves')", "Curves tab", show=False),
-        Binding("2", "show_tab('diff')", "Config diff tab", show=False),
+        Binding("escape,backspace", "back", "Back", id="compare.back"),
+        Binding("m", "next_metric", "Next metric", id="compare.next_metric"),
+        Binding("s", "toggle_smoothing", "Smooth", id="compare.toggle_smoothing"),
+        Binding("l", "toggle_log", "Log scale", id="compare.toggle_log"),
+        Binding("1", "show_tab('curves')", "Curves tab", show=False, id="compare.show_tab_curves"),
+        Binding("2", "show_tab('diff')", "Config diff tab", show=False, id="compare.show_tab_diff"),
     ]
 
     def __init__(self, job_ids: Sequence[int]) -> None:

@@ -512,9 +512,9 @@ class ConfirmDatasetDelete(ModalScreen[str | None]):
 
     HELP_TITLE = "Delete dataset"
     BINDINGS = [
-        Binding("y", "delete", "Delete"),
-        Binding("f", "force", "Delete though used"),
-        Binding("n,escape", "keep", "Keep"),
+        Binding("y", "delete", "Delete", id="confirm_dataset_delete.delete"),
+        Binding("f", "force", "Delete though used", id="confirm_dataset_delete.force"),
+        Binding("n,escape", "keep", "Keep", id="confirm_dataset_delete.keep"),
     ]
 
     def __init__(self, name: str, failed_import: bool, users: list[tuple[int, str, str]]) -> None:
@@ -580,8 +580,8 @@ class PreviewBody(VerticalScroll):
     """The preview's scrollable record; page up/down turn the page (↑/↓ scroll within a record)."""
 
     BINDINGS = [
-        Binding("pageup", "screen.prev_record", "Previous record", show=False),
-        Binding("pagedown", "screen.next_record", "Next record", show=False),
+        Binding("pageup", "screen.prev_record", "Previous record", show=False, id="preview_body.prev_record"),
+        Binding("pagedown", "screen.next_record", "Next record", show=False, id="preview_body.next_record"),
     ]
 
 
@@ -591,19 +591,19 @@ class DatasetScreen(Screen[None]):
     HELP_TITLE = "Dataset"
     AUTO_FOCUS = ""
     BINDINGS = [
-        Binding("escape,backspace", "back", "Back"),
-        Binding("1", "show_tab('report')", "Report tab", show=False),
-        Binding("2", "show_tab('tokens')", "Tokens tab", show=False),
-        Binding("3", "show_tab('preview')", "Preview tab", show=False),
-        Binding("right_square_bracket,pagedown", "next_record", "Next record"),
+        Binding("escape,backspace", "back", "Back", id="dataset.back"),
+        Binding("1", "show_tab('report')", "Report tab", show=False, id="dataset.show_tab_report"),
+        Binding("2", "show_tab('tokens')", "Tokens tab", show=False, id="dataset.show_tab_tokens"),
+        Binding("3", "show_tab('preview')", "Preview tab", show=False, id="dataset.show_tab_preview"),
+        Binding("right_square_bracket,pagedown", "next_record", "Next record", id="dataset.next_record"),
         # "\\[" shows as "[" in the help and the palette, whose key column is markup (a bare "[" breaks it).
-        Binding("left_square_bracket", "prev_record", "Previous record", show=False),
-        Binding("pageup", "prev_record", "Previous record", show=False),
-        Binding("g", "first_record", "First record", show=False),
-        Binding("G", "last_record", "Last record", show=False),
-        Binding("f", "next_filter", "Filter"),
-        Binding("F", "prev_filter", "Previous filter", show=False),
-        Binding("t", "toggle_split", "Train/val"),
+        Binding("left_square_bracket", "prev_record", "Previous record", show=False, id="dataset.prev_record"),
+        Binding("pageup", "prev_record", "Previous record", show=False, id="dataset.prev_record_pageup"),
+        Binding("g", "first_record", "First record", show=False, id="dataset.first_record"),
+        Binding("G", "last_record", "Last record", show=False, id="dataset.last_record"),
+        Binding("f", "next_filter", "Filter", id="dataset.next_filter"),
+        Binding("F", "prev_filter", "Previous filter", show=False, id="dataset.prev_filter"),
+        Binding("t", "toggle_split", "Train/val", id="dataset.toggle_split"),
     ]
 
     def __init__(self, dataset_id: int) -> None:

@@ -30,8 +30,8 @@ class NewProjectDialog(SubmitInWorker, ModalScreen[str | None]):
 
     HELP_TITLE = "New project"
     BINDINGS = [
-        Binding("escape", "cancel", "Cancel"),
-        Binding("enter", "submit", "Create", show=False),
+        Binding("escape", "cancel", "Cancel", id="new_project.cancel"),
+        Binding("enter", "submit", "Create", show=False, id="new_project.submit"),
     ]
 
     submit_failure = "could not create the project"
@@ -87,9 +87,9 @@ class ConfirmDeleteDialog(ModalScreen[str | None]):
 
     HELP_TITLE = "Delete project"
     BINDINGS = [
-        Binding("y", "delete", "Delete"),
-        Binding("f", "force", "Delete with runs"),
-        Binding("n,escape", "keep", "Keep"),
+        Binding("y", "delete", "Delete", id="confirm_delete.delete"),
+        Binding("f", "force", "Delete with runs", id="confirm_delete.force"),
+        Binding("n,escape", "keep", "Keep", id="confirm_delete.keep"),
     ]
 
     def __init__(self, project: ProjectSummary) -> None:

@@ -74,7 +74,10 @@ class ActionDialog(SubmitInWorker, ModalScreen[Any]):
     """A few text fields and enter to run `work(values)` in a thread; errors stay in the dialog."""
 
     HELP_TITLE = "Artifact action"
-    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("enter", "submit", "Go", show=False)]
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", id="action.cancel"),
+        Binding("enter", "submit", "Go", show=False, id="action.submit"),
+    ]
     submit_failure = "could not queue the job"
 
     def __init__(self, title: str, fields: list[FormField], work: Callable[[dict[str, str]], Any]) -> None:

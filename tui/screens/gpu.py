@@ -142,7 +142,7 @@ class GpuScreen(Screen[None]):
     GpuScreen #gpu-body { height: 1fr; padding: 0 1; }
     """
     BINDINGS = [
-        Binding("escape,backspace,g", "back", "Back"),
+        Binding("escape,backspace,g", "back", "Back", id="gpu.back"),
     ]
 
     def __init__(self, sampler: Any | None = None) -> None:

@@ -1,4 +1,5 @@
-"""`?`: every key of the screen below and the app-wide keys, read from their BINDINGS."""
+"""`?`: every key of the screen below and the app-wide keys, read from their BINDINGS with the user's
+keymap applied, each with the binding id that keys.toml overrides it by (tui/keymap.py)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ class HelpScreen(ModalScreen[None]):
 
     HELP_TITLE = "Help"
     BINDINGS = [
-        Binding("escape,question_mark", "close", "Close help"),
-        Binding("q", "app.quit", "Quit"),  # a modal screen hides the app's keys: q quits here too
+        Binding("escape,question_mark", "close", "Close help", id="help.close"),
+        Binding("q", "app.quit", "Quit", id="app.quit"),  # a modal screen hides the app's keys: q quits here too
     ]
 
     def __init__(self, below: Screen) -> None:
@@ -35,13 +36,16 @@ class HelpScreen(ModalScreen[None]):
         lines: list[str] = []
         section = None
         width = max((len(row.keys_text) for row in self.rows), default=0) + 2
+        describe = max((len(row.description) for row in self.rows), default=0) + 2
         for row in self.rows:
             if row.section != section:
                 if section is not None:
                     lines.append("")
                 lines.append(f"[b]{escape(row.section)}[/b]")
                 section = row.section
-            lines.append(f"  [b $accent]{escape(row.keys_text.ljust(width))}[/]{escape(row.description)}")
+            described = escape(row.description.ljust(describe))
+            ids = f"[dim]{escape(' '.join(row.ids))}[/]" if row.ids else ""
+            lines.append(f"  [b $accent]{escape(row.keys_text.ljust(width))}[/]{described}{ids}".rstrip())
         with Vertical(id="help-box"):
             yield Static(f"Keys: {escape(self.below_title)}", id="help-title")
             with VerticalScroll(id="help-body"):

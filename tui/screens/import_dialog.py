@@ -80,9 +80,9 @@ class ImportDialog(SubmitInWorker, ModalScreen[Queued | None]):
 
     HELP_TITLE = "Import dataset"
     BINDINGS = [
-        Binding("escape", "cancel", "Cancel"),
+        Binding("escape", "cancel", "Cancel", id="import.cancel"),
         # Priority, so that enter imports from a closed list too; an open list takes enter itself.
-        Binding("enter", "submit", "Import", priority=True),
+        Binding("enter", "submit", "Import", priority=True, id="import.submit"),
     ]
 
     submit_failure = "could not queue the import"
@@ -236,7 +236,7 @@ class ImportErrorDialog(ModalScreen[None]):
     """The whole error of a failed import, scrollable; esc or enter closes it."""
 
     HELP_TITLE = "Import error"
-    BINDINGS = [Binding("escape,enter,q", "close", "Close")]
+    BINDINGS = [Binding("escape,enter,q", "close", "Close", id="import_error.close")]
 
     def __init__(self, name: str, job_id: int, error: str) -> None:
         super().__init__()

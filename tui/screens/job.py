@@ -111,13 +111,14 @@ class JobScreen(LogSearch, Screen[None]):
     JobScreen #log-body { height: 1fr; }
     """
     BINDINGS = [
-        Binding("escape,backspace", "back", "Back"),
-        Binding("c", "cancel_job", "Cancel job"),
-        Binding("o", "open_result", "Open artifact"),
-        Binding("end", "follow_log", "Follow the log", show=False, priority=True),  # over the log's own end
+        Binding("escape,backspace", "back", "Back", id="job.back"),
+        Binding("c", "cancel_job", "Cancel job", id="job.cancel_job"),
+        Binding("o", "open_result", "Open artifact", id="job.open_result"),
+        # priority: over the log's own end
+        Binding("end", "follow_log", "Follow the log", show=False, priority=True, id="job.follow_log"),
         *LogSearch.SEARCH_BINDINGS,
-        Binding("1", "show_tab('log')", "Log tab", show=False),
-        Binding("2", "show_tab('details')", "Details tab", show=False),
+        Binding("1", "show_tab('log')", "Log tab", show=False, id="job.show_tab_log"),
+        Binding("2", "show_tab('details')", "Details tab", show=False, id="job.show_tab_details"),
     ]
 
     def __init__(self, job_id: int) -> None:

@@ -98,13 +98,12 @@ class JobsScreen(Screen[None]):
     JobsScreen #jobs-detail { height: 2; padding: 0 1; color: $text-muted; }
     """
     BINDINGS = [
-        Binding("escape,backspace", "back", "Back"),
-        Binding("enter", "open_job", "Open"),
-        Binding("c", "cancel_job", "Cancel"),
-        Binding("K,shift+up", "move(-1)", "Move up"),
-        Binding("J,shift+down", "move(1)", "Move down"),
-        Binding("j", "cursor(1)", "Cursor down", show=False),  # here j moves (the Jobs screen is open already)
-        Binding("k", "cursor(-1)", "Cursor up", show=False),
+        Binding("escape,backspace", "back", "Back", id="jobs.back"),
+        Binding("enter", "open_job", "Open", id="jobs.open_job"),
+        Binding("c", "cancel_job", "Cancel", id="jobs.cancel_job"),
+        # + runs a queued job sooner, - later (j/k move the cursor, as in every table; J opens this screen).
+        Binding("plus,shift+up", "move(-1)", "Move up", id="jobs.move_up"),
+        Binding("minus,shift+down", "move(1)", "Move down", id="jobs.move_down"),
     ]
 
     def __init__(self) -> None:
@@ -233,12 +232,6 @@ class JobsScreen(Screen[None]):
 
     def action_back(self) -> None:
         self.dismiss()
-
-    def action_cursor(self, offset: int) -> None:
-        """j/k: the next or previous row."""
-        table = self.query_one("#jobs-table", LiveTable)
-        if table.row_count:
-            table.move_cursor(row=max(0, min(table.row_count - 1, table.cursor_row + offset)))
 
     def action_open_job(self) -> None:
         job = self.current

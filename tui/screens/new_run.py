@@ -263,11 +263,11 @@ class NewRunForm(SubmitInWorker, ModalScreen[int | None]):
 
     HELP_TITLE = "New run"
     BINDINGS = [
-        Binding("escape", "cancel", "Cancel"),
-        Binding("ctrl+s", "submit", "Queue run", priority=True),
+        Binding("escape", "cancel", "Cancel", id="new_run_form.cancel"),
+        Binding("ctrl+s", "submit", "Queue run", priority=True, id="new_run_form.submit"),
         # Priority, so that enter queues from any field; an open list takes enter itself.
-        Binding("enter", "submit", "Queue run", show=False, priority=True),
-        Binding("ctrl+y", "toggle_yaml", "Show YAML", priority=True),
+        Binding("enter", "submit", "Queue run", show=False, priority=True, id="new_run_form.submit_enter"),
+        Binding("ctrl+y", "toggle_yaml", "Show YAML", priority=True, id="new_run_form.toggle_yaml"),
     ]
 
     submit_failure = "could not queue the run"

@@ -222,20 +222,20 @@ class ProjectScreen(Screen[None]):
     HELP_TITLE = "Project"
     AUTO_FOCUS = ""  # focus is set once the first load shows (or hides) the tables
     BINDINGS = [
-        Binding("escape,backspace", "back", "Back"),
-        Binding("i", "import_dataset", "Import dataset"),
-        Binding("d", "delete_dataset", "Delete dataset", show=False),
-        Binding("n", "new_run", "New run"),
-        Binding("c", "new_chat", "New chat"),
-        Binding("m", "add_model", "Add model"),
-        Binding("enter", "open_row", "Open", show=False),
-        Binding("space", "mark_run", "Mark run to compare", show=False),
-        Binding("C", "compare_runs", "Compare marked runs", show=False),
-        Binding("1", "show_tab('datasets')", "Datasets tab", show=False),
-        Binding("2", "show_tab('runs')", "Runs tab", show=False),
-        Binding("3", "show_tab('artifacts')", "Artifacts tab", show=False),
-        Binding("4", "show_tab('chat')", "Chat tab", show=False),
-        Binding("5", "show_tab('models')", "Models tab", show=False),
+        Binding("escape,backspace", "back", "Back", id="project.back"),
+        Binding("i", "import_dataset", "Import dataset", id="project.import_dataset"),
+        Binding("d", "delete_dataset", "Delete dataset", show=False, id="project.delete_dataset"),
+        Binding("n", "new_run", "New run", id="project.new_run"),
+        Binding("c", "new_chat", "New chat", id="project.new_chat"),
+        Binding("m", "add_model", "Add model", id="project.add_model"),
+        Binding("enter", "open_row", "Open", show=False, id="project.open_row"),
+        Binding("space", "mark_run", "Mark run to compare", show=False, id="project.mark_run"),
+        Binding("C", "compare_runs", "Compare marked runs", show=False, id="project.compare_runs"),
+        Binding("1", "show_tab('datasets')", "Datasets tab", show=False, id="project.show_tab_datasets"),
+        Binding("2", "show_tab('runs')", "Runs tab", show=False, id="project.show_tab_runs"),
+        Binding("3", "show_tab('artifacts')", "Artifacts tab", show=False, id="project.show_tab_artifacts"),
+        Binding("4", "show_tab('chat')", "Chat tab", show=False, id="project.show_tab_chat"),
+        Binding("5", "show_tab('models')", "Models tab", show=False, id="project.show_tab_models"),
     ]
 
     def __init__(self, project_name: str) -> None:

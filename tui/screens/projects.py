@@ -17,7 +17,7 @@ from store.errors import NotFound, TunedeckError
 from store.views import ProjectSummary, project_summaries, project_summary
 from tui.screens._common import ago, clip
 from tui.screens.dialogs import ConfirmDeleteDialog, NewProjectDialog
-from tui.widgets.live_table import LiveTable
+from tui.widgets.live_table import LiveTable, TableFilter
 
 NO_PROJECTS = "No projects yet. Press [b]n[/b] to create one."
 NAME_WIDTH = 24
@@ -43,24 +43,29 @@ def _delete(store: Store, name: str, force: bool) -> str:
     return name
 
 
+class ProjectsTable(LiveTable):
+    """The projects list, whose footer names its filter key (the other tables' footers have no room)."""
+
+    BINDINGS = [Binding("slash", "filter", "Filter", id="table.filter")]
+
+
 class ProjectsScreen(Screen[None]):
     """Every project with its counts; refreshed from the store on a timer."""
 
     HELP_TITLE = "Projects"
     AUTO_FOCUS = ""  # focus is set once the first load shows (or hides) the tables
     BINDINGS = [
-        Binding("n", "new_project", "New"),
+        Binding("n", "new_project", "New", id="projects.new_project"),
         # Priority, so that enter opens the highlighted project from the filter box too.
-        Binding("enter", "open_project", "Open", priority=True),
-        Binding("d", "delete_project", "Delete"),
-        Binding("slash", "filter", "Filter"),
-        Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("enter", "open_project", "Open", priority=True, id="projects.open_project"),
+        Binding("d", "delete_project", "Delete", id="projects.delete_project"),
+        Binding("slash", "filter", "Filter", id="projects.filter"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, id="projects.clear_filter"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.projects: list[ProjectSummary] | None = None  # None until the first load
-        self.filter_text = ""
         self._visible: dict[str, ProjectSummary] = {}
         self._select_name: str | None = None
         self._last_error = ""
@@ -71,8 +76,8 @@ class ProjectsScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static("[b]tunedeck[/b] · projects", id="topbar")
-        yield Input(placeholder="filter by name · enter opens · esc clears", id="filter", compact=True)
-        yield LiveTable(COLUMNS, id="projects")
+        yield TableFilter("projects", placeholder="filter · enter opens · esc clears", id="filter")
+        yield ProjectsTable(COLUMNS, id="projects")
         yield Static("Loading…", id="empty", classes="empty")
         yield Static("", id="detail")
         yield Footer()
@@ -129,9 +134,7 @@ class ProjectsScreen(Screen[None]):
     def _show(self) -> None:
         if self.projects is None:
             return
-        needle = self.filter_text.lower()
-        visible = [p for p in self.projects if needle in p.name.lower()]
-        self._visible = {str(p.id): p for p in visible}
+        self._visible = {str(p.id): p for p in self.projects}
         rows = [
             (
                 str(p.id),
@@ -144,7 +147,7 @@ class ProjectsScreen(Screen[None]):
                     ago(p.updated_at),
                 ),
             )
-            for p in visible
+            for p in self.projects
         ]
         select = None
         if self._select_name is not None:
@@ -153,15 +156,16 @@ class ProjectsScreen(Screen[None]):
                 self._select_name = None
         table = self.query_one("#projects", LiveTable)
         table.sync(rows, select=select)
-        table.display = bool(rows)
+        shown = bool(table.shown)
+        table.display = shown
         empty = self.query_one("#empty", Static)
-        empty.display = not rows
+        empty.display = not shown
         if not self.projects:
             empty.update(NO_PROJECTS)
-        elif not rows:
-            needle = escape(repr(self.filter_text))
-            empty.update(f"No project name contains {needle}. Press [b]esc[/b] to clear the filter.")
-        if rows and self.focused is None:
+        elif not shown:
+            needle = escape(repr(table.filter_text))
+            empty.update(f"No project matches {needle}. Press [b]esc[/b] to clear the filter.")
+        if shown and self.focused is None:
             table.focus()
         self._show_detail()
 
@@ -193,25 +197,19 @@ class ProjectsScreen(Screen[None]):
 
     # -- filter ------------------------------------------------------------------
 
+    # The table filters itself (tui/widgets/live_table.py); these keys reach it from anywhere on the screen.
+
     def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
-        box.display = True
-        box.focus()
+        self.query_one("#projects", LiveTable).action_filter()
 
     def action_clear_filter(self) -> None:
-        box = self.query_one("#filter", Input)
-        if not box.display:
-            return
-        box.value = ""
-        box.display = False
-        self.filter_text = ""
-        self._show()
-        self.query_one("#projects").focus()
+        box = self.query_one("#filter", TableFilter)
+        if box.display:
+            box.action_clear()
 
     @on(Input.Changed, "#filter")
-    def _filter_changed(self, event: Input.Changed) -> None:
-        self.filter_text = event.value.strip()
-        self._show()
+    def _filter_changed(self) -> None:
+        self._show()  # the empty-list line names the filter
 
     # -- actions -----------------------------------------------------------------
 
@@ -222,7 +220,8 @@ class ProjectsScreen(Screen[None]):
         if not name:
             return
         self.notify(f"Created project {name}.")
-        if self.filter_text and self.filter_text.lower() not in name.lower():
+        needle = self.query_one("#projects", LiveTable).filter_text
+        if needle and needle.lower() not in name.lower():
             self.action_clear_filter()
         self._select_name = name
         self.reload()

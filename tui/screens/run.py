@@ -177,9 +177,9 @@ class ConfirmDialog(ModalScreen[bool]):
 
     HELP_TITLE = "Confirm"
     BINDINGS = [
-        Binding("y,enter", "answer(True)", "Yes"),
-        Binding("n,escape", "answer(False)", "No"),
-        Binding("q", "app.quit", "Quit", show=False),  # a modal screen hides the app's keys
+        Binding("y,enter", "answer(True)", "Yes", id="confirm.answer_yes"),
+        Binding("n,escape", "answer(False)", "No", id="confirm.answer_no"),
+        Binding("q", "app.quit", "Quit", show=False, id="app.quit"),  # a modal screen hides the app's keys
     ]
 
     def __init__(self, title: str, body: str, yes: str = "y go ahead") -> None:
@@ -207,20 +207,21 @@ class RunScreen(LogSearch, Screen[None]):
     HELP_TITLE = "Run"
     AUTO_FOCUS = ""
     BINDINGS = [
-        Binding("escape,backspace", "back", "Back"),
-        Binding("c", "cancel_run", "Cancel run"),
-        Binding("r", "resume_run", "Resume"),
-        Binding("R", "retry_run", "Retry"),
-        Binding("e", "edit_copy", "Duplicate & edit"),
-        Binding("x", "delete_run", "Delete run", show=False),
-        Binding("s", "toggle_smoothing", "Smooth"),
-        Binding("l", "toggle_log", "Log scale", show=False),
-        Binding("end", "follow_log", "Follow the log", show=False, priority=True),  # over the log's own end
+        Binding("escape,backspace", "back", "Back", id="run.back"),
+        Binding("c", "cancel_run", "Cancel run", id="run.cancel_run"),
+        Binding("r", "resume_run", "Resume", id="run.resume_run"),
+        Binding("R", "retry_run", "Retry", id="run.retry_run"),
+        Binding("e", "edit_copy", "Duplicate & edit", id="run.edit_copy"),
+        Binding("x", "delete_run", "Delete run", show=False, id="run.delete_run"),
+        Binding("s", "toggle_smoothing", "Smooth", id="run.toggle_smoothing"),
+        Binding("l", "toggle_log", "Log scale", show=False, id="run.toggle_log"),
+        # priority: over the log's own end
+        Binding("end", "follow_log", "Follow the log", show=False, priority=True, id="run.follow_log"),
         *LogSearch.SEARCH_BINDINGS,
-        Binding("1", "show_tab('charts')", "Charts tab", show=False),
-        Binding("2", "show_tab('metrics')", "Metrics tab", show=False),
-        Binding("3", "show_tab('log')", "Log tab", show=False),
-        Binding("4", "show_tab('config')", "Config tab", show=False),
+        Binding("1", "show_tab('charts')", "Charts tab", show=False, id="run.show_tab_charts"),
+        Binding("2", "show_tab('metrics')", "Metrics tab", show=False, id="run.show_tab_metrics"),
+        Binding("3", "show_tab('log')", "Log tab", show=False, id="run.show_tab_log"),
+        Binding("4", "show_tab('config')", "Config tab", show=False, id="run.show_tab_config"),
     ]
 
     def __init__(self, job_id: int) -> None:

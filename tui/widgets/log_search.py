@@ -50,7 +50,7 @@ def search(index: LineIndex, query: str, start: int | None, backward: bool) -> F
 class SearchBox(Input):
     """The search box: enter searches, esc closes it (and only it: the screen stays)."""
 
-    BINDINGS = [Binding("escape", "close", "Close the search", show=False)]
+    BINDINGS = [Binding("escape", "close", "Close the search", show=False, id="search_box.close")]
 
     def __init__(self) -> None:
         super().__init__(placeholder="search the whole log: enter finds the latest match · esc cancels",
@@ -66,9 +66,9 @@ class LogSearch:
     """The search behaviour for a screen with a Log tab (a mixin for Screen subclasses)."""
 
     SEARCH_BINDINGS = [
-        Binding("slash", "search_log", "Search log"),
-        Binding("n", "search_again(False)", "Next match", show=False),
-        Binding("N", "search_again(True)", "Previous match", show=False),
+        Binding("slash", "search_log", "Search log", id="log_search.search_log"),
+        Binding("n", "search_again(False)", "Next match", show=False, id="log_search.next_match"),
+        Binding("N", "search_again(True)", "Previous match", show=False, id="log_search.previous_match"),
     ]
     log_status_id = "log-status"
     searching: Found | None = None  # the match on show; None while the view follows the log

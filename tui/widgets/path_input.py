@@ -74,7 +74,7 @@ class PathInput(Input):
     Tab moves to the next field when there is nothing to complete.
     """
 
-    BINDINGS = [Binding("tab", "complete", "Complete the path", show=False)]
+    BINDINGS = [Binding("tab", "complete", "Complete the path", show=False, id="path_input.complete")]
 
     def __init__(self, *args, suffixes: Iterable[str] | None = DATA_SUFFIXES, **kwargs) -> None:
         kwargs.setdefault("suggester", PathSuggester(suffixes))
