@@ -306,6 +306,18 @@ def test_submit_and_follow_to_completed(demo_home: Path) -> None:
 
 
 @pytest.mark.slow
+def test_two_processes_through_srun_and_accelerate_launch(demo_home: Path) -> None:
+    result = run_cli("run", "new", "demo", *ARGS, "--set", "max_steps=4", "--set", "cpu_processes=2", "--wait",
+                     "--json", home=demo_home, timeout=900)
+    data = json.loads(result.stdout)
+    assert result.returncode == 0 and data["status"] == "completed", (data["error"], result.stderr)
+    folder = demo_home / "jobs" / str(data["id"])
+    assert "--num_processes 2" in (folder / "cluster" / "job.sbatch").read_text()
+    assert "(rank 0 of 2 processes)" in (folder / "job.log").read_text()
+    assert [s for s, _, _ in _points(demo_home, data["id"], "loss")] == [1, 2, 3, 4]  # rank 0 alone reports
+
+
+@pytest.mark.slow
 def test_cancel_is_scancel_and_the_engine_never_opens_the_home_database(demo_home: Path) -> None:
     job_id = int(run_cli("run", "new", "demo", *ARGS, "--set", "max_steps=5000", home=demo_home).stdout.strip())
     _wait(demo_home, job_id, lambda j: j["status"] == "running" and j["step"] >= 2, "reached step 2")

@@ -160,6 +160,8 @@ class Applier:
                              meta=event.get("meta") or {})
             session.add(found)
             session.flush()
+            if found.id != event["id"]:  # the job's log names the node's scratch id
+                _log(self.folder, f"artifact {event['id']} on the node is artifact {found.id} here")
         self.artifact_ids[int(event["id"])] = int(found.id)
 
 
