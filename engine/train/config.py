@@ -81,6 +81,7 @@ Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"]
 Strategy = Literal["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
 Offload = Literal["none", "optimizer", "all"]
+Tracker = Literal["tensorboard", "wandb", "mlflow"]
 
 _MODULE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -167,7 +168,22 @@ class TrainingSettings(_Section):
     max_length: Int = Field(
         2048, ge=16, le=1_000_000, description="Longest sequence in tokens; longer examples are truncated."
     )
-    packing: bool = Field(False, description="Pack several short examples into each sequence (SFT only).")
+    packing: bool | Literal["auto"] = Field(
+        "auto", description="SFT: pack several examples into each max_length row, padding-free (each example "
+        "attends only to itself): auto = on where the attention implementation keeps examples apart, true, false."
+    )
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto", description="Attention kernel: auto (flash_attention_2 when flash-attn is installed and a GPU is "
+        "present, else sdpa), sdpa, eager or flash_attention_2."
+    )
+    optimizer: Literal["auto", "adamw_torch", "adamw_torch_fused"] = Field(
+        "auto", description="auto (fused AdamW on a GPU, adamw_torch on the CPU), adamw_torch or adamw_torch_fused."
+    )
+    liger_kernel: bool | Literal["auto"] = Field(
+        "auto", description="Liger's fused kernels (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy): auto = on "
+        "when a GPU is present and liger-kernel is installed, true, false."
+    )
+    torch_compile: bool = Field(False, description="Compile the model with torch.compile (slow start, faster steps).")
     gradient_checkpointing: bool = Field(
         True, description="Recompute activations in the backward pass: much less memory, ~30% slower."
     )
@@ -185,6 +201,15 @@ class TrainingSettings(_Section):
         True, description="SFT: compute the loss on assistant replies only (false = on every token)."
     )
 
+
+    @field_validator("packing", "liger_kernel", mode="before")
+    @classmethod
+    def _auto_bool(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in {"auto", "true", "false"}:
+            return {"auto": "auto", "true": True, "false": False}[value.strip().lower()]
+        if not isinstance(value, bool) and value != "auto":
+            raise ValueError("must be true or false")  # or auto, the default
+        return value
 
     @field_validator("max_steps")
     @classmethod
@@ -342,6 +367,11 @@ class RunConfig(_Section):
         False, description="Run Python code shipped with the model (a few architectures need it). "
         "Only for models you trust."
     )
+    report_to: list[Tracker] = Field(
+        default_factory=list, description="Experiment trackers that also receive the metrics: any of tensorboard, "
+        "wandb, mlflow ([] = none; the store always has them). Each writes under the run's job folder "
+        "(wandb honours WANDB_MODE=offline; mlflow uses MLFLOW_TRACKING_URI when set)."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -357,6 +387,8 @@ class RunConfig(_Section):
                     data[key] = {}
             if "devices" in data and data["devices"] is None:
                 data["devices"] = []
+            if "report_to" in data and data["report_to"] is None:
+                data["report_to"] = []
         return data
 
     @field_validator("objective", mode="before")
@@ -403,6 +435,18 @@ class RunConfig(_Section):
             if any(isinstance(v, bool) for v in value):
                 raise ValueError("GPU indices are whole numbers like 0 or 1")
         return value
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_to(cls, value: Any) -> Any:
+        if isinstance(value, str):  # "tensorboard,wandb" from --set or the form; "none" as in transformers
+            value = [p.strip() for p in value.split(",") if p.strip() and p.strip().lower() != "none"]
+        return value
+
+    @field_validator("report_to")
+    @classmethod
+    def _unique_trackers(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
 
     @field_validator("devices")
     @classmethod
@@ -767,7 +811,8 @@ def _parse_value(parts: list[str], raw: str) -> Any:
     annotation = _field_annotation(parts)
     if annotation is str:
         return raw.strip()  # model=1234 stays text
-    if parts[-1] in {"target_modules", "devices", "rewards", "reward_functions"} and not raw.strip().startswith("["):
+    listed = {"target_modules", "devices", "rewards", "reward_functions", "report_to"}
+    if parts[-1] in listed and not raw.strip().startswith("["):
         return raw.strip()  # the field itself splits "q_proj,v_proj" / "0,1"
     try:
         return yaml.safe_load(raw)
@@ -871,7 +916,7 @@ def warnings(cfg: RunConfig) -> list[str]:
         out.append(f"kto.beta: {_num(cfg.kto.beta)} is outside the recommended range 0.01..0.5")
     if cfg.objective == "orpo" and _outside(cfg.orpo.beta, 0.05, 0.5):
         out.append(f"orpo.beta: {_num(cfg.orpo.beta)} is outside the recommended range 0.05..0.5")
-    if cfg.objective != "sft" and t.packing:
+    if cfg.objective != "sft" and t.packing is True:
         out.append(f"training.packing: ignored for {cfg.objective.upper()} (only SFT packs examples)")
     if cfg.strategy != "ddp" and len(cfg.devices) == 1:
         out.append(f"strategy: {cfg.strategy} has no effect on a single device")

@@ -15,6 +15,7 @@ from engine.launch import start_runner
 from engine.model_folder import check_model_folder
 from engine.train.config import RunConfig, dump_yaml, require_complete
 from engine.train.objectives import check_dataset_fit
+from engine.train.trackers import check_trackers
 from store.datasets import find_dataset
 from store.db import Store
 from store.errors import NotFound, Refused
@@ -114,6 +115,7 @@ def queue_run(store: Store, project: str, cfg: RunConfig, *, start: bool = True)
                                          "dataset": cfg.dataset or "demo"})
     require_complete(cfg, "run config")
     check_plan(cfg.model_dump(mode="json"))
+    check_trackers(list(cfg.report_to))
     model_path, model_artifact = resolve_model(store, cfg.model, trust_remote_code=cfg.trust_remote_code)
     with store.read() as session:
         dataset = find_dataset(session, cfg.dataset, project)

@@ -202,10 +202,15 @@ def run_train_job(ctx: JobContext) -> None:
             ctx.log(f"estimated GPU memory {est.get('total_bytes', 0) / 2**30:.1f} GiB")
 
     from engine.train.callback import AlreadyTrained, store_callback
+    from engine.train.trackers import tracker_setup
     from engine.train.trainers import build_trainer
 
     callback = store_callback(ctx)
     args = trainer_args(cfg, ckpt_dir, precision, cuda, bool(val_rows))
+    tracking, lines = tracker_setup(list(cfg.report_to), ctx.job_dir, ctx.job_id)
+    args.update(tracking)
+    for line in lines:
+        ctx.log(line)
     trainer = build_trainer(cfg, model, tokenizer, args, train_rows, val_rows, callback, ctx.config)
     if cfg.objective == "sft":
         from engine.evaluate.perplexity import per_token_eval_loss
