@@ -121,7 +121,12 @@ V4 = [
     "ALTER TABLE jobs ADD COLUMN queue_pos REAL",
 ]
 
-MIGRATIONS: list[list[str]] = [V1, V2, V3, V4]
+V5 = [
+    # the decision guide's answers and verdict (fine-tune, rag or prompting), {} when it was skipped
+    "ALTER TABLE projects ADD COLUMN guide JSON NOT NULL DEFAULT '{}'",
+]
+
+MIGRATIONS: list[list[str]] = [V1, V2, V3, V4, V5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

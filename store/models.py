@@ -39,6 +39,8 @@ class Project(SQLModel, table=True):
     description: str = ""
     created_at: float = Field(default_factory=now)
     updated_at: float = Field(default_factory=now)
+    # the decision guide: {"verdict": fine-tune/rag/prompting, "answers": {...}, "checklist": {...}}; {} if skipped
+    guide: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
 class Dataset(SQLModel, table=True):
