@@ -2,22 +2,49 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from store.errors import AlreadyExists, NotFound, Refused
+from store.errors import AlreadyExists, NotFound, Refused, TunedeckError
 from store.models import Project, now
 from store.names import check_name
 from store.views import PROJECT_SUMMARIES_SQL, ProjectSummary, summaries_from_rows
 
-__all__ = ["ProjectSummary", "create_project", "delete_project", "get_project", "list_projects", "rename_project"]
+__all__ = ["GUIDE_VERDICTS", "ProjectSummary", "check_guide", "create_project", "delete_project", "get_project",
+           "list_projects", "rename_project", "set_project_guide"]
+
+GUIDE_VERDICTS = ("fine-tune", "rag", "prompting")
+"""What the decision guide can conclude: train the model, give it retrieved documents, or prompt it better."""
 
 
-def create_project(session: Session, name: str, description: str = "") -> Project:
-    """Insert a project; AlreadyExists if the name is taken."""
+def create_project(session: Session, name: str, description: str = "", guide: dict[str, Any] | None = None
+                   ) -> Project:  # fmt: skip
+    """Insert a project (with the decision guide's outcome, if given); AlreadyExists if the name is taken."""
     name = _free_name(session, name)
-    return _save(session, Project(name=name, description=description))
+    return _save(session, Project(name=name, description=description, guide=check_guide(guide or {})))
+
+
+def check_guide(guide: dict[str, Any]) -> dict[str, Any]:
+    """`guide` ({} for a skipped guide) if its verdict is one of GUIDE_VERDICTS, else an error saying so."""
+    if not guide:
+        return {}
+    verdict = guide.get("verdict")
+    if verdict not in GUIDE_VERDICTS:
+        raise TunedeckError(f"guide verdict {verdict!r}: expected one of {', '.join(GUIDE_VERDICTS)}")
+    for key in ("answers", "checklist"):
+        if not isinstance(guide.get(key, {}), dict):
+            raise TunedeckError(f"guide {key}: expected a mapping of question to answer, got {guide[key]!r}")
+    return dict(guide)
+
+
+def set_project_guide(session: Session, name: str, guide: dict[str, Any]) -> Project:
+    """Record the decision guide's outcome on project `name` ({} clears it)."""
+    project = get_project(session, name)
+    project.guide, project.updated_at = check_guide(guide), now()
+    return _save(session, project)
 
 
 def rename_project(session: Session, name: str, new_name: str) -> Project:

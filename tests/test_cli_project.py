@@ -162,3 +162,32 @@ def test_demo_creates_project_model_and_data(home: Path) -> None:
     assert all(len(a["sha256"]) == 64 and a["size"] > 0 for a in shown["artifacts_list"])
     again = run_cli("demo", "--json", home=home, timeout=300)  # idempotent: same rows, nothing rebuilt
     assert again.returncode == 0 and json.loads(again.stdout) == info
+
+
+def test_project_create_records_the_guide_verdict_and_show_prints_it(capsys, home: Path) -> None:
+    code, out, _ = cli(capsys, "--home", str(home), "project", "create", "faq", "--guide-verdict", "rag")
+    assert code == 0 and "guide verdict rag" in out
+    code, out, _ = cli(capsys, "--home", str(home), "project", "show", "faq")
+    assert code == 0 and "decision guide: rag" in out
+    code, out, _ = cli(capsys, "--home", str(home), "project", "show", "faq", "--json")
+    assert json.loads(out)["guide"] == {"verdict": "rag", "source": "command line"}
+    cli(capsys, "--home", str(home), "project", "create", "plain")
+    code, out, _ = cli(capsys, "--home", str(home), "project", "show", "plain")
+    assert "decision guide: skipped" in out
+    code, _, err = cli(capsys, "--home", str(home), "project", "create", "x", "--guide-verdict", "train")
+    assert code != 0 and "invalid choice: 'train'" in err
+
+
+def test_store_refuses_a_guide_without_a_known_verdict(store) -> None:
+    from store.errors import TunedeckError
+    from store.projects import create_project, get_project, set_project_guide
+
+    with store.write() as session:
+        create_project(session, "p")
+    for bad, message in (({"verdict": "train"}, "guide verdict 'train': expected one of fine-tune, rag, prompting"),
+                         ({"verdict": "rag", "checklist": ["pii"]}, "guide checklist: expected a mapping")):
+        with pytest.raises(TunedeckError, match=message.replace("(", r"\(")):
+            with store.write() as session:
+                set_project_guide(session, "p", bad)
+    with store.read() as session:
+        assert get_project(session, "p").guide == {}  # nothing half-written

@@ -13,6 +13,8 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p = pverbs.add_parser("create", help="create a project", parents=[common])
     p.add_argument("name")
     p.add_argument("--description", default="", metavar="TEXT")
+    p.add_argument("--guide-verdict", choices=("fine-tune", "rag", "prompting"), default=None,
+                   help="record the decision guide's verdict (the app asks its questions when a project is made)")
     p.add_argument("--json", action="store_true", help="print the new project as JSON")
     p.set_defaults(func=cmd_project_create)
     p = pverbs.add_parser("list", help="list projects with their counts", parents=[common])
@@ -43,14 +45,16 @@ def cmd_project_create(args: argparse.Namespace) -> int:
     from store.projects import create_project, project_summary
 
     store = open_from_args(args)
+    guide = {"verdict": args.guide_verdict, "source": "command line"} if args.guide_verdict else None
     with store.write() as session:
-        name = create_project(session, args.name, args.description).name
+        name = create_project(session, args.name, args.description, guide=guide).name
     with store.read() as session:
         summary = project_summary(session, name)
     if args.json:
-        print_json(summary.to_dict())
+        print_json({**summary.to_dict(), "guide": guide or {}})
     else:
-        print(f"created project {summary.name} (id {summary.id})")
+        verdict = f", guide verdict {args.guide_verdict}" if args.guide_verdict else ""
+        print(f"created project {summary.name} (id {summary.id}{verdict})")
     return 0
 
 
@@ -74,10 +78,11 @@ def cmd_project_show(args: argparse.Namespace) -> int:
 
     from store.datasets import list_datasets
     from store.models import Artifact, Job
-    from store.projects import project_summary
+    from store.projects import get_project, project_summary
 
     with open_from_args(args).read() as session:
         summary = project_summary(session, args.name)
+        guide = dict(get_project(session, args.name).guide or {})
         datasets = list_datasets(session, summary.id)
         jobs = session.exec(select(Job).where(Job.project_id == summary.id).order_by(Job.id.desc())).all()
         artifacts = session.exec(select(Artifact).where(Artifact.project_id == summary.id)).all()
@@ -86,12 +91,14 @@ def cmd_project_show(args: argparse.Namespace) -> int:
         data["datasets_list"] = [d.model_dump() for d in datasets]
         data["jobs"] = [j.model_dump() for j in jobs]
         data["artifacts_list"] = [a.model_dump() for a in artifacts]
+        data["guide"] = guide
         print_json(data)
         return 0
     print(f"project {summary.name} (id {summary.id})")
     if summary.description:
         print(f"  {summary.description}")
     print(f"  created {when(summary.created_at)}, updated {when(summary.updated_at)}")
+    print(f"  decision guide: {guide_text(guide)}")
     print(f"\ndatasets ({len(datasets)})")
     for d in datasets:
         print(f"  {d.id:>4}  {d.name}  {d.format}  train {d.num_train} / val {d.num_val}")
@@ -103,6 +110,17 @@ def cmd_project_show(args: argparse.Namespace) -> int:
     for a in artifacts:
         print(f"  {a.id:>4}  {a.kind:<9} {a.name}  {a.path}")
     return 0
+
+
+def guide_text(guide: dict) -> str:
+    """The decision guide's outcome in one line ("skipped" when there is none)."""
+    if not guide.get("verdict"):
+        return "skipped"
+    checklist = guide.get("checklist") or {}
+    missing = [item for item, done in checklist.items() if not done]
+    if missing:
+        return f"{guide['verdict']}; data checklist open: {', '.join(missing)}"
+    return f"{guide['verdict']}; data checklist done" if checklist else str(guide["verdict"])
 
 
 def cmd_project_rename(args: argparse.Namespace) -> int:
