@@ -21,6 +21,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 test: lint
+	@bash scripts/test_deps.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

