@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Static
 
 from store.db import Store
 from tui.screens._common import ago, clip
+from tui.widgets.live_table import LiveTable
 
 
 def session_rows(store: Store) -> list[tuple[int, str, str, str, str, str]]:
@@ -26,6 +27,10 @@ def session_rows(store: Store) -> list[tuple[int, str, str, str, str, str]]:
          str(s.messages), ago(s.updated_at))
         for s in summaries
     ]  # fmt: skip
+
+
+SESSION_COLUMNS = [("title", "Title"), ("model", "Model"), ("project", "Project"), ("msgs", "Msgs"),
+                   ("updated", "Updated")]
 
 
 class ChatSessionsScreen(ModalScreen[int | None]):
@@ -47,12 +52,10 @@ class ChatSessionsScreen(ModalScreen[int | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="sessions-box"):
             yield Static("[b]Saved chat sessions[/b]")
-            yield DataTable(id="sessions", cursor_type="row")
+            yield LiveTable(SESSION_COLUMNS, id="sessions")  # j/k, / and o/O as in every list
             yield Static("enter reopens · esc closes", classes="hint")
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        table.add_columns("Title", "Model", "Project", "Msgs", "Updated")
         self._read()
 
     @work(thread=True, exit_on_error=False)
@@ -61,9 +64,9 @@ class ChatSessionsScreen(ModalScreen[int | None]):
         self.app.call_from_thread(self._show, rows)
 
     def _show(self, rows: list[tuple[int, str, str, str, str, str]]) -> None:
-        table = self.query_one(DataTable)
-        for sid, *cells in rows:
-            table.add_row(*cells, key=str(sid))
+        table = self.query_one(LiveTable)
+        table.sync([(str(sid), tuple(cells)) for sid, *cells in rows])
+        table.display = True  # a LiveTable starts hidden (app.tcss); the hint says when the list is empty
         if not rows:
             self.query_one(".hint", Static).update("No saved sessions yet · esc closes")
         table.focus()
@@ -73,10 +76,7 @@ class ChatSessionsScreen(ModalScreen[int | None]):
         self.action_open()
 
     def action_open(self) -> None:
-        table = self.query_one(DataTable)
-        if table.row_count == 0:
-            return
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        key = self.query_one(LiveTable).current_key
         if key is not None:
             self.dismiss(int(key))
 

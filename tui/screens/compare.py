@@ -22,6 +22,7 @@ from textual.worker import Worker, WorkerState
 from store.db import Store
 from store.views import CompareRun, compare_runs
 from tui.screens._common import clip
+from tui.widgets.live_table import KeyTable
 from tui.widgets.metric_chart import STYLES, MetricChart, fmt_value
 
 CURVES = [("loss", "train loss"), ("eval_loss", "eval loss"), ("learning_rate", "learning rate"),
@@ -145,7 +146,7 @@ class CompareScreen(Screen[None]):
                     yield Static("", id="curve-legend")
             with TabPane("2 Config diff", id="diff"):
                 yield Static("", id="diff-summary")
-                yield DataTable(id="diff-table", cursor_type="row", zebra_stripes=True)
+                yield KeyTable(id="diff-table", cursor_type="row", zebra_stripes=True)  # j/k move
         yield Footer()
 
     def on_mount(self) -> None:
