@@ -61,13 +61,15 @@ async def loaded(app: TunedeckApp, pilot: Pilot) -> None:
 def test_create_project_with_n(store: Store) -> None:
     async def scenario(app: TunedeckApp, pilot: Pilot) -> None:
         await loaded(app, pilot)
-        assert "No projects yet. Press n to create one." in text(app, "#empty")
+        assert "No projects yet. Press n to create one, or D for the demo project" in text(app, "#empty")
         await pilot.press("n")
         await wait_for(pilot, lambda: isinstance(app.screen, NewProjectDialog), "the form")
         await type_text(pilot, "alpha")
         await pilot.press("tab")
         await type_text(pilot, "first try")
         await pilot.press("enter")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "GuideScreen", "the decision guide")
+        await pilot.press("escape")  # skipped (tests/test_tui_guide.py answers it)
         await wait_for(pilot, lambda: isinstance(app.screen, ProjectsScreen), "the form to close")
         await wait_for(pilot, lambda: table_names(app) == ["alpha"], "alpha in the table")
         assert "first try" in text(app, "#detail")

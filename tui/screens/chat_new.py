@@ -1,7 +1,9 @@
-"""The new-chat form: a GGUF path (with completion) or artifact id, and optionally a second model to compare."""
+"""The new-chat form: one of the project's GGUFs (a list), a GGUF path (with completion) or artifact id, and
+optionally a second model to compare."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label, Static
+from textual.widgets import Input, Label, Select, Static
 
 from tui.screens.forms import SubmitInWorker
 from tui.widgets.path_input import PathInput
@@ -41,6 +43,7 @@ class NewChatDialog(SubmitInWorker, ModalScreen[NewChat | None]):  # for its err
     """Model path (tab completes), optional second model; enter opens the chat (or the comparison)."""
 
     HELP_TITLE = "New chat"
+    AUTO_FOCUS = "#model"
     DEFAULT_CSS = """
     NewChatDialog { align: center middle; }
     """
@@ -48,19 +51,37 @@ class NewChatDialog(SubmitInWorker, ModalScreen[NewChat | None]):  # for its err
         Binding("escape", "cancel", "Cancel", id="new_chat.cancel"),
     ]
 
+    def __init__(self, ggufs: Sequence[tuple[str, str]] = ()) -> None:
+        """`ggufs`: the project's GGUF artifacts as (label, artifact id), newest first; the first is chosen."""
+        super().__init__()
+        self.ggufs = list(ggufs)
+
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Static("New chat", classes="dialog-title")
-            yield Label("Model: a .gguf file, or a gguf/quant artifact's id or name")
+            if self.ggufs:
+                yield Label("Model: one of the project's GGUFs")
+                yield Select(self.ggufs, value=self.ggufs[0][1], allow_blank=True, prompt="none: give one below",
+                             compact=True, id="pick")  # fmt: skip
+                yield Label("or a .gguf file, or a gguf artifact's id or name")
+            else:
+                yield Label("Model: a .gguf file, or a gguf/quant artifact's id or name")
             yield PathInput(placeholder="path/to/model.gguf", id="model", suffixes=GGUF_SUFFIXES)
             yield Label("Compare with (optional): answers side by side")
             yield PathInput(placeholder="leave empty for a plain chat", id="compare", suffixes=GGUF_SUFFIXES)
             yield Static("", id="error", classes="error")
-            yield Static("enter opens · tab completes a path · esc cancels", classes="hint")
+            yield Static("enter opens · tab completes a path · shift+tab: the list · esc cancels", classes="hint")
 
     def on_mount(self) -> None:
         self.show_error("")
+        if self.ggufs:
+            self.query_one("#model", Input).value = self.ggufs[0][1]  # the newest GGUF: enter opens it
         self.query_one("#model", Input).focus()
+
+    @on(Select.Changed, "#pick")
+    def _picked(self, event: Select.Changed) -> None:
+        if event.value is not Select.NULL:
+            self.query_one("#model", Input).value = str(event.value)
 
     @on(Input.Changed)
     def _changed(self) -> None:
@@ -69,6 +90,9 @@ class NewChatDialog(SubmitInWorker, ModalScreen[NewChat | None]):  # for its err
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
         event.stop()
+        self._submit()
+
+    def _submit(self) -> None:
         model = self.query_one("#model", Input).value.strip()
         compare = self.query_one("#compare", Input).value.strip()
         for text, box in ((model, "#model"), (compare, "#compare")):

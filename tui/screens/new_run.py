@@ -23,7 +23,7 @@ from textual.worker import Worker, WorkerState
 
 from store.db import Store
 from store.errors import TunedeckError
-from store.views import run_choices
+from store.views import json_dict, run_choices
 from tui.screens.forms import SubmitInWorker
 from tui.widgets.path_input import PathInput
 
@@ -112,6 +112,17 @@ class Prepared:
     models: list[Any]
     descriptions: dict[str, str] = field(default_factory=dict)
     titles: dict[str, str] = field(default_factory=dict)
+    verdicts: dict[str, str] = field(default_factory=dict)  # dataset name -> its lint verdict (ok/warn/fail)
+
+    def default_dataset(self) -> str:
+        """The newest dataset whose lint did not fail ("" when every one failed: the user picks one)."""
+        return next((d.name for d in self.datasets if self.verdicts.get(d.name) != "fail"), "")
+
+
+def dataset_verdicts(conn: Any, project_id: int) -> dict[str, str]:
+    """Each dataset's lint verdict in project `project_id`, by name."""
+    rows = conn.execute("SELECT name, lint FROM datasets WHERE project_id = ?", (project_id,)).fetchall()
+    return {name: str(json_dict(lint).get("verdict") or "") for name, lint in rows}
 
 
 @dataclass
@@ -158,6 +169,7 @@ def prepare(store: Store, project: str, initial: dict[str, Any] | None) -> Prepa
 
     with store.raw() as conn:
         choices = run_choices(conn, project)
+        verdicts = dataset_verdicts(conn, choices.project_id)
     if initial is not None:
         try:
             base = parse_config(initial).model_dump(mode="python")
@@ -168,10 +180,11 @@ def prepare(store: Store, project: str, initial: dict[str, Any] | None) -> Prepa
         model = ""
         if project == DEMO_PROJECT:
             model = next((m.path for m in choices.models if m.name == DEMO_MODEL), "")
-        dataset = choices.datasets[0].name if choices.datasets else ""
+        # never the newest dataset by default when its lint failed: the newest that did not
+        dataset = Prepared({}, None, choices.datasets, [], verdicts=verdicts).default_dataset()
         preset = "smoke" if project == DEMO_PROJECT else "lora"
         base = preset_config(preset, model=model, dataset=dataset).model_dump(mode="python")
-    return Prepared(base, preset, choices.datasets, choices.models, _descriptions(), dict(PRESET_TITLES))
+    return Prepared(base, preset, choices.datasets, choices.models, _descriptions(), dict(PRESET_TITLES), verdicts)
 
 
 def preset_base(preset: str, model: str, dataset: str, name: str) -> dict[str, Any]:
@@ -362,13 +375,24 @@ class NewRunForm(SubmitInWorker, ModalScreen[int | None]):
     def _set_dataset(self, name: str) -> None:
         prepared = self.prepared
         select = self.query_one("#dataset", Select)
-        options = [(f"{d.name} ({d.format}, {d.num_train:,} train)", d.name) for d in (prepared.datasets if
-                   prepared else ())]  # fmt: skip
+        verdicts = prepared.verdicts if prepared else {}
+        options = [(f"{d.name} ({d.format}, {d.num_train:,} train)" + (" · lint FAILED" if verdicts.get(d.name) ==
+                    "fail" else ""), d.name) for d in (prepared.datasets if prepared else ())]  # fmt: skip
         if name and name not in {value for _, value in options}:
             options.append((name, name))  # a run's dataset given by id, or one deleted since
         select.set_options(options)
-        select.value = name if name else (options[0][1] if options else Select.NULL)
-        hint = "" if options else "none yet: import one on the Datasets tab (i)"
+        fallback = prepared.default_dataset() if prepared else ""
+        select.value = name or fallback or Select.NULL
+        failed = [d.name for d in (prepared.datasets if prepared else ()) if verdicts.get(d.name) == "fail"]
+        if not options:
+            hint = "none yet: import one on the Datasets tab (i)"
+        elif not name and not fallback:
+            hint = "every dataset failed its lint: pick one knowingly, or fix and import again"
+        elif failed:
+            hint = f"lint failed, not chosen by default: {', '.join(failed[:3])}" + (
+                f" +{len(failed) - 3} more" if len(failed) > 3 else "")
+        else:
+            hint = ""
         self.query_one("#dataset-hint", Static).update(hint)
 
     def _preset_hint(self, preset: str | None) -> None:

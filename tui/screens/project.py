@@ -110,6 +110,8 @@ class ProjectData:
     imports: dict[int, DatasetItem] = field(default_factory=dict)  # every import job read, by job id
     runs: dict[str, RunRow] = field(default_factory=dict)  # the Runs tab's rows, by key
     models: dict[str, ModelItem] = field(default_factory=dict)  # the Models tab's rows, by key
+    ggufs: list[tuple[str, str]] = field(default_factory=list)  # (label, artifact id) the new-chat form offers
+    guide: dict[str, Any] = field(default_factory=dict)  # the decision guide's outcome ({} when skipped)
 
 
 def _first_problem(lint: dict[str, Any]) -> str:
@@ -194,17 +196,27 @@ def artifact_rows(artifacts: list[Any], home: Path | None = None) -> list[tuple[
     return rows
 
 
+def gguf_choices(artifacts: list[Any]) -> list[tuple[str, str]]:
+    """The project's GGUF artifacts, newest first, as (label, artifact id) for a Select."""
+    from tui.widgets.names import middle_clip
+
+    ggufs = sorted((a for a in artifacts if a.kind == "gguf"), key=lambda a: a.id, reverse=True)
+    return [(f"{middle_clip(a.name, 40)} · {size_text(a.size)} · #{a.id}", str(a.id)) for a in ggufs]
+
+
 def _load(store: Store, name: str) -> ProjectData:
     with store.raw() as conn:
         project = project_contents(conn, name)
         runs = project_runs(conn, project.id)
+        guide = json_dict(conn.execute("SELECT guide FROM projects WHERE id = ?", (project.id,)).fetchone()[0])
     datasets, jobs, artifacts, chats = project.datasets, project.jobs, project.artifacts, project.chats
-    data = ProjectData(project.name, project.description)
+    data = ProjectData(project.name, project.description, guide=guide)
     data.rows["datasets"], data.datasets, data.imports = _dataset_rows(datasets, jobs)
     now = time.time()
     data.runs = {str(r.id): r for r in runs}
     data.rows["runs"] = [(str(r.id), run_cells(r, now)) for r in runs]
     data.rows["artifacts"] = artifact_rows(artifacts, store.home)
+    data.ggufs = gguf_choices(artifacts)
     data.rows["models"], data.models = model_rows(jobs, artifacts)
     data.rows["chat"] = [
         (
@@ -336,7 +348,12 @@ class ProjectScreen(Screen[None]):
         if data is None:
             return
         description = self.query_one("#description", Static)
-        description.update(escape(data.description) if data.description else "[dim]no description[/dim]")
+        from tui.screens.guide import guide_summary
+
+        text = escape(data.description) if data.description else "[dim]no description[/dim]"
+        if summary := guide_summary(data.guide):
+            text += f" · [b]{escape(summary)}[/b]"
+        description.update(text)
         for tab_id, _ in TABS:
             rows = data.rows.get(tab_id, [])
             if tab_id == "runs":
@@ -709,7 +726,8 @@ class ProjectScreen(Screen[None]):
         """c: pick a GGUF model (and optionally a second one to compare) and open the chat."""
         from tui.screens.chat_new import NewChatDialog
 
-        self.app.push_screen(NewChatDialog(), self._open_new_chat)
+        ggufs = self.data.ggufs if self.data is not None else []
+        self.app.push_screen(NewChatDialog(ggufs), self._open_new_chat)
 
     def _open_new_chat(self, choice: Any) -> None:
         if choice is None:

@@ -19,7 +19,8 @@ from tui.screens._common import ago, clip
 from tui.screens.dialogs import ConfirmDeleteDialog, NewProjectDialog
 from tui.widgets.live_table import LiveTable, TableFilter
 
-NO_PROJECTS = "No projects yet. Press [b]n[/b] to create one."
+NO_PROJECTS = ("No projects yet. Press [b]n[/b] to create one, or [b]D[/b] for the demo project: a tiny local "
+               "model learning a small task on the CPU in minutes (the same as `tunedeck demo`).")
 NAME_WIDTH = 24
 COLUMNS = [
     ("name", "Name"),
@@ -34,6 +35,12 @@ COLUMNS = [
 def _load(store: Store) -> list[ProjectSummary]:
     with store.raw() as conn:
         return project_summaries(conn)
+
+
+def _make_demo(store: Store) -> dict:
+    from engine.demo_project import ensure_demo_project  # torch builds the tiny model: in this worker only
+
+    return ensure_demo_project(store)
 
 
 def _delete(store: Store, name: str, force: bool) -> str:
@@ -59,6 +66,7 @@ class ProjectsScreen(Screen[None]):
         # Priority, so that enter opens the highlighted project from the filter box too.
         Binding("enter", "open_project", "Open", priority=True, id="projects.open_project"),
         Binding("d", "delete_project", "Delete", id="projects.delete_project"),
+        Binding("D", "demo", "Demo project", show=False, id="projects.demo"),  # offered by the empty list's line
         Binding("slash", "filter", "Filter", id="projects.filter"),
         Binding("escape", "clear_filter", "Clear filter", show=False, id="projects.clear_filter"),
     ]
@@ -116,6 +124,16 @@ class ProjectsScreen(Screen[None]):
                 self._show()
             elif event.state == WorkerState.ERROR:
                 self._report(f"Could not read projects: {worker.error}")
+        elif worker.group == "demo":
+            if event.state == WorkerState.SUCCESS:
+                result = worker.result
+                job = result.get("import_job_id")
+                note = f"; its dataset imports as job {job}" if job is not None else ""
+                self.notify(f"Demo project {result['project']} ready{note}. Open it and press n for a run.")
+                self._select_name = str(result["project"])
+                self.reload()
+            elif event.state == WorkerState.ERROR:
+                self.notify(f"Could not make the demo project: {worker.error}", title="No demo", severity="error")
         elif worker.group == "delete":
             if event.state == WorkerState.SUCCESS:
                 self.notify(f"Deleted project {worker.result}.")
@@ -219,12 +237,28 @@ class ProjectsScreen(Screen[None]):
     def _created(self, name: str | None) -> None:
         if not name:
             return
+        from tui.screens.guide import GuideScreen
+
+        # the decision guide first (esc skips it); the new project is selected either way
+        self.app.push_screen(GuideScreen(self.store, name), partial(self._guided, name))
         self.notify(f"Created project {name}.")
         needle = self.query_one("#projects", LiveTable).filter_text
         if needle and needle.lower() not in name.lower():
             self.action_clear_filter()
         self._select_name = name
         self.reload()
+
+    def action_demo(self) -> None:
+        """D: build the demo project (model, data, import job) in a thread; the list stays live meanwhile."""
+        if any(w.group == "demo" and not w.is_finished for w in self.workers):
+            self.notify("The demo project is being made already.")
+            return
+        self.notify("Making the demo project: a tiny model and its data (a few seconds)…")
+        self.run_worker(partial(_make_demo, self.store), group="demo", thread=True, exit_on_error=False)
+
+    def _guided(self, name: str, guide: dict | None) -> None:
+        if guide:
+            self.notify(f"{name}: the guide says {guide['verdict']} (shown on the project screen).")
 
     def action_open_project(self) -> None:
         project = self.current_project
