@@ -81,11 +81,11 @@ def key_actions(screen: Screen) -> list[KeyAction]:
     focused = screen.focused
     widget: list[KeyAction] = []
     taken: set[str] = set()
-    if focused is not None and type(focused).__module__.startswith(OWN_PACKAGE):
+    # A widget with a help title of its own (the tables) has its keys listed first; others' keys act for the screen.
+    if focused is not None and type(focused).__module__.startswith(OWN_PACKAGE) and getattr(focused, "HELP_TITLE", ""):
         widget_bindings = own_bindings(focused)
         taken = {binding.key for binding in widget_bindings}
-        widget = _group(getattr(focused, "HELP_TITLE", "") or "Focused " + type(focused).__name__, focused,
-                        widget_bindings)  # fmt: skip
+        widget = _group(focused.HELP_TITLE, focused, widget_bindings)  # type: ignore[attr-defined]
     mine = [binding for binding in own_bindings(screen) if binding.key not in taken]
     taken |= {binding.key for binding in mine}
     app_bindings = [binding for binding in own_bindings(app) if binding.key not in taken]
