@@ -21,6 +21,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "scheduler": "constant",
             "warmup": 0.0,
             "max_length": 128,
+            "packing": False,  # a smoke step stays a few examples (packed, each step would fill max_length rows)
             "gradient_checkpointing": False,
             "logging_steps": 1,
             "save_steps": 4,

@@ -65,15 +65,19 @@ def _dtype(name: str) -> Any:
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
 
 
-def load_model(cfg: RunConfig, model_path: str, precision: str, cuda: bool) -> tuple[Any, Any]:
+def load_model(cfg: RunConfig, model_path: str, precision: str, cuda: bool,
+               attn_implementation: str | None = None) -> tuple[Any, Any]:
     """The tokenizer and the (possibly 4-bit, possibly LoRA-wrapped) model to train: a causal LM, or for a reward
-    model the same network with a one-output sequence-classification head."""
+    model the same network with a one-output sequence-classification head (attention kernel as resolved by
+    engine.train.speed; None = the library's default)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code, "dtype": _dtype(precision)}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
     if cfg.method == "qlora":
         from transformers import BitsAndBytesConfig
 
@@ -112,7 +116,8 @@ def load_model(cfg: RunConfig, model_path: str, precision: str, cuda: bool) -> t
     return tokenizer, get_peft_model(model, lora)
 
 
-def load_checked(cfg: RunConfig, model_path: str, precision: str, cuda: bool) -> tuple[Any, Any]:
+def load_checked(cfg: RunConfig, model_path: str, precision: str, cuda: bool,
+                 attn_implementation: str | None = None) -> tuple[Any, Any]:
     """`load_model`, after checking a local folder again (it may have changed since the run was queued). A model
     that still fails to load ends the job with one line naming it; the traceback goes to the job's log."""
     import traceback
@@ -122,7 +127,7 @@ def load_checked(cfg: RunConfig, model_path: str, precision: str, cuda: bool) ->
     if Path(model_path).is_dir():
         check_model_folder(Path(model_path), trust_remote_code=cfg.trust_remote_code)
     try:
-        return load_model(cfg, model_path, precision, cuda)
+        return load_model(cfg, model_path, precision, cuda, attn_implementation)
     except Exception as exc:
         if isinstance(exc, TunedeckError) or is_oom(exc):
             raise
@@ -186,10 +191,14 @@ def run_train_job(ctx: JobContext) -> None:
     ctx.log(f"{cfg.objective}/{cfg.method} on {ctx.config['model_path']} with dataset {folder.name} "
             f"({len(train_rows)} train, {len(val_rows)} val), precision {precision}, "
             f"{'cuda' if cuda else 'cpu'}" + (f"; resuming from {resume.name}" if resume else ""))
+    from engine.train.speed import detect_speed
+
+    speed = detect_speed(cfg, cuda)
+    ctx.log(speed.log_line())
     from transformers import set_seed
 
     set_seed(cfg.training.seed)  # LoRA's A matrices are drawn when the model is wrapped, before the Trainer seeds
-    tokenizer, model = load_checked(cfg, ctx.config["model_path"], precision, cuda)
+    tokenizer, model = load_checked(cfg, ctx.config["model_path"], precision, cuda, speed.attn_implementation)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     four_bit = sum(1 for m in model.modules() if type(m).__name__ == "Linear4bit")
     ctx.log(f"model loaded: {trainable:,} trainable parameters" + (f", {four_bit} Linear4bit layers "
@@ -202,6 +211,7 @@ def run_train_job(ctx: JobContext) -> None:
             ctx.log(f"estimated GPU memory {est.get('total_bytes', 0) / 2**30:.1f} GiB")
 
     from engine.train.callback import AlreadyTrained, store_callback
+    from engine.train.speed import sft_packing_args, speed_args
     from engine.train.trackers import tracker_setup
     from engine.train.trainers import build_trainer
 
@@ -209,9 +219,11 @@ def run_train_job(ctx: JobContext) -> None:
     args = trainer_args(cfg, ckpt_dir, precision, cuda, bool(val_rows))
     tracking, lines = tracker_setup(list(cfg.report_to), ctx.job_dir, ctx.job_id)
     args.update(tracking)
+    args.update(speed_args(speed))
     for line in lines:
         ctx.log(line)
-    trainer = build_trainer(cfg, model, tokenizer, args, train_rows, val_rows, callback, ctx.config)
+    trainer = build_trainer(cfg, model, tokenizer, args, train_rows, val_rows, callback, ctx.config,
+                            sft_args=sft_packing_args(speed))
     if cfg.objective == "sft":
         from engine.evaluate.perplexity import per_token_eval_loss
 
@@ -236,7 +248,7 @@ def run_train_job(ctx: JobContext) -> None:
         record_measured(ctx.store, ctx.job_id, peak_memory_mb())
     try:
         with writing(ctx.job_dir / "output", "the checkpoints are kept"):
-            _finish(ctx, cfg, trainer, tokenizer, bool(val_rows))
+            _finish(ctx, cfg, trainer, tokenizer, bool(val_rows), speed.result())
     except BaseException:
         shutil.rmtree(ctx.job_dir / ".output-tmp", ignore_errors=True)
         raise
@@ -271,7 +283,8 @@ def merge_reward_adapter(folder: Path, pad_token_id: int | None, trust_remote_co
     merged.save_pretrained(str(folder))
 
 
-def _finish(ctx: JobContext, cfg: RunConfig, trainer: Any, tokenizer: Any, has_eval: bool) -> None:
+def _finish(ctx: JobContext, cfg: RunConfig, trainer: Any, tokenizer: Any, has_eval: bool,
+            speed: dict[str, Any] | None = None) -> None:
     from engine.artifacts import register_artifact
     from engine.tokenizer_files import write_added_tokens_decoder
     from store.metrics import upsert_metrics
@@ -319,6 +332,6 @@ def _finish(ctx: JobContext, cfg: RunConfig, trainer: Any, tokenizer: Any, has_e
                   "dataset_hash": ctx.config.get("dataset_hash"), "method": cfg.method,
                   "objective": cfg.objective, "steps": step, **final},
         )
-    ctx.set_result(artifact_id=artifact.id, steps=step, processes=trainer.args.world_size, **final)
+    ctx.set_result(artifact_id=artifact.id, steps=step, processes=trainer.args.world_size, **(speed or {}), **final)
     shown = ", ".join(f"{k} {v:.4f}" for k, v in final.items())
     ctx.log(f"saved {kind} to {out} (artifact {artifact.id})" + (f": {shown}" if shown else ""))

@@ -52,8 +52,10 @@ def grpo_rewards(cfg: RunConfig, job_config: dict[str, Any]) -> tuple[list[Any],
 
 
 def build_trainer(cfg: RunConfig, model: Any, tokenizer: Any, args: dict[str, Any], train_rows: list[dict[str, Any]],
-                  val_rows: list[dict[str, Any]], callback: Any, job_config: dict[str, Any]) -> Any:
-    """The TRL trainer for `cfg.objective` (args: the shared TrainingArguments keywords of `trainer_args`)."""
+                  val_rows: list[dict[str, Any]], callback: Any, job_config: dict[str, Any],
+                  sft_args: dict[str, Any] | None = None) -> Any:
+    """The TRL trainer for `cfg.objective` (args: the shared TrainingArguments keywords of `trainer_args`; sft_args:
+    SFTConfig's packing keywords, engine.train.speed.sft_packing_args)."""
     from engine.train.data import kto_rows, preference_rows, prompt_rows, sft_features
 
     common = {"processing_class": tokenizer, "callbacks": [callback]}
@@ -66,8 +68,8 @@ def build_trainer(cfg: RunConfig, model: Any, tokenizer: Any, args: dict[str, An
         if not train:
             raise TunedeckError("no training example has an assistant token left within max_length")
         train_ds, eval_ds = _datasets(train, val)
-        return SFTTrainer(model=model, args=SFTConfig(packing=t.packing, **args), train_dataset=train_ds,
-                          eval_dataset=eval_ds, **common)
+        config = SFTConfig(**{"packing": False, **(sft_args or {}), **args})
+        return SFTTrainer(model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds, **common)
     if objective == "dpo":
         from trl import DPOConfig, DPOTrainer
 
