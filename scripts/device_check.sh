@@ -13,6 +13,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PY:-$ROOT/.venv/bin/python}
 HOME_DIR=$(mktemp -d)/home
 export TUNEDECK_HOME=$HOME_DIR
+# Offline on CUDA with the `kernels` package installed, transformers 5.25 fetches hub kernels (kernels-community/
+# rotary) and fails ("not available in the local cache"); seen on the lent H200. Off unless asked for.
+export USE_HUB_KERNELS=${USE_HUB_KERNELS:-NO}
 nvidia-smi -L || { echo "device_check: no NVIDIA GPU" >&2; exit 1; }
 "$PY" -c 'import torch; assert torch.cuda.is_available(), "torch has no CUDA"; print("torch", torch.__version__, torch.cuda.get_device_name(0))'
 "$PY" -m tui.cli demo >/dev/null
