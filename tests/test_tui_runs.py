@@ -431,3 +431,22 @@ def test_downsample_keeps_each_columns_min_and_max() -> None:
     assert np.all(np.diff(dx) >= 0)  # still in step order
     short_x, short_y = downsample(x[:50], y[:50], 150)
     assert len(short_x) == 50 and np.array_equal(short_y, y[:50])  # short series come back as they are
+
+
+def test_config_tab_names_the_speed_choices_the_engine_made() -> None:
+    """The engine records its speed choices (engine.train.speed) in the result as the run starts; the Config tab
+    shows them, and shows nothing for a run that has not chosen yet."""
+    from store.views import RunDetail
+    from tui.screens.run import config_text
+
+    def detail(result: dict) -> RunDetail:
+        return RunDetail(id=1, project="p", kind="train", name="r", status="running", step=3, total_steps=10,
+                         progress=0.3, error=None, log_path=None, slot="cpu", cancel_requested=False,
+                         config={"run_yaml": "name: r\n"}, result=result, created_at=0.0, started_at=0.0,
+                         finished_at=None, heartbeat_at=None, updated_at=0.0)
+
+    chosen = {"attn_implementation": "sdpa", "optimizer": "adamw_torch", "packing": True, "liger_kernel": False,
+              "torch_compile": False}
+    text = config_text(detail(chosen))
+    assert "# chosen: attention sdpa, optimizer adamw_torch, packing on, liger off, torch.compile off" in text
+    assert "chosen:" not in config_text(detail({}))

@@ -195,6 +195,7 @@ def run_train_job(ctx: JobContext) -> None:
 
     speed = detect_speed(cfg, cuda)
     ctx.log(speed.log_line())
+    ctx.set_result(**speed.result())  # shown by the run screen while the run trains, not only once it ends
     from transformers import set_seed
 
     set_seed(cfg.training.seed)  # LoRA's A matrices are drawn when the model is wrapped, before the Trainer seeds

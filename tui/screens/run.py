@@ -166,7 +166,24 @@ def config_text(detail: RunDetail) -> str:
     for key, label in (("model_path", "model path"), ("dataset_id", "dataset id"), ("dataset_hash", "dataset hash")):
         if config.get(key) not in (None, ""):
             extra.append(f"# {label}: {config[key]}")
+    speed = speed_line(detail.result)
+    if speed:
+        extra.append(f"# {speed}")
     return text.rstrip("\n") + ("\n\n" + "\n".join(extra) if extra else "") + "\n"
+
+
+SPEED_FIELDS = (("attn_implementation", "attention"), ("optimizer", "optimizer"), ("packing", "packing"),
+                ("liger_kernel", "liger"), ("torch_compile", "torch.compile"))
+
+
+def speed_line(result: dict[str, Any]) -> str:
+    """What the engine chose for the run's speed settings (engine.train.speed), as one line; '' before it chose."""
+    shown = []
+    for key, label in SPEED_FIELDS:
+        if key in result:
+            value = result[key]
+            shown.append(f"{label} {('on' if value else 'off') if isinstance(value, bool) else value}")
+    return "chosen: " + ", ".join(shown) if shown else ""
 
 
 # ----------------------------------------------------------------------------- dialogs
