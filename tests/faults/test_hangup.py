@@ -91,6 +91,7 @@ def test_run_survives_hangup_and_a_killed_tui_and_a_new_tui_reattaches(home: Pat
                                                                          fault_summary: list[str]) -> None:
     assert run_cli("demo", home=home, timeout=600).returncode == 0
     outcomes: dict[str, bool] = {"SIGHUP to the starting process group": False, "TUI killed": False}
+    job_id: int | None = None
     try:
         # 1. The CLI that queued the run, waiting on it in its own process group (like a terminal's), is hung up.
         cli = subprocess.Popen(
@@ -101,7 +102,6 @@ def test_run_survives_hangup_and_a_killed_tui_and_a_new_tui_reattaches(home: Pat
             start_new_session=True,
         )
         deadline = time.time() + 300
-        job_id = None
         while job_id is None:
             assert time.time() < deadline, "the run never started"
             runs = json.loads(run_cli("run", "list", "--json", home=home).stdout)
@@ -133,6 +133,8 @@ def test_run_survives_hangup_and_a_killed_tui_and_a_new_tui_reattaches(home: Pat
         survived = sum(outcomes.values())
         fault_summary.append(f"hang-up ({', '.join(outcomes)}): trials {len(outcomes)}, survived {survived}, "
                              f"lost {len(outcomes) - survived}")
+        if survived < len(outcomes) and job_id is not None:  # a failed trial must not leave its run training
+            run_cli("run", "cancel", str(job_id), home=home)
     assert run_cli("run", "cancel", str(job_id), home=home).returncode == 0
     deadline = time.time() + 120
     while (run := _show(home, job_id))["status"] == "running":
