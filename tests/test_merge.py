@@ -445,9 +445,13 @@ def test_merge_job_dtypes_and_qlora(store: Any, models: dict[str, Path], method:
     reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(models["base"])),
                                           str(models["lora1"]))
     got = _logits(AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32), tokenizer)
-    diff = (_logits(reference, tokenizer) - got).abs().max().item()
-    print(f"{method} {dtype}: max logit diff {diff:.2e}")
-    assert diff < (1e-4 if dtype == "fp32" else 0.1)
+    want = _logits(reference, tokenizer)
+    diff = (want - got).abs().max().item()
+    scale = want.abs().max().item()
+    print(f"{method} {dtype}: max logit diff {diff:.2e} (largest logit {scale:.2f})")
+    # bf16 keeps 8 bits of mantissa (relative step 2^-8 ~ 0.4%); through the layers the logits move by a few times
+    # that, relative to their size: an absolute bar fails whenever the logits are large
+    assert diff < (1e-4 if dtype == "fp32" else 0.02 * scale)
 
 
 @pytest.mark.parametrize("method", ["linear", "ties", "slerp", "dare_ties"])
