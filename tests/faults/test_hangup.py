@@ -100,6 +100,8 @@ def test_run_survives_hangup_and_a_killed_tui_and_a_new_tui_reattaches(home: Pat
              "--set", "name=survivor", "--wait"],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True,
+            # a shell's child hears SIGHUP; under nohup the suite would hand it SIG_IGN and the CLI would never end
+            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
         )
         deadline = time.time() + 300
         while job_id is None:
