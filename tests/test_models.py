@@ -241,6 +241,7 @@ def test_hub_download_into_the_cache_keeps_fetched_files(home: Path, tmp_path: P
         assert proc.returncode == 1 and first["status"] == "failed" and "download stopped" in first["error"], first
         assert "add it again to fetch the rest" in first["error"]
         fetched = sorted(set(hub.gets))
+        first_gets = len(hub.gets)
         second = _ok("model", "add", "p", "tiny/llama", "--wait", home=home, env=env)
     finally:
         hub.server.shutdown()
@@ -253,8 +254,11 @@ def test_hub_download_into_the_cache_keeps_fetched_files(home: Path, tmp_path: P
     assert shown["path"] == str(snapshot) and (snapshot / "model.safetensors").read_bytes() == \
         (demo_model_dir / "model.safetensors").read_bytes()
     assert shown["meta"]["source"] == "tiny/llama" and shown["meta"]["source_sha"] == "c" * 40
-    # the byte counts the progress bar is drawn from: this time only the weights were fetched
-    size = (demo_model_dir / "model.safetensors").stat().st_size
+    # the byte counts the progress bar is drawn from: this time only what the first try lacked (the weights, and
+    # any file its cut cancelled before it started: huggingface_hub cancels the queued downloads on a failure)
+    again = hub.gets[first_gets:]
+    assert "model.safetensors" in again and not set(again) & (set(fetched) - {"model.safetensors"})
+    size = sum((demo_model_dir / name).stat().st_size for name in again)
     assert f"tiny/llama: fetched {size:,} bytes" in Path(second["log_path"]).read_text()
 
 

@@ -14,7 +14,7 @@ from engine.cluster import slurm
 from engine.cluster.events import EventReader
 from engine.jobrun import job_dir
 from store.db import Store
-from store.errors import IllegalTransition, Refused, TunedeckError
+from store.errors import IllegalTransition, TunedeckError
 from store.home import subdir
 from store.jobs import get_job, heartbeat, set_result, transition
 from store.metrics import upsert_metrics
@@ -35,14 +35,7 @@ def queue_cluster_run(store: Store, project: str, cfg: Any, opts: slurm.ClusterO
 
     opts.check()
     slurm.require_commands()
-    job_id = queue_run(store, project, cfg, start=False)
-    with store.write() as session:
-        job = get_job(session, job_id)
-        if job.status != JobStatus.queued.value:  # a local runner of its slot took it in that instant
-            raise Refused(f"run {job_id} was started by the local runner before it could go to SLURM")
-        job.slot = slurm.SLOT
-        job.config = {**job.config, "cluster": opts.to_config()}
-        session.add(job)
+    job_id = queue_run(store, project, cfg, start=False, slot=slurm.SLOT, extra={"cluster": opts.to_config()})
     start_runner(store.home, slurm.SLOT)
     return job_id
 

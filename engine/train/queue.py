@@ -100,8 +100,11 @@ def grpo_inputs(store: Store, project_id: int, cfg: RunConfig) -> dict[str, Any]
     return out
 
 
-def queue_run(store: Store, project: str, cfg: RunConfig, *, start: bool = True) -> int:
-    """Validate a run against the store, queue a `train` job and start its runner; returns the job id."""
+def queue_run(store: Store, project: str, cfg: RunConfig, *, start: bool = True, slot: str | None = None,
+              extra: dict[str, Any] | None = None) -> int:
+    """Validate a run against the store, queue a `train` job and start its runner; returns the job id.
+    `slot` overrides the runner slot (a cluster run goes to `slurm`) and `extra` adds keys to the job's config,
+    both in the insert itself, so no local runner can take the job in between."""
     from sqlmodel import select
 
     from store.models import Artifact
@@ -126,9 +129,9 @@ def queue_run(store: Store, project: str, cfg: RunConfig, *, start: bool = True)
     config: dict[str, Any] = {
         "run": cfg.model_dump(mode="json"), "run_yaml": dump_yaml(cfg), "project_id": project_row.id,
         "dataset_id": dataset.id, "dataset_path": dataset.path, "dataset_hash": dataset.content_hash,
-        "model_path": model_path, "model_artifact_id": model_artifact, **rewards,
+        "model_path": model_path, "model_artifact_id": model_artifact, **rewards, **(extra or {}),
     }
-    slot = gpu_slot(cfg)
+    slot = slot or gpu_slot(cfg)
     with store.write() as session:
         job_id = create_job(session, project_row.id, "train", config, name=cfg.name, slot=slot).id
     if start:
