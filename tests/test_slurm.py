@@ -219,7 +219,22 @@ def _job(home: Path, job_id: int) -> dict:
         return dict(conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
 
-def _wait(home: Path, job_id: int, until, what: str, timeout: float = 600) -> dict:
+def _slurm_report() -> str:
+    """What SLURM says of its node and jobs, and its controller's last words: for a wait that timed out."""
+    out = []
+    for argv in (["sinfo", "-N", "-o", "%N %T %E"], ["squeue", "-o", "%i %T %r %M"],
+                 ["scontrol", "show", "job", "-o"]):
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        out.append(f"$ {' '.join(argv)}\n{done.stdout.strip()}{done.stderr.strip()}")
+    conf = Path(os.environ.get("SLURM_CONF", "/nonexistent"))
+    for name in ("slurmctld.log", "slurmd.log"):
+        log = conf.parent / name
+        if log.exists():
+            out.append(f"{name}:\n" + "\n".join(log.read_text().splitlines()[-25:]))
+    return "\n".join(out)
+
+
+def _wait(home: Path, job_id: int, until, what: str, timeout: float = 240) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = _job(home, job_id)
@@ -227,7 +242,7 @@ def _wait(home: Path, job_id: int, until, what: str, timeout: float = 600) -> di
             return job
         time.sleep(0.3)
     log = (home / "jobs" / str(job_id) / "job.log").read_text()[-3000:]
-    raise AssertionError(f"job {job_id} never {what}: {job['status']} {job['error']}\n{log}")
+    raise AssertionError(f"job {job_id} never {what}: {job['status']} {job['error']}\n{log}\n{_slurm_report()}")
 
 
 def _points(home: Path, job_id: int, name: str) -> list[tuple[int, float, float]]:
@@ -345,6 +360,7 @@ def _interrupted(home: Path, job_id: int, how: str) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # three submissions, each waited for up to 240 s
 def test_killed_jobs_are_interrupted_and_resumed_to_completion(demo_home: Path) -> None:
     """kill -9 of the engine under slurmstepd (a node dying under it: no goodbye), then SLURM's own
     `scancel --signal=KILL` (SLURM terminates the job: TERM, then KILL): each leaves the run interrupted,
