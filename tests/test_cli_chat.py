@@ -72,7 +72,7 @@ def test_one_answer_streamed_as_text(home: Path, smollm: Path) -> None:
 
 def test_prompt_loop_reads_stdin_until_eof(home: Path, smollm: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "--home", str(home), "chat", str(smollm), "--temperature", "0",
+        [sys.executable, "-m", "cli", "--home", str(home), "chat", str(smollm), "--temperature", "0",
          "--max-tokens", "40", "--json", *ONE_THREAD],
         input=f"{PROMPT}\n\nAnd the capital of France?\n", capture_output=True, text=True, timeout=120, cwd=ROOT,
     )  # fmt: skip

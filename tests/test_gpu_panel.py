@@ -279,7 +279,7 @@ def test_panel_with_injected_gpus_at_80x24(store: Store) -> None:
 
 
 def test_startup_does_not_import_pynvml_or_the_gpu_engine() -> None:
-    code = ("import sys, tui.cli, tui.app, tui.screens.gpu, tui.commands.gpu\n"
+    code = ("import sys, cli.main, tui.app, tui.screens.gpu, cli.gpu\n"
             "print(sorted(m for m in sys.modules if m == 'pynvml' or m.startswith('engine')))")  # fmt: skip
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr

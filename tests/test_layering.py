@@ -43,17 +43,17 @@ def _files(package: str) -> list[Path]:
 
 @pytest.mark.parametrize("path", _files("store"), ids=str)
 def test_store_imports_nothing_above_it(path: Path) -> None:
-    bad = {m for m, _ in _imports(path) if m in {"engine", "tui"} | HEAVY}
+    bad = {m for m, _ in _imports(path) if m in {"engine", "tui", "cli", "core"} | HEAVY}
     assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
 
 
 @pytest.mark.parametrize("path", _files("engine"), ids=str)
 def test_engine_never_imports_tui(path: Path) -> None:
-    bad = {m for m, top in _imports(path) if m == "tui" or (top and m in HEAVY)}
+    bad = {m for m, top in _imports(path) if m in {"tui", "cli"} or (top and m in HEAVY)}
     assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)} (heavy imports go inside functions)"
 
 
-@pytest.mark.parametrize("path", _files("tui"), ids=str)
+@pytest.mark.parametrize("path", _files("tui") + _files("cli") + _files("core"), ids=str)
 def test_tui_imports_engine_and_heavy_only_in_functions(path: Path) -> None:
     bad = {m for m, top in _imports(path) if top and m in HEAVY | {"engine"}}
     assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)} at module level"
@@ -69,7 +69,7 @@ def test_checker_sees_violations(tmp_path: Path) -> None:
 def test_startup_imports_nothing_heavy() -> None:
     """Importing the CLI, the app and every screen loads no ML library and no engine module."""
     code = (
-        "import sys, pkgutil, importlib, tui, tui.cli, tui.app\n"
+        "import sys, pkgutil, importlib, tui, cli.main, tui.app\n"
         "import tui.screens\n"
         "for m in pkgutil.walk_packages(tui.screens.__path__, 'tui.screens.'): importlib.import_module(m.name)\n"
         "import store.db, store.projects, store.jobs\n"
@@ -87,7 +87,7 @@ def test_startup_defers_sqlalchemy() -> None:
     This keeps `tunedeck` within 1.5x of a bare Textual app (scripts/bench/startup.py).
     """
     code = (
-        "import sys, tui.cli, tui.app, store.db, store.views\n"
+        "import sys, cli.main, tui.app, store.db, store.views\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'sqlalchemy', 'sqlmodel'}))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)

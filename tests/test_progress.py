@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import random
 
-from tui.progress import EtaEstimator, ProgressView, eta_text, job_estimator, observe_job
+from core.progress import EtaEstimator, ProgressView, eta_text, job_estimator, observe_job
 
 STEPS = 600
 STEP_S = 2.0
@@ -117,7 +117,7 @@ def _selftest_job(store, steps: int, seconds: float) -> int:
 
 
 def test_wait_prints_plain_periodic_lines_without_a_terminal(store, capsys, monkeypatch) -> None:
-    from tui.commands import jobs
+    from cli import job as jobs
 
     monkeypatch.setattr(jobs, "PLAIN_EVERY_S", 0.5)
     job_id = _selftest_job(store, steps=10, seconds=4.0)
@@ -151,7 +151,7 @@ class _Tty:
 
 
 def test_wait_rewrites_one_line_on_a_terminal(store, monkeypatch) -> None:
-    from tui.commands import jobs
+    from cli import job as jobs
 
     tty = _Tty()
     monkeypatch.setattr("sys.stderr", tty)

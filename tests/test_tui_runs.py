@@ -278,7 +278,7 @@ def test_cli_run_shows_live_and_again_in_a_new_app_then_cancels(demo: Demo) -> N
         project = await open_project(app, pilot)
         before = set(run_rows(project))
         cli = subprocess.run(
-            [sys.executable, "-m", "tui.cli", "--home", str(demo.home), "run", "new", "demo", "--preset", "smoke",
+            [sys.executable, "-m", "cli", "--home", str(demo.home), "run", "new", "demo", "--preset", "smoke",
              "--set", "max_steps=5000", "--set", "eval_steps=0", "--set", "save_steps=1000"],
             capture_output=True, text=True, timeout=60, cwd=REPO, stdin=subprocess.DEVNULL,
         )  # fmt: skip

@@ -85,7 +85,7 @@ def fill(store: Store) -> None:
 def fixed(store: Store, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
-    monkeypatch.setattr("tui.procs.machine_line", lambda: "2 cores · load 0.50 · memory 1.0/8.0 GB used")
+    monkeypatch.setattr("core.procs.machine_line", lambda: "2 cores · load 0.50 · memory 1.0/8.0 GB used")
     fill(store)
     yield store
     monkeypatch.delenv("TZ")

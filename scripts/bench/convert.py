@@ -110,7 +110,7 @@ def main() -> int:
         print(f"llama.cpp scripts direct:  median {t_bare:.2f} s, peak RSS {max(r[1] for r in bare):.0f} MB")
         print(f"time ratio tunedeck/bare: {t_ours / t_bare:.3f} (goal <= 1.05)")
         home = tmp / "jobhome"
-        subprocess.run([sys.executable, "-m", "tui.cli", "--home", str(home), "project", "create", "bench"],
+        subprocess.run([sys.executable, "-m", "cli", "--home", str(home), "project", "create", "bench"],
                        cwd=ROOT, env=env, check=True, capture_output=True)
         from engine.artifacts import register_artifact
         from store.db import open_store
@@ -120,7 +120,7 @@ def main() -> int:
             artifact_id = register_artifact(session, 1, "model", model, name=model.name).id
         store.close()
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "tui.cli", "--home", str(home), "convert", str(artifact_id),
+        proc = subprocess.run([sys.executable, "-m", "cli", "--home", str(home), "convert", str(artifact_id),
                                "--quant", args.quant, "--wait", "--json"], cwd=ROOT, env=env, capture_output=True,
                               text=True)
         job = json.loads(proc.stdout) if proc.stdout.strip() else {}

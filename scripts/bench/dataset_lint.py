@@ -117,7 +117,7 @@ def _prf(found: set[int], truth: set[int]) -> str:
 
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tui.cli", "--home", str(home), *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "cli", "--home", str(home), *args], cwd=ROOT,
                           capture_output=True, text=True, check=False)
 
 

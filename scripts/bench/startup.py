@@ -120,7 +120,7 @@ def main() -> int:
         bare = Path(tmp) / "bare_app.py"
         bare.write_text(BARE_APP)
         env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "80", "LINES": "24", "TUNEDECK_HOME": str(home)}
-        tunedeck_cmd = [sys.executable, "-m", "tui.cli"]
+        tunedeck_cmd = [sys.executable, "-m", "cli"]
         bare_cmd = [sys.executable, str(bare)]
         # one warm-up each so both read their modules from the page cache
         time_to_marker(bare_cmd, b"bare-app-ready", env)

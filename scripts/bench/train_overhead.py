@@ -54,7 +54,7 @@ print(json.dumps({"steps_per_s": metrics["train_steps_per_second"],
 
 
 def _cli(home: Path, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tui.cli", "--home", str(home), *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "cli", "--home", str(home), *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 

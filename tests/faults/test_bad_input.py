@@ -2,7 +2,7 @@
 
 Each case must end with a non-zero exit, one clear message naming the file, folder or field (and the line of a
 YAML syntax error), no traceback, and nothing written: the home's files and the store's rows are compared before
-and after. The bulk runs `tui.cli.main` in this process (the same code as the console script, milliseconds a
+and after. The bulk runs `cli.main.main` in this process (the same code as the console script, milliseconds a
 call); representative cases run the real `tunedeck` in a subprocess, and one runs the real engine.
 """
 
@@ -26,7 +26,7 @@ from conftest import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tui.cli import main
+from cli.main import main
 
 TABLES = ("projects", "datasets", "jobs", "metrics", "artifacts", "chat_sessions", "chat_messages")
 VOLATILE = {"tunedeck.db-wal", "tunedeck.db-shm", "tunedeck.db-journal"}  # SQLite's own, come and go

@@ -48,7 +48,7 @@ class PtyApp:
         self.master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
         env = {**os.environ, "TERM": "xterm-256color", "TUNEDECK_HOME": str(home)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "tui.cli"], stdin=slave, stdout=slave, stderr=slave,
+        self.proc = subprocess.Popen([sys.executable, "-m", "cli"], stdin=slave, stdout=slave, stderr=slave,
                                      env=env, cwd=ROOT, start_new_session=True)
         os.close(slave)
         self.seen = b""
@@ -95,7 +95,7 @@ def test_run_survives_hangup_and_a_killed_tui_and_a_new_tui_reattaches(home: Pat
     try:
         # 1. The CLI that queued the run, waiting on it in its own process group (like a terminal's), is hung up.
         cli = subprocess.Popen(
-            [sys.executable, "-m", "tui.cli", "--home", str(home), "run", "new", "demo", "--preset", "smoke",
+            [sys.executable, "-m", "cli", "--home", str(home), "run", "new", "demo", "--preset", "smoke",
              "--set", f"max_steps={STEPS}", "--set", "eval_steps=0", "--set", "save_steps=1000",
              "--set", "name=survivor", "--wait"],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

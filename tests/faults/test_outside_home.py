@@ -51,7 +51,7 @@ def test_nothing_is_written_outside_the_home_but_named_paths(tmp_path: Path) -> 
                             for i in range(40)))
 
     def tunedeck(*args: str) -> str:
-        result = subprocess.run([sys.executable, "-m", "tui.cli", *args], cwd=cwd, env=env, capture_output=True,
+        result = subprocess.run([sys.executable, "-m", "cli", *args], cwd=cwd, env=env, capture_output=True,
                                 text=True, timeout=600, stdin=subprocess.DEVNULL)
         assert result.returncode == 0, (args, result.stderr)
         return result.stdout

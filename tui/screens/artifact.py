@@ -278,7 +278,7 @@ class ArtifactScreen(Screen[None]):
 
     def _show_jobs(self, jobs: list[Any]) -> None:
         """What works on this artifact now (a merge, conversion, quantization, eval or push), with its progress."""
-        from tui.progress import progress_bar
+        from core.progress import progress_bar
 
         changed = [(j.id, j.status) for j in jobs] != [(j.id, j.status) for j in self.jobs]
         self.jobs = jobs

@@ -21,9 +21,9 @@ from textual.worker import Worker, WorkerState
 from tui.screens._common import clip, size_text
 
 if TYPE_CHECKING:
+    from core.procs import EngineProc, ProcSampler
     from engine.gpu.types import GpuSample, Snapshot
     from store.db import Store
-    from tui.procs import EngineProc, ProcSampler
 
 POLL_SECONDS = 1.0
 SPARK = "▁▂▃▄▅▆▇█"
@@ -113,8 +113,8 @@ def procs_markup(procs: list[EngineProc], machine: str) -> str:
 
 def sample_procs(store: Store, sampler: ProcSampler) -> tuple[list[EngineProc], str]:
     """The engine's processes (running jobs' engines and their children, the runners) and the machine line."""
+    from core.procs import machine_line, runner_pids
     from store.gpu import running_job_pids
-    from tui.procs import machine_line, runner_pids
 
     with store.raw() as conn:
         jobs = {pid: f"job {job_id} {kind} {name}".strip() for pid, (job_id, kind, name) in
@@ -189,7 +189,7 @@ class GpuScreen(Screen[None]):
         if snap.available:
             return snap, None
         if self.proc_sampler is None:
-            from tui.procs import ProcSampler
+            from core.procs import ProcSampler
 
             self.proc_sampler = ProcSampler()
         return snap, sample_procs(self.store, self.proc_sampler)

@@ -24,10 +24,10 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
+from core.progress import eta_text, job_estimator, observe_job, progress_bar
 from store.db import Store
 from store.errors import NotFound, TunedeckError, first_line
 from store.views import RunDetail, run_detail
-from tui.progress import eta_text, job_estimator, observe_job, progress_bar
 from tui.screens._common import ago, clip, size_text
 from tui.widgets.log_search import LogSearch, SearchBox
 from tui.widgets.log_tail import LogChunk, LogTail, read_log

@@ -18,10 +18,10 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import Worker, WorkerState
 
+from core.progress import EtaEstimator, eta_text, job_estimator, observe_job, progress_bar
 from store.db import Store
 from store.errors import TunedeckError, first_line
 from store.views import JobRow, all_jobs
-from tui.progress import EtaEstimator, eta_text, job_estimator, observe_job, progress_bar
 from tui.screens._common import ago, clip
 from tui.widgets.live_table import LiveTable
 from tui.widgets.names import middle_clip

@@ -37,7 +37,7 @@ class ModelItem:
 
 def source_text(meta: dict[str, Any]) -> str:
     """Where a model came from, in a few words (as `tunedeck model list` says it)."""
-    from tui.commands.models import source_text as text
+    from cli.model import source_text as text
 
     return text(meta)
 

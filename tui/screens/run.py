@@ -23,11 +23,11 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
+from core.progress import eta_text, fmt_value, job_estimator, observe_job, progress_bar
 from store.db import Store
 from store.errors import NotFound, TunedeckError, first_line
 from store.metrics import last_step, points_since
 from store.views import RunDetail, run_detail
-from tui.progress import eta_text, fmt_value, job_estimator, observe_job, progress_bar
 from tui.screens._common import ago, clip
 from tui.widgets.live_table import LiveTable
 from tui.widgets.log_search import LogSearch, SearchBox

@@ -20,7 +20,7 @@ from textual.markup import escape
 from textual.widgets import Static
 from textual_plot import AxisFormatter, HiResMode, PlotWidget
 
-from tui.progress import eta_text, fmt_value, progress_bar
+from core.progress import eta_text, fmt_value, progress_bar
 
 __all__ = ["MetricChart", "Series", "downsample", "eta_text", "fmt_value", "progress_bar"]
 

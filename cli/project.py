@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tui.commands.common import open_from_args, print_json, table, when
+from cli.common import open_from_args, print_json, table, when
 
 
 def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -141,10 +141,10 @@ def cmd_project_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from cli.job import wait_for_job
     from engine.demo_project import ensure_demo_project
     from store.datasets import find_dataset
     from store.errors import TunedeckError
-    from tui.commands.jobs import wait_for_job
 
     store = open_from_args(args)
     result = ensure_demo_project(store, log=None if args.json else print)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tui.commands.common import UsageError, open_from_args
-from tui.commands.jobs import finish_queued
+from cli.common import UsageError, open_from_args
+from cli.job import finish_queued
 
 
 def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

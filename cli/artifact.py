@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tui.commands.common import human_size, open_from_args, print_json, table, when
-from tui.commands.jobs import finish_queued
+from cli.common import human_size, open_from_args, print_json, table, when
+from cli.job import finish_queued
 
 if TYPE_CHECKING:
     from store.models import Artifact
@@ -216,7 +216,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print("\n".join(known_pre_tokenizers(ensure_tools(store.home, lambda m: print(m, file=sys.stderr)))))
         return 0
     if not args.artifact:
-        from tui.commands.common import UsageError
+        from cli.common import UsageError
 
         raise UsageError("tunedeck convert: name the artifact to convert")
     job_id = queue_convert(store, args.artifact, outtype=args.outtype, quants=parse_quant_list(args.quant),
@@ -230,7 +230,7 @@ def _print_quant_checks(args: argparse.Namespace, store: Any, job_id: int) -> No
     """Each quant's perplexity change with the limits it was judged by (after --wait, as text)."""
     if not args.wait or args.json:
         return
-    from tui.commands.jobs import read_job
+    from cli.job import read_job
 
     for q in read_job(store, job_id).result.get("quants", []):
         if q.get("delta") is not None:
@@ -258,7 +258,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                         sweep=args.sweep, tasks=tasks)
     code = finish_queued(args, store, job_id, "eval")
     if args.wait and not args.json:
-        from tui.commands.jobs import read_job
+        from cli.job import read_job
 
         print_eval(read_job(store, job_id).result)
     return code

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from tui.commands.common import UsageError, print_json, table
+from cli.common import UsageError, print_json, table
 
 if TYPE_CHECKING:
     from engine.gpu.estimate import Estimate
@@ -59,7 +59,7 @@ def existing_store(args: argparse.Namespace) -> Store | None:
 
     if not (resolve_home(getattr(args, "home", None)) / DB_NAME).is_file():
         return None
-    from tui.commands.common import open_from_args
+    from cli.common import open_from_args
 
     return open_from_args(args)
 

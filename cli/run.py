@@ -1,4 +1,4 @@
-"""`tunedeck run ...`: training runs (the `model` verbs are in tui/commands/models.py)."""
+"""`tunedeck run ...`: training runs (the `model` verbs are in cli/model.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cli.common import UsageError, open_from_args, print_json, table, when
+from cli.job import cmd_job_cancel, cmd_job_logs, read_job, wait_for_job
 from store.db import Store
 from store.errors import TunedeckError
-from tui.commands.common import UsageError, open_from_args, print_json, table, when
-from tui.commands.jobs import cmd_job_cancel, cmd_job_logs, read_job, wait_for_job
 
 if TYPE_CHECKING:
     from engine.train.config import RunConfig

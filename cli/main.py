@@ -12,9 +12,9 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 
+from cli import artifact, chat, dataset, gpu, job, merge, model, project, run
+from cli.common import UsageError, open_from_args
 from store.errors import TunedeckError
-from tui.commands import artifacts, chat, datasets, gpu, jobs, merge, models, projects, runs
-from tui.commands.common import UsageError, open_from_args
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
 
-    for module in (projects, datasets, models, runs, jobs, artifacts, merge, chat, gpu):
+    for module in (project, dataset, model, run, job, artifact, merge, chat, gpu):
         module.register(verbs, common)
     return parser
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tui.commands.common import human_size, open_from_args, print_json, table, when
-from tui.commands.jobs import finish_queued
+from cli.common import human_size, open_from_args, print_json, table, when
+from cli.job import finish_queued
 
 DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
@@ -46,7 +46,7 @@ def cmd_model_add(args: argparse.Namespace) -> int:
     job_id = queue_model_add(store, args.project, args.source, name=args.name, dtype=args.dtype)
     code = finish_queued(args, store, job_id, "model add")
     if args.wait and not args.json:
-        from tui.commands.jobs import read_job
+        from cli.job import read_job
 
         result = read_job(store, job_id).result
         for key in ("source_type", "source_sha", "note"):

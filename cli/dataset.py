@@ -7,10 +7,10 @@ import json
 import sys
 from pathlib import Path
 
+from cli.common import UsageError, open_from_args, print_json, table, when
+from cli.job import wait_for_job
 from store.db import Store
 from store.errors import TunedeckError
-from tui.commands.common import UsageError, open_from_args, print_json, table, when
-from tui.commands.jobs import wait_for_job
 
 FORMATS = ("auto", "alpaca", "chat", "sharegpt", "input_output", "preference", "kto", "text")
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tui.commands.common import UsageError, open_from_args
+from cli.common import UsageError, open_from_args
 
 if TYPE_CHECKING:
     from store.db import Store

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cli.common import UsageError, open_from_args, print_json, table, when
+from core.progress import EtaEstimator, ProgressView, job_estimator, observe_job
 from store.db import Store
-from tui.commands.common import UsageError, open_from_args, print_json, table, when
-from tui.progress import EtaEstimator, ProgressView, job_estimator, observe_job
 
 if TYPE_CHECKING:
     from store.models import Job
