@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from cli.common import UsageError, open_from_args, print_json, table, when
 from core.progress import EtaEstimator, ProgressView, job_estimator, observe_job
 from store.db import Store
+from store.home import job_log
 
 if TYPE_CHECKING:
     from store.models import Job
@@ -144,7 +145,7 @@ def cmd_job_show(args: argparse.Namespace) -> int:
 def cmd_job_logs(args: argparse.Namespace) -> int:
     store = open_from_args(args)
     job = read_job(store, args.id)
-    path = Path(job.log_path) if job.log_path else store.home / "jobs" / str(job.id) / "job.log"
+    path = Path(job.log_path) if job.log_path else job_log(store.home, int(job.id))  # type: ignore[arg-type]
     offset = 0
     while True:
         if path.exists():

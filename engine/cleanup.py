@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from store.db import Store
 from store.errors import Refused
+from store.home import job_dir
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -172,7 +173,7 @@ def delete_run(store: Store, job_id: int, *, force: bool = False) -> RunDeleted:
                 if not removal.remove(Path(gone.path)):
                     report.kept.append(gone.path)
         session.delete(job)
-        removal.remove(removal.home / "jobs" / str(job_id), shared=False)  # never left under a reusable id
+        removal.remove(job_dir(removal.home, job_id), shared=False)  # never left under a reusable id
     report.freed_bytes = removal.freed_bytes
     return report
 
@@ -258,7 +259,7 @@ def delete_dataset(store: Store, ref: str, project: str | None = None, *, force:
         for job in failed:
             report.import_jobs.append(int(job.id))  # type: ignore[arg-type]
             session.delete(job)
-            removal.remove(removal.home / "jobs" / str(job.id), shared=False)
+            removal.remove(job_dir(removal.home, int(job.id)), shared=False)  # type: ignore[arg-type]
     report.freed_bytes = removal.freed_bytes
     return report
 
@@ -304,7 +305,7 @@ def prune_checkpoints(store: Store, project: str | None = None) -> list[tuple[in
         job_ids = sorted(int(i) for i in session.exec(query).all())  # type: ignore[arg-type]
     pruned = []
     for job_id in job_ids:
-        checkpoints = home / "jobs" / str(job_id) / "checkpoints"
+        checkpoints = job_dir(home, job_id) / "checkpoints"
         found = sorted(checkpoints.glob("checkpoint-*")) if checkpoints.is_dir() else []
         if not found:
             continue

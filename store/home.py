@@ -46,3 +46,14 @@ def subdir(home: Path, *parts: str) -> Path:
     path = home.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
+
+
+def job_dir(home: Path, job_id: int, *, create: bool = False) -> Path:
+    """The folder of job `job_id` (`<home>/jobs/<id>`: its log, config, checkpoints and outputs); with `create`,
+    made 0700 if missing."""
+    return subdir(home, "jobs", str(job_id)) if create else home / "jobs" / str(job_id)
+
+
+def job_log(home: Path, job_id: int) -> Path:
+    """Where job `job_id` writes its log unless its row names another file."""
+    return job_dir(home, job_id) / "job.log"

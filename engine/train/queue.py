@@ -19,6 +19,7 @@ from engine.train.trackers import check_trackers
 from store.datasets import find_dataset
 from store.db import Store
 from store.errors import NotFound, Refused
+from store.home import job_dir
 from store.jobs import create_job
 from store.projects import get_project
 
@@ -143,6 +144,6 @@ def reset_checkpoints(store: Store, job_id: int) -> None:
     """Forget a job's checkpoints and metrics (retry starts over; resume keeps them)."""
     from sqlalchemy import text
 
-    shutil.rmtree(store.home / "jobs" / str(job_id) / "checkpoints", ignore_errors=True)
+    shutil.rmtree(job_dir(store.home, job_id) / "checkpoints", ignore_errors=True)
     with store.write() as session:
         session.execute(text("DELETE FROM metrics WHERE job_id = :id"), {"id": job_id})

@@ -27,6 +27,7 @@ from textual.worker import Worker, WorkerState
 from core.progress import eta_text, job_estimator, observe_job, progress_bar
 from store.db import Store
 from store.errors import NotFound, TunedeckError, first_line
+from store.home import job_log
 from store.views import RunDetail, run_detail
 from tui.screens._common import ago, clip, size_text
 from tui.widgets.log_search import LogSearch, SearchBox
@@ -80,7 +81,7 @@ def poll_job(store: Store, job_id: int, log_path: str, log_offset: int) -> JobPo
     """The job row and its log from `log_offset` (from the start when the log file changed)."""
     with store.raw() as conn:
         detail = run_detail(conn, job_id)
-    path = detail.log_path or str(store.home / "jobs" / str(job_id) / "job.log")
+    path = detail.log_path or str(job_log(store.home, job_id))
     if path != log_path:
         log_offset = 0
     return JobPoll(detail, read_log(path, log_offset, final=detail.status not in ACTIVE), path)

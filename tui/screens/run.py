@@ -26,6 +26,7 @@ from textual.worker import Worker, WorkerState
 from core.progress import eta_text, fmt_value, job_estimator, observe_job, progress_bar
 from store.db import Store
 from store.errors import NotFound, TunedeckError, first_line
+from store.home import job_log
 from store.metrics import last_step, points_since
 from store.views import RunDetail, run_detail
 from tui.screens._common import ago, clip
@@ -144,7 +145,7 @@ def poll_run(store: Store, job_id: int, since: int, log_path: str, log_offset: i
         restart = since >= 0 and (last is None or last < since)
         points = points_since(conn, job_id, -1 if restart else since)
     poll = RunPoll(detail, points, restart)
-    path = detail.log_path or str(store.home / "jobs" / str(job_id) / "job.log")
+    path = detail.log_path or str(job_log(store.home, job_id))
     if path != log_path:
         log_offset = 0
     poll.log_path = path
