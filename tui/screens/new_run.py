@@ -149,7 +149,7 @@ def _node(data: dict[str, Any], path: str, create: bool = False) -> tuple[dict[s
 def _descriptions() -> dict[str, str]:
     from pydantic import BaseModel
 
-    from engine.train.config import RunConfig
+    from engine.train.config.schema import RunConfig
 
     out: dict[str, str] = {}
     for name, info in RunConfig.model_fields.items():
@@ -164,7 +164,8 @@ def _descriptions() -> dict[str, str]:
 
 def prepare(store: Store, project: str, initial: dict[str, Any] | None) -> Prepared:
     """The project's datasets and models, the schema's descriptions and the starting config."""
-    from engine.train.config import ConfigError, parse_config
+    from engine.train.config.errors import ConfigError
+    from engine.train.config.loader import parse_config
     from engine.train.presets import PRESET_TITLES, preset_config
 
     with store.raw() as conn:
@@ -207,7 +208,9 @@ def _scalar(text: str) -> Any:
 
 def check(data: dict[str, Any]) -> Checked:
     """Validate form data: the config, or its problems (one line each); recipe warnings when valid."""
-    from engine.train.config import ConfigError, parse_config, warnings
+    from engine.train.config.errors import ConfigError
+    from engine.train.config.loader import parse_config
+    from engine.train.config.warnings import warnings
 
     checked = Checked(data)
     try:
@@ -220,14 +223,14 @@ def check(data: dict[str, Any]) -> Checked:
 
 
 def config_yaml(config: Any) -> str:
-    from engine.train.config import dump_yaml
+    from engine.train.config.template import dump_yaml
 
     return dump_yaml(config)
 
 
 def queue(store: Store, project: str, data: dict[str, Any]) -> int:
     """Validate again and queue the run (the engine checks the model, the dataset and their fit)."""
-    from engine.train.config import parse_config
+    from engine.train.config.loader import parse_config
     from engine.train.queue import queue_run
 
     return queue_run(store, project, parse_config(data, source="form"))
