@@ -5,7 +5,36 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from engine.train.config import ConfigError, RunConfig, merge
+from engine.train.config.errors import ConfigError
+from engine.train.config.overrides import merge
+from engine.train.config.schema import RunConfig
+
+# The adapter every LoRA/QLoRA preset uses (the schema's defaults, spelt out).
+_LORA: dict[str, Any] = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
+
+
+def _lora_one_epoch(
+    objective: str, learning_rate: float, *, batch: tuple[int, int] = (2, 8), warmup: float = 0.1,
+    **sections: dict[str, Any],
+) -> dict[str, Any]:
+    """The preference/reward presets' shared shape: LoRA, one cosine epoch at length 1024, their own section."""
+    per_device, accum = batch
+    return {
+        "objective": objective,
+        "method": "lora",
+        "lora": dict(_LORA),
+        **sections,
+        "training": {
+            "epochs": 1.0,
+            "per_device_batch": per_device,
+            "grad_accum": accum,
+            "learning_rate": learning_rate,
+            "scheduler": "cosine",
+            "warmup": warmup,
+            "max_length": 1024,
+        },
+    }
+
 
 # Each preset is a partial RunConfig dict; fields it leaves out take the schema defaults (the LoRA recipe).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -32,7 +61,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "lora": {
         "objective": "sft",
         "method": "lora",
-        "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
+        "lora": dict(_LORA),
         "training": {
             "epochs": 3.0,
             "per_device_batch": 4,
@@ -46,7 +75,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "qlora": {
         "objective": "sft",
         "method": "qlora",
-        "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
+        "lora": dict(_LORA),
         "quant": {"quant_type": "nf4", "double_quant": True, "compute_dtype": "auto"},
         "training": {
             "epochs": 3.0,
@@ -73,81 +102,17 @@ PRESETS: dict[str, dict[str, Any]] = {
             "save_total_limit": 2,
         },
     },
-    "dpo": {
-        "objective": "dpo",
-        "method": "lora",
-        "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
-        "dpo": {"beta": 0.1},
-        "training": {
-            "epochs": 1.0,
-            "per_device_batch": 2,
-            "grad_accum": 8,
-            "learning_rate": 5e-6,
-            "scheduler": "cosine",
-            "warmup": 0.1,
-            "max_length": 1024,
-        },
-    },
-    "orpo": {
-        "objective": "orpo",
-        "method": "lora",
-        "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
-        "orpo": {"beta": 0.1},
-        "training": {
-            "epochs": 1.0,
-            "per_device_batch": 2,
-            "grad_accum": 8,
-            "learning_rate": 5e-5,
-            "scheduler": "cosine",
-            "warmup": 0.1,
-            "max_length": 1024,
-        },
-    },
-    "kto": {
-        "objective": "kto",
-        "method": "lora",
-        "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
-        "kto": {"beta": 0.1, "desirable_weight": 1.0, "undesirable_weight": 1.0},
-        "training": {
-            "epochs": 1.0,
-            "per_device_batch": 4,
-            "grad_accum": 4,
-            "learning_rate": 5e-6,
-            "scheduler": "cosine",
-            "warmup": 0.1,
-            "max_length": 1024,
-        },
-    },
-    "reward": {
-        "objective": "reward",
-        "method": "lora",
-        "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
-        "training": {
-            "epochs": 1.0,
-            "per_device_batch": 4,
-            "grad_accum": 4,
-            "learning_rate": 1e-4,
-            "scheduler": "cosine",
-            "warmup": 0.03,
-            "max_length": 1024,
-        },
-    },
-    "grpo": {
-        "objective": "grpo",
-        "method": "lora",
-        "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
-        "grpo": {"rewards": ["exact_answer"], "num_generations": 4, "max_completion_length": 256,
-                 "temperature": 1.0, "beta": 0.04},
-        "training": {
-            "epochs": 1.0,
-            "per_device_batch": 4,
-            "grad_accum": 2,
-            "learning_rate": 1e-5,
-            "scheduler": "cosine",
-            "warmup": 0.03,
-            "max_length": 1024,
-        },
-    },
+    "dpo": _lora_one_epoch("dpo", 5e-6, dpo={"beta": 0.1}),
+    "orpo": _lora_one_epoch("orpo", 5e-5, orpo={"beta": 0.1}),
+    "kto": _lora_one_epoch(
+        "kto", 5e-6, batch=(4, 4), kto={"beta": 0.1, "desirable_weight": 1.0, "undesirable_weight": 1.0}
+    ),
+    "reward": _lora_one_epoch("reward", 1e-4, batch=(4, 4), warmup=0.03),
+    "grpo": _lora_one_epoch(
+        "grpo", 1e-5, batch=(4, 2), warmup=0.03,
+        grpo={"rewards": ["exact_answer"], "num_generations": 4, "max_completion_length": 256,
+              "temperature": 1.0, "beta": 0.04},
+    ),
 }
 
 PRESET_TITLES: dict[str, str] = {
