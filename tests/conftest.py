@@ -51,6 +51,68 @@ def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return install_demo_model(tmp_path_factory.mktemp("demo") / "demo-llama")
 
 
+@pytest.fixture(scope="session")
+def demo_home_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home after `tunedeck demo` (model, dataset imported), made once per session. Read-only: a test or
+    module that writes gets its own with `copy_home(demo_home_src, dest)`."""
+    home = tmp_path_factory.mktemp("demo-home") / "home"
+    result = run_cli("demo", "--json", home=home, timeout=600)
+    assert result.returncode == 0, result.stderr
+    _quiesce(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def trained_home_src(demo_home_src: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo home with two completed smoke runs (jobs 2 and 3: 4 steps each, checkpoints at 2 and 4, an
+    adapter each), made once per session. Read-only: copy it with `copy_home` to write."""
+    import json
+
+    home = copy_home(demo_home_src, tmp_path_factory.mktemp("trained-home") / "home")
+    for _ in range(2):
+        result = run_cli("run", "new", "demo", "--preset", "smoke", "--set", "max_steps=4", "--set", "save_steps=2",
+                         "--set", "eval_steps=0", "--wait", "--json", home=home, timeout=600)
+        assert json.loads(result.stdout)["status"] == "completed", result.stdout + result.stderr
+    _quiesce(home)
+    return home
+
+
+def _quiesce(home: Path, timeout: float = 60) -> None:
+    """Wait until no engine process of `home` is left (its runner exits once the queue is empty), so that the
+    home's files hold still for a copy."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while processes_with("engine", str(home)):
+        assert time.monotonic() < deadline, f"engine processes of {home} did not exit"
+        time.sleep(0.1)
+
+
+def copy_home(src: Path, dest: Path) -> Path:
+    """A writable copy of the home `src` at `dest` (far cheaper than `tunedeck demo` or a training): its files,
+    with every absolute path into `src` in the store and in the JSON files under it pointed at `dest`, so
+    nothing the copy does touches `src`. `src` must be idle (no engine running in it)."""
+    import shutil
+    import sqlite3
+
+    shutil.copytree(src, dest, symlinks=True)
+    old, new = str(src), str(dest)
+    with sqlite3.connect(dest / "tunedeck.db") as conn:
+        tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                             "AND name NOT LIKE 'sqlite_%'")]
+        for table in tables:
+            for column in [c[1] for c in conn.execute(f'PRAGMA table_info("{table}")')]:
+                for a, b in ((old + "/", new + "/"), (old + '"', new + '"')):
+                    conn.execute(f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) '
+                                 f'WHERE typeof("{column}") = \'text\' AND instr("{column}", ?) > 0', (a, b, a))
+                conn.execute(f'UPDATE "{table}" SET "{column}" = ? WHERE "{column}" = ?', (new, old))
+    conn.close()
+    for path in dest.rglob("*.json"):
+        if path.is_file() and not path.is_symlink() and old in (text := path.read_text(errors="replace")):
+            path.write_text(text.replace(old + "/", new + "/").replace(old + '"', new + '"'))
+    return dest
+
+
 def run_cli(*args: str, home: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120):
     """Run `python -m cli ARGS` in a subprocess; returns the CompletedProcess."""
     import subprocess
