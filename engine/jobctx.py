@@ -12,11 +12,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from store.db import Store
 from store.errors import TunedeckError
 from store.jobs import cancel_requested, heartbeat, set_result
+from store.payloads import JobConfig, kinds_of, read_payload
+
+C = TypeVar("C", bound=JobConfig)
 
 PROGRESS_EVERY_S = 0.5
 CANCEL_CHECK_EVERY_S = 1.0
@@ -44,6 +47,12 @@ class JobContext:
     @property
     def home(self) -> Path:
         return self.store.home
+
+    def config_as(self, model: type[C]) -> C:
+        """The job's config read through its kind's model (store.payloads): typed fields, defaults for what an
+        older version did not write; PayloadError names the job and the field when a value has the wrong type."""
+        kind = " or ".join(kinds_of(model)) or "?"
+        return read_payload(model, self.config, f"job {self.job_id} ({kind}) config")
 
     def log(self, message: str) -> None:
         """A line in the job's log (stdout is the log file); rank 0 speaks for a distributed job."""

@@ -10,16 +10,18 @@ import time
 
 from engine.jobctx import JobContext
 from store.errors import TunedeckError
+from store.payloads import SelftestConfig
 
 
 def run_selftest(ctx: JobContext) -> None:
-    steps = int(ctx.config.get("steps", 10))
-    pause = float(ctx.config.get("seconds", 1.0)) / max(steps, 1)
-    fail_at = ctx.config.get("fail_at")
+    cfg = ctx.config_as(SelftestConfig)
+    steps = cfg.steps
+    pause = cfg.seconds / max(steps, 1)
+    fail_at = cfg.fail_at
     for step in range(1, steps + 1):
         ctx.check_cancel()
         time.sleep(pause)
-        if fail_at is not None and step == int(fail_at):
+        if fail_at is not None and step == fail_at:
             raise TunedeckError(f"selftest failed at step {step} as asked")
         ctx.progress(step / steps, step=step, total=steps, force=True)
     ctx.set_result(steps=steps)

@@ -17,6 +17,7 @@ from sqlmodel import Session, select
 
 from store.errors import IllegalTransition, NotFound
 from store.models import Job, JobStatus, now
+from store.payloads import for_write_config, for_write_result
 
 S = JobStatus
 ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
@@ -47,8 +48,9 @@ def create_job(
     name: str = "",
     slot: str = "cpu",
 ) -> Job:
-    """Insert a queued job for runner slot `slot` and return it (with its id)."""
-    job = Job(project_id=project_id, kind=kind, name=name, config=config or {}, slot=slot)
+    """Insert a queued job for runner slot `slot` and return it (with its id). The config is checked against the
+    kind's model (store.payloads): a wrong type or an unknown field raises PayloadError and nothing is inserted."""
+    job = Job(project_id=project_id, kind=kind, name=name, config=for_write_config(kind, config), slot=slot)
     session.add(job)
     session.flush()
     return job
@@ -235,9 +237,11 @@ def process_gone(pid: int | None, started_at: float | None) -> bool:
 
 
 def set_result(session: Session, job_id: int, result: dict[str, Any]) -> None:
-    """Store what a job produced (dataset or artifact ids...)."""
+    """Add to what a job produced (dataset or artifact ids...). The new fields are checked against the kind's
+    model (store.payloads): PayloadError, naming the kind and the field, and the stored result stays as it was.
+    Fields stored before (perhaps by an older version) are kept as they are."""
     job = get_job(session, job_id)
-    job.result = {**job.result, **result}
+    job.result = {**job.result, **for_write_result(job.kind, result)}
     job.updated_at = now()
     session.add(job)
     session.flush()
