@@ -7,6 +7,7 @@ from typing import Any
 
 from cli.common import human_size, open_from_args, print_json, table, when
 from cli.job import finish_queued
+from core.models import source_text
 
 DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
@@ -62,20 +63,6 @@ def model_rows(store: Any, project: str) -> list[Any]:
 
     with store.read() as session:
         return [a for a in list_artifacts(session, get_project(session, project).id) if a.kind in {"model", "merged"}]
-
-
-def source_text(meta: dict[str, Any]) -> str:
-    """Where a model came from, in a few words."""
-    kind = meta.get("source_type")
-    if kind == "hub":
-        return f"hub {meta.get('source')}@{str(meta.get('source_sha'))[:10]}"
-    if kind == "gguf":
-        return f"GGUF {meta.get('dequantized_from')} (dequantized)"
-    if kind == "folder":
-        return "folder"
-    if meta.get("base_model"):
-        return "trained"
-    return "-"
 
 
 def cmd_model_list(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.markup import escape
 from textual.widgets import Static
 
+from core.models import source_text
 from store.db import Store
 from store.views import json_dict
 from tui.screens._common import ago, clip, size_text
@@ -33,13 +34,6 @@ class ModelItem:
     id: int  # the artifact id, or the job's
     name: str
     detail: str = ""  # the note of a dequantized GGUF, or a failed add's error
-
-
-def source_text(meta: dict[str, Any]) -> str:
-    """Where a model came from, in a few words (as `tunedeck model list` says it)."""
-    from cli.model import source_text as text
-
-    return text(meta)
 
 
 def model_rows(jobs: list[Any], artifacts: list[Any]) -> tuple[list[tuple[str, tuple]], dict[str, ModelItem]]:
