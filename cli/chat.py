@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 from cli.common import UsageError, open_from_args
 
 if TYPE_CHECKING:
+    from core.chat import ChatRecorder
+    from engine.chat.llama import Answer, ChatEngine, Generation
     from store.db import Store
-    from tui.chat.engine import Answer, ChatEngine, Generation
-    from tui.chat.recorder import ChatRecorder
 
 
 def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -44,20 +44,11 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def _params(args: argparse.Namespace) -> Any:
-    from tui.chat.params import SamplingParams
+    from core.chat import sampling_params
 
-    return SamplingParams().replace(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                                    min_p=args.min_p, repeat_penalty=args.repeat_penalty,
-                                    max_tokens=args.max_tokens, seed=args.seed)  # fmt: skip
-
-
-def _project_id(store: Store, name: str) -> int:
-    from store.projects import get_project
-
-    with store.read() as session:
-        project = get_project(session, name)
-    assert project.id is not None
-    return project.id
+    return sampling_params(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                           min_p=args.min_p, repeat_penalty=args.repeat_penalty,
+                           max_tokens=args.max_tokens, seed=args.seed)  # fmt: skip
 
 
 def _answer(engine: ChatEngine, history: list[dict[str, str]], params: Any, stream: bool) -> Answer:
@@ -113,9 +104,7 @@ def _turn(engine: ChatEngine, history: list[dict[str, str]], prompt: str, params
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from tui.chat.engine import load_engine
-    from tui.chat.model_ref import looks_like_path, resolve_model
-    from tui.chat.recorder import ChatRecorder, session_params
+    from core.chat import ChatRecorder, load_model, looks_like_path, project_id, resolve_model, session_params
 
     for flag in ("n_ctx", "threads"):
         value = getattr(args, flag)
@@ -131,8 +120,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     recorder = None
     if not args.no_save and args.project:  # a wrong project name is found before the model loads
         store = store or open_from_args(args)
-        recorder = ChatRecorder(store, model, _project_id(store, args.project))
-    engine = load_engine(model.path, n_ctx=args.n_ctx, threads=args.threads, gpu=False if args.cpu else None)
+        recorder = ChatRecorder(store, model, project_id(store, args.project))
+    engine = load_model(model, n_ctx=args.n_ctx, threads=args.threads, gpu=False if args.cpu else None)
     try:
         if engine.warning:
             print(f"warning: {engine.warning}", file=sys.stderr)

@@ -48,14 +48,6 @@ def _go_render(family: str, messages: list[dict[str, str]], default_system: str 
     return head + "".join(turn.format(**m) for m in messages if m["role"] != "system") + prompt
 
 
-def render_jinja(template: str, messages: list[dict[str, str]], bos: str = "", eos: str = "") -> str:
-    """A conversation through a model's own (Jinja) chat template, as llama-server --jinja and llama-cpp-python
-    render it, with the generation prompt."""
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-    return Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)(messages=messages).prompt
-
-
 def ollama_translation(template: str, bos: str = "", eos: str = "") -> dict[str, Any] | None:
     """The model's chat template as an Ollama TEMPLATE (+ SYSTEM when the model inserts a default system prompt
     into conversations without one), proven to render the probe chats with and without a system message exactly
@@ -63,8 +55,10 @@ def ollama_translation(template: str, bos: str = "", eos: str = "") -> dict[str,
     family = next((k for k, (marker, _, _) in OLLAMA_TEMPLATES.items() if marker in template), None)
     if family is None:
         return None
+    from engine.gguf.template import render_prompt
+
     try:  # Ollama writes BOS itself: a template that renders bos_token has it taken off here
-        rendered = [render_jinja(template, chat, bos, eos) for chat in PROBE_CHATS]
+        rendered = [render_prompt(template, chat, bos, eos) for chat in PROBE_CHATS]
         if bos and "bos_token" in template:
             rendered = [text.removeprefix(bos) for text in rendered]
     except Exception:  # a template llama-cpp-python's Jinja cannot run: leave it to Ollama
@@ -83,10 +77,10 @@ def _q(value: str | Path) -> str:
 
 def context_length(gguf_path: Path) -> int | None:
     """The context length the model was trained for (the GGUF's `{arch}.context_length`)."""
-    from engine.gguf.fidelity import metadata
+    from engine.gguf.reader import read_metadata
 
-    value = metadata(gguf_path).get("context_length")
-    return int(value) if isinstance(value, int) and value > 0 else None
+    value = read_metadata(gguf_path).context_length
+    return value if value and value > 0 else None
 
 
 def serve_commands(artifact: Any, base_gguf: str | None = None) -> list[str]:
@@ -111,18 +105,22 @@ def serve_commands(artifact: Any, base_gguf: str | None = None) -> list[str]:
         ctx = (context_length(Path(base_gguf)) if base_gguf and Path(base_gguf).is_file() else None) \
             or DEFAULT_CONTEXT
         return [f"llama-server -m {_q(base_gguf or 'BASE.gguf')} --lora {_q(path)} -c {ctx} --jinja"]
+    if artifact.kind == "compressed":  # GPTQ/AWQ in compressed-tensors (engine.compress)
+        from engine.compress.serve import compressed_serve_commands
+
+        return compressed_serve_commands(artifact)
     raise Refused(f"artifact {artifact.id} is a {artifact.kind}: nothing to serve")
 
 
 def modelfile_text(gguf_path: Path) -> str:
     """An Ollama Modelfile for a GGUF: its own chat template as a Go template (with its default system prompt),
     its stop tokens and its context length."""
-    from engine.gguf.fidelity import metadata
+    from engine.gguf.reader import read_metadata
 
-    meta = metadata(gguf_path)
-    template = meta.get("chat_template") or ""
+    meta = read_metadata(gguf_path)
+    template = meta.chat_template or ""
     lines = [f"FROM ./{gguf_path.name}"]
-    translated = ollama_translation(template, meta["bos_token"], meta["eos_token"]) if template else None
+    translated = ollama_translation(template, meta.bos_token, meta.eos_token) if template else None
     if translated:
         lines.append(f'TEMPLATE """{translated["template"]}"""')
         if translated["system"]:
@@ -133,8 +131,8 @@ def modelfile_text(gguf_path: Path) -> str:
         lines.append("# Ollama reads tokenizer.chat_template from the GGUF metadata instead.")
     else:
         lines.append("# No chat template in this GGUF: chats will use Ollama's raw prompt format.")
-    if ctx := meta.get("context_length"):
-        lines.append(f"PARAMETER num_ctx {int(ctx)}")
+    if ctx := meta.context_length:
+        lines.append(f"PARAMETER num_ctx {ctx}")
     return "\n".join(lines) + "\n"
 
 

@@ -22,10 +22,7 @@ from chat_models import (  # noqa: F401 - fixtures, used as test arguments
     unknown_arch_gguf,
 )
 
-from store.db import Store
-from store.errors import NotFound, Refused, TunedeckError
-from tui.chat.engine import ChatEngine, decode_rate, load_engine
-from tui.chat.errors import (
+from engine.chat.errors import (
     BadParams,
     ContextFull,
     CorruptGGUF,
@@ -34,9 +31,12 @@ from tui.chat.errors import (
     NotGGUF,
     UnknownArchitecture,
 )
-from tui.chat.metadata import read_metadata
-from tui.chat.params import SamplingParams
-from tui.chat.system import free_memory_bytes
+from engine.chat.llama import ChatEngine, decode_rate, load_engine
+from engine.chat.params import SamplingParams
+from engine.chat.system import free_memory_bytes
+from engine.gguf.reader import read_metadata
+from store.db import Store
+from store.errors import NotFound, Refused, TunedeckError
 
 GREEDY = SamplingParams(temperature=0, max_tokens=40)
 
@@ -65,6 +65,12 @@ def test_metadata_of_smollm(smollm: Path) -> None:
     assert info.size == smollm.stat().st_size
     assert info.summary() == "llama · 135M params · Q4_1 · ctx 8192 · chat template"
     assert read_metadata(smollm) is info  # cached: the reader is slow on a big vocabulary
+    # what the fidelity check, the export and model add read from the same reader
+    assert (info.bos_token, info.eos_token) == ("<|im_start|>", "<|im_end|>")
+    assert (info.bos_token_id, info.eos_token_id) == (1, 2)
+    assert (info.pre_tokenizer, info.tokenizer_model) == ("smollm", "gpt2")
+    assert info.tensor_types == {"Q8_0": 1, "F32": 61, "Q4_1": 210} and sum(info.tensor_types.values()) == 272
+    assert "tensor_types" not in info.to_dict() and "chat_template" not in info.to_dict()
 
 
 def test_engine_reports_how_it_runs(engine: ChatEngine) -> None:
@@ -76,7 +82,7 @@ def test_engine_reports_how_it_runs(engine: ChatEngine) -> None:
 
 
 def test_gpu_offload_only_where_the_build_has_it(smollm: Path) -> None:
-    from tui.chat.system import gpu_offload_supported
+    from engine.chat.system import gpu_offload_supported
 
     asked = load_engine(smollm, threads=1, gpu=True)
     try:
@@ -196,6 +202,77 @@ def test_gguf_without_template_gets_flagged_chatml(no_template_gguf: Path) -> No
         fallback.close()
 
 
+def _smollm_hf_tokenizer(template: str) -> object:
+    """A real transformers tokenizer with SmolLM2's special tokens at SmolLM2's ids and its chat template (the
+    fidelity check reads only these; loading SmolLM2's own from the GGUF takes over a minute here)."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2, "[UNK]": 3}
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="[UNK]")),
+                                        bos_token="<|im_start|>", eos_token="<|im_end|>", unk_token="[UNK]")
+    tokenizer.chat_template = template
+    return tokenizer
+
+
+def test_chat_fidelity_check_and_export_share_one_reader_and_one_renderer(
+        engine: ChatEngine, smollm: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Issue 17: the chat pane, the converter's fidelity check and the Modelfile export read SmolLM2's GGUF through
+    the one reader and render its chat template through the one renderer, to the same prompt text."""
+    import engine.gguf.reader as reader
+    import engine.gguf.template as renderer
+    from engine.export import modelfile_text
+    from engine.gguf.fidelity import CONVERSATION, check_template
+    from engine.gguf.quantize import tensor_types
+
+    rendered: list[tuple[str, str]] = []  # (template source, prompt) of every render
+    real_apply = renderer.apply_template
+
+    def apply_spy(formatter: object, messages: list[dict[str, str]]) -> object:
+        result = real_apply(formatter, messages)
+        if messages == CONVERSATION:
+            rendered.append((formatter.template, result.prompt))  # type: ignore[attr-defined]
+        return result
+
+    read: list[Path] = []
+    real_read = reader.read_metadata
+
+    def read_spy(path: str | Path) -> object:
+        read.append(Path(path))
+        return real_read(path)
+
+    monkeypatch.setattr(renderer, "apply_template", apply_spy)
+    monkeypatch.setattr(reader, "read_metadata", read_spy)
+    info = reader.read_metadata(smollm)
+    assert engine.info is info  # the chat engine's facts are the reader's (cached) result
+
+    chat_prompt, _stop, _criteria = engine.template.render(CONVERSATION)  # what the chat pane sends the model
+    assert chat_prompt.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n")
+    assert chat_prompt.endswith("<|im_start|>user\nNow: one two<|im_end|>\n<|im_start|>assistant\n")
+    assert rendered == [(info.chat_template, chat_prompt)]
+
+    check = check_template(_smollm_hf_tokenizer(info.chat_template or ""), info)  # the converter's check (b)
+    assert check["status"] == "pass" and check["same_text"], check
+    assert rendered[1] == (info.chat_template, chat_prompt)  # the same function, the same text
+
+    read.clear()
+    modelfile = modelfile_text(smollm)  # the export: its Go template proven against the same renderer
+    assert 'SYSTEM """You are a helpful AI assistant named SmolLM' in modelfile
+    assert "PARAMETER num_ctx 8192" in modelfile
+    assert tensor_types(smollm) == info.tensor_types
+    assert read == [smollm, smollm]
+
+
+def test_one_gguf_reader_and_one_template_renderer_in_the_code() -> None:
+    """Only engine/gguf/reader.py opens GGUFs with gguf.GGUFReader and only engine/gguf/template.py compiles chat
+    templates for llama.cpp (llama.cpp's built-in template engine, which the fidelity check compares with, aside)."""
+    root = Path(__file__).resolve().parents[1]
+    sources = [p for package in ("engine", "core", "cli", "tui", "store") for p in (root / package).rglob("*.py")]
+    readers = sorted(str(p.relative_to(root)) for p in sources if "GGUFReader(" in p.read_text())
+    renderers = sorted(str(p.relative_to(root)) for p in sources if "Jinja2ChatFormatter(" in p.read_text())
+    assert readers == ["engine/gguf/reader.py"] and renderers == ["engine/gguf/template.py"]
+
+
 # -- bad model files ----------------------------------------------------------------------------
 
 
@@ -278,7 +355,7 @@ def _project_with_artifact(store: Store, path: Path, kind: str = "gguf") -> tupl
 
 
 def test_model_by_path_or_artifact(store: Store, smollm: Path, tmp_path: Path) -> None:
-    from tui.chat.model_ref import resolve_model
+    from core.chat import resolve_model
 
     assert resolve_model(str(smollm)).path == str(smollm.resolve())
     project_id, artifact_id = _project_with_artifact(store, smollm)
@@ -370,7 +447,7 @@ def _saved_session(store: Store, project: bool = True) -> int:
 
 
 def test_markdown_export(store: Store) -> None:
-    from tui.chat.export import export_markdown
+    from core.chat import export_markdown
 
     sid = _saved_session(store)
     path = export_markdown(store, sid)
@@ -385,8 +462,8 @@ def test_markdown_export(store: Store) -> None:
 
 
 def test_session_becomes_a_chat_dataset(store: Store) -> None:
+    from core.chat import dataset_name, session_to_dataset, training_example
     from store.chat import load_session
-    from tui.chat.export import dataset_name, session_to_dataset, training_example
 
     sid = _saved_session(store)
     with store.read() as session:
@@ -443,9 +520,9 @@ def _wait_import(store: Store, job_id: int) -> None:
 
 
 def test_session_without_project_or_answers_is_refused(store: Store) -> None:
+    from core.chat import session_to_dataset
     from store.chat import add_message, create_session
     from store.projects import create_project
-    from tui.chat.export import session_to_dataset
 
     loose = _saved_session(store, project=False)
     with pytest.raises(Refused, match="in no project"):

@@ -64,8 +64,9 @@ def test_smollm2_modelfile_keeps_its_default_system_prompt(home: Path, tmp_path:
     llama-server renders the GGUF's own template (--jinja) with the model's 8k context."""
     import pytest
 
-    from engine.export import PROBE_CHATS, _go_render, ollama_translation, render_jinja
-    from engine.gguf.fidelity import metadata
+    from engine.export import PROBE_CHATS, _go_render, ollama_translation
+    from engine.gguf.reader import read_metadata
+    from engine.gguf.template import render_prompt
     from engine.gguf.to_hf import bundled_smollm2
 
     bundled = bundled_smollm2()
@@ -79,13 +80,14 @@ def test_smollm2_modelfile_keeps_its_default_system_prompt(home: Path, tmp_path:
     modelfile = Path(info["modelfile"]).read_text()
     assert 'SYSTEM """You are a helpful AI assistant named SmolLM, trained by Hugging Face"""' in modelfile
     assert "PARAMETER num_ctx 8192" in modelfile and '{{ if ne .Role "system" }}' in modelfile
-    meta = metadata(gguf)
-    translated = ollama_translation(meta["chat_template"], meta["bos_token"], meta["eos_token"])
+    meta = read_metadata(gguf)
+    assert meta.chat_template is not None
+    translated = ollama_translation(meta.chat_template, meta.bos_token, meta.eos_token)
     for chat in PROBE_CHATS:  # what Ollama renders from the Modelfile is what the model's template renders
-        assert _go_render("chatml", chat, translated["system"]) == render_jinja(meta["chat_template"], chat)
+        assert _go_render("chatml", chat, translated["system"]) == render_prompt(meta.chat_template, chat)
     # a chatml-like template the Go template cannot reproduce is left to Ollama, not mistranslated
-    odd = meta["chat_template"].replace("'<|im_end|>' + '\n'", "'<|im_end|>' + '\n\n'")
-    assert odd != meta["chat_template"] and ollama_translation(odd) is None
+    odd = meta.chat_template.replace("'<|im_end|>' + '\n'", "'<|im_end|>' + '\n\n'")
+    assert odd != meta.chat_template and ollama_translation(odd) is None
 
 
 def test_modelfile_without_a_template_says_so(tmp_path: Path, demo_model_dir: Path, llama_sdist: Path) -> None:

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_smollm2_from_gguf_to_chat_through_the_cli(home: Path, tmp_path: Path, gguf_tools_env: Path,
                                                    record_property: pytest.RecordProperty) -> None:
-    from engine.gguf.fidelity import metadata
+    from engine.gguf.reader import read_metadata
     from engine.gguf.to_hf import bundled_smollm2
 
     gguf = bundled_smollm2()
@@ -61,8 +61,8 @@ def test_smollm2_from_gguf_to_chat_through_the_cli(home: Path, tmp_path: Path, g
     template = fidelity["template"]
     assert template["same_text"] and len(template["conversations"]) == 2  # with and without a system message
     assert "--jinja" in template.get("note", "")  # llama.cpp's built-in chatml drops SmolLM2's default system
-    meta = metadata(Path(f16["path"]))
-    assert meta["name"] == "smol-ft" and meta["pre_tokenizer"] == "smollm" and meta["context_length"] == 8192
+    meta = read_metadata(f16["path"])
+    assert meta.name == "smol-ft" and meta.pre_tokenizer == "smollm" and meta.context_length == 8192
     quants = {q["type"]: q for q in conv["result"]["quants"]}
     deltas = {t: q["delta"] for t, q in quants.items()}
     assert set(quants) == {"q8_0", "q4_k_m"} and quants["q8_0"]["fidelity"] == "pass", quants

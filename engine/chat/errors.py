@@ -1,4 +1,5 @@
-"""What can go wrong with a chat model, each with a message fit to show in the pane or on stderr."""
+"""What can go wrong with a GGUF model (reading it, loading it in llama.cpp, chatting with it), each with a
+message fit to show in the chat pane or on stderr. The GGUF reader (engine/gguf/reader.py) raises the file ones."""
 
 from __future__ import annotations
 

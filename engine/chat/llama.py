@@ -19,12 +19,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tui.chat.errors import ContextFull, CorruptGGUF, ModelLoadError, ModelTooLarge, UnknownArchitecture
-from tui.chat.llama_logs import capture_log
-from tui.chat.metadata import GGUFInfo, known_architectures, read_metadata
-from tui.chat.params import SamplingParams
-from tui.chat.system import default_threads, free_memory_bytes, gpu_offload_available, gpu_offload_supported
-from tui.chat.template import ChatTemplate, template_for
+from engine.chat.errors import ContextFull, CorruptGGUF, ModelLoadError, ModelTooLarge, UnknownArchitecture
+from engine.chat.llama_logs import capture_log
+from engine.chat.params import SamplingParams
+from engine.chat.system import default_threads, free_memory_bytes, gpu_offload_available, gpu_offload_supported
+from engine.gguf.reader import GGUFInfo, known_architectures, read_metadata
+from engine.gguf.template import ChatTemplate, template_for
 
 DEFAULT_N_CTX = 4096
 MIN_ROOM = 8  # tokens an answer needs at least; a longer prompt is "context full"
@@ -179,7 +179,7 @@ class ChatEngine:
     @property
     def warning(self) -> str:
         """A warning to show with the model ('' when there is none)."""
-        from tui.chat.template import fallback_warning
+        from engine.gguf.template import fallback_warning
 
         return fallback_warning(Path(self.info.path).name) if self.template.fallback else ""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from tui.chat.errors import BadParams
+from engine.chat.errors import BadParams
 
 # name -> (type, lowest, highest): the ranges llama.cpp's samplers accept and a user would want.
 RANGES: dict[str, tuple[type, float, float]] = {

@@ -9,7 +9,10 @@ from __future__ import annotations
 import ctypes
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.gguf.reader import GGUFInfo
 
 PROBES = (
     "Hello, world! How are you today?",
@@ -64,38 +67,6 @@ def worst(statuses: list[str]) -> str:
     return max(statuses, key=lambda s: RANK[s]) if statuses else "pass"
 
 
-def metadata(gguf_path: Path) -> dict[str, Any]:
-    """The GGUF's tokenizer-related metadata (chat template, special token ids)."""
-    import gguf
-
-    reader = gguf.GGUFReader(str(gguf_path))
-
-    def field(key: str) -> Any:
-        f = reader.fields.get(key)
-        return None if f is None else f.contents()
-
-    def token(token_id: Any) -> str:
-        tokens = reader.fields.get("tokenizer.ggml.tokens")
-        if tokens is None or not isinstance(token_id, int) or not 0 <= token_id < len(tokens.data):
-            return ""
-        return str(tokens.contents(token_id))
-
-    arch = field("general.architecture")
-    return {
-        "architecture": arch,
-        "name": field("general.name"),
-        "context_length": field(f"{arch}.context_length") if arch else None,
-        "chat_template": field("tokenizer.chat_template"),
-        "bos_token_id": field("tokenizer.ggml.bos_token_id"),
-        "eos_token_id": field("tokenizer.ggml.eos_token_id"),
-        "bos_token": token(field("tokenizer.ggml.bos_token_id")),
-        "eos_token": token(field("tokenizer.ggml.eos_token_id")),
-        "pre_tokenizer": field("tokenizer.ggml.pre"),
-        "tokenizer_model": field("tokenizer.ggml.model"),
-        "file_type": field("general.file_type"),
-    }
-
-
 def load_llama(gguf_path: Path, *, vocab_only: bool = False, logits_all: bool = False, n_ctx: int = 512) -> Any:
     """A llama.cpp model on the CPU, quiet."""
     import llama_cpp
@@ -134,19 +105,20 @@ def _llama_cpp_render(template: str, messages: list[dict[str, str]]) -> str | No
     return None
 
 
-def check_template(tokenizer: Any, meta: dict[str, Any]) -> dict[str, Any]:
-    """(b) Chat template and BOS/EOS are in the GGUF, and it renders a conversation as the HF template does."""
+def check_template(tokenizer: Any, meta: GGUFInfo) -> dict[str, Any]:
+    """(b) Chat template and BOS/EOS are in the GGUF (`meta`, from the GGUF reader), and the GGUF's template
+    renders a conversation as the HF template does (through the renderer the chat pane uses)."""
     problems: list[str] = []
-    template = meta.get("chat_template")
+    template = meta.chat_template
     hf_template = getattr(tokenizer, "chat_template", None)
-    if meta.get("eos_token_id") is None:
+    if meta.eos_token_id is None:
         problems.append("no EOS token id in the GGUF")
-    if meta.get("bos_token_id") is None and tokenizer.bos_token_id is not None:
+    if meta.bos_token_id is None and tokenizer.bos_token_id is not None:
         problems.append("the tokenizer has a BOS token but the GGUF has none")
-    elif tokenizer.bos_token_id is not None and meta.get("bos_token_id") != tokenizer.bos_token_id:
-        problems.append(f"BOS id {meta.get('bos_token_id')} in the GGUF, {tokenizer.bos_token_id} in the tokenizer")
-    if tokenizer.eos_token_id is not None and meta.get("eos_token_id") not in (None, tokenizer.eos_token_id):
-        problems.append(f"EOS id {meta.get('eos_token_id')} in the GGUF, {tokenizer.eos_token_id} in the tokenizer")
+    elif tokenizer.bos_token_id is not None and meta.bos_token_id != tokenizer.bos_token_id:
+        problems.append(f"BOS id {meta.bos_token_id} in the GGUF, {tokenizer.bos_token_id} in the tokenizer")
+    if tokenizer.eos_token_id is not None and meta.eos_token_id not in (None, tokenizer.eos_token_id):
+        problems.append(f"EOS id {meta.eos_token_id} in the GGUF, {tokenizer.eos_token_id} in the tokenizer")
     result: dict[str, Any] = {"template_in_gguf": bool(template), "template_in_model": bool(hf_template)}
     if not template:
         if hf_template:
@@ -156,14 +128,14 @@ def check_template(tokenizer: Any, meta: dict[str, Any]) -> dict[str, Any]:
         return result
     if hf_template and template != hf_template:
         problems.append("the GGUF's chat template text differs from the model's")
-    from engine.export import render_jinja
+    from engine.gguf.template import render_prompt
 
     bos, eos = tokenizer.bos_token or "", tokenizer.eos_token or ""
     result["renderer"] = "jinja (llama-server --jinja, llama-cpp-python)"
     result["conversations"] = []
     for label, chat in (("with a system message", CONVERSATION), ("without one", CONVERSATION[1:])):
         hf_text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-        rendered = render_jinja(template, chat, bos, eos)
+        rendered = render_prompt(template, chat, bos, eos)
         builtin = _llama_cpp_render(template, chat)
         entry = {"conversation": label, "same_text": rendered == hf_text,
                  "builtin_same_text": None if builtin is None else builtin == hf_text}
@@ -254,8 +226,10 @@ def check_conversion(model_dir: Path, gguf_path: Path, texts: list[str] | None =
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from engine.gguf.reader import read_metadata
+
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(model_dir))
-    meta = metadata(gguf_path)
+    meta = read_metadata(gguf_path)
     vocab = load_llama(gguf_path, vocab_only=True)
     tokens = check_tokens(tokenizer, vocab)
     del vocab

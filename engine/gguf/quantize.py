@@ -75,11 +75,10 @@ def logged_tensor_types(log: str) -> dict[str, int] | None:
 
 
 def tensor_types(path: Path) -> dict[str, int]:
-    """How many tensors of each ggml type a GGUF holds."""
-    import gguf
+    """How many tensors of each ggml type a GGUF holds (the GGUF reader's count)."""
+    from engine.gguf.reader import read_metadata
 
-    reader = gguf.GGUFReader(str(path))
-    return dict(Counter(gguf.GGMLQuantizationType(t.tensor_type).name for t in reader.tensors))
+    return dict(read_metadata(path).tensor_types)
 
 
 def quantize(src: Path, out: Path, qtype: str, threads: int | None = None) -> dict[str, Any]:

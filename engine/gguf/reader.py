@@ -1,4 +1,6 @@
-"""What a GGUF file says about its model, read with `gguf.GGUFReader`, and checks that it is whole.
+"""The one GGUF metadata reader: what a GGUF file says about its model, read with `gguf.GGUFReader`, and
+checks that it is whole. The chat pane and `tunedeck chat`, the converter's fidelity check, `model add`'s GGUF
+path, the quantizer's report and the serve/Modelfile export all read GGUFs through `read_metadata`.
 
 Reading is not cheap (the tokenizer's arrays are parsed: ~2.5 s for a 49k vocabulary on a
 slow core), so results are cached per path, size and modification time.
@@ -7,11 +9,12 @@ slow core), so results are cached per path, size and modification time.
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tui.chat.errors import CorruptGGUF, ModelNotFound, NotGGUF
+from engine.chat.errors import CorruptGGUF, ModelNotFound, NotGGUF
 
 GGUF_MAGIC = b"GGUF"
 _cache: dict[tuple[str, int, int], GGUFInfo] = {}
@@ -20,7 +23,7 @@ _cache_lock = threading.Lock()
 
 @dataclass(frozen=True)
 class GGUFInfo:
-    """The facts the chat pane shows about a model file."""
+    """The facts of a model file: what the chat pane shows, what the fidelity check and the export use."""
 
     path: str
     size: int  # bytes on disk
@@ -33,6 +36,11 @@ class GGUFInfo:
     bos_token_id: int | None
     eos_token_id: int | None
     tensor_count: int
+    bos_token: str = ""  # the BOS/EOS tokens' text from the GGUF vocabulary ('' when there is none)
+    eos_token: str = ""
+    pre_tokenizer: str | None = None  # tokenizer.ggml.pre, e.g. "smollm", "gpt-2"
+    tokenizer_model: str | None = None  # tokenizer.ggml.model, e.g. "gpt2", "llama"
+    tensor_types: dict[str, int] = field(default_factory=dict)  # how many tensors of each ggml type
 
     @property
     def has_chat_template(self) -> bool:
@@ -58,6 +66,7 @@ class GGUFInfo:
         data = asdict(self)
         data["has_chat_template"] = self.has_chat_template
         data.pop("chat_template")
+        data.pop("tensor_types")
         return data
 
 
@@ -101,6 +110,13 @@ def _file_type(reader: Any) -> str:
     return max(counts, key=lambda k: counts[k]) if counts else "?"
 
 
+def _token(reader: Any, token_id: int | None) -> str:
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    if tokens is None or token_id is None or not 0 <= token_id < len(tokens.data):
+        return ""
+    return str(tokens.contents(token_id))
+
+
 def _read(path: Path, size: int) -> GGUFInfo:
     import gguf
 
@@ -121,6 +137,10 @@ def _read(path: Path, size: int) -> GGUFInfo:
     context = _scalar(reader, f"{arch}.context_length")
     bos = _scalar(reader, "tokenizer.ggml.bos_token_id")
     eos = _scalar(reader, "tokenizer.ggml.eos_token_id")
+    bos_id = int(bos) if isinstance(bos, int) else None
+    eos_id = int(eos) if isinstance(eos, int) else None
+    pre, model = _scalar(reader, "tokenizer.ggml.pre"), _scalar(reader, "tokenizer.ggml.model")
+    types = Counter(gguf.GGMLQuantizationType(t.tensor_type).name for t in reader.tensors)
     return GGUFInfo(
         path=str(path),
         size=size,
@@ -130,9 +150,14 @@ def _read(path: Path, size: int) -> GGUFInfo:
         file_type=_file_type(reader),
         context_length=int(context) if isinstance(context, int) else None,
         chat_template=template if isinstance(template, str) and template.strip() else None,
-        bos_token_id=int(bos) if isinstance(bos, int) else None,
-        eos_token_id=int(eos) if isinstance(eos, int) else None,
+        bos_token_id=bos_id,
+        eos_token_id=eos_id,
         tensor_count=len(reader.tensors),
+        bos_token=_token(reader, bos_id),
+        eos_token=_token(reader, eos_id),
+        pre_tokenizer=pre if isinstance(pre, str) else None,
+        tokenizer_model=model if isinstance(model, str) else None,
+        tensor_types=dict(types),
     )
 
 

@@ -1,8 +1,11 @@
-"""Turning a conversation into the prompt text the model expects.
+"""The one chat-template renderer: a conversation through a model's own (Jinja) chat template, as
+llama-server --jinja and llama-cpp-python render it.
 
-The template comes from the GGUF (`tokenizer.chat_template`). A file without one gets ChatML,
-flagged as a fallback with a warning: llama-cpp-python would otherwise silently use the llama-2
-format, which most small chat models were never trained on.
+The chat pane and `tunedeck chat` (`ChatTemplate`), the converter's fidelity check (the GGUF's template against
+the HF tokenizer's) and the Ollama Modelfile export (the Go template proven against it) all render through
+`compile_template` and `apply_template`. The template comes from the GGUF (`tokenizer.chat_template`); for chat,
+a file without one gets ChatML, flagged as a fallback with a warning: llama-cpp-python would otherwise silently
+use the llama-2 format, which most small chat models were never trained on.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tui.chat.errors import TemplateError
+from engine.chat.errors import TemplateError
 
 # ChatML, written here as a Jinja template so the fallback goes through the same renderer.
 CHATML_TEMPLATE = (
@@ -26,6 +29,33 @@ def fallback_warning(model_name: str) -> str:
     """What the pane and the CLI say when a GGUF has no chat template."""
     return (f"{model_name} has no chat template in its GGUF metadata; using ChatML as a fallback "
             "(answers may be poor if the model was trained on another format)")  # fmt: skip
+
+
+def compile_template(source: str, bos_token: str = "", eos_token: str = "",
+                     eos_token_id: int | None = None) -> Any:  # fmt: skip
+    """`source` compiled by llama-cpp-python's Jinja formatter (stopping at `eos_token_id` when given);
+    TemplateError when it does not compile."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    try:
+        return Jinja2ChatFormatter(template=source, eos_token=eos_token, bos_token=bos_token,
+                                   stop_token_ids=None if eos_token_id is None else [eos_token_id])  # fmt: skip
+    except Exception as exc:  # jinja2 syntax errors
+        raise TemplateError(f"the model's chat template does not compile: {exc}") from None
+
+
+def apply_template(formatter: Any, messages: list[dict[str, str]]) -> Any:
+    """`messages` through a compiled template, the reply opened: llama-cpp-python's ChatFormatterResponse
+    (prompt, stop, stopping_criteria); TemplateError when the template refuses them."""
+    try:
+        return formatter(messages=messages)
+    except Exception as exc:  # raise_exception() in templates, undefined variables...
+        raise TemplateError(f"the model's chat template refused these messages: {exc}") from None
+
+
+def render_prompt(source: str, messages: list[dict[str, str]], bos_token: str = "", eos_token: str = "") -> str:
+    """The prompt text of `messages` through the template `source`, with the generation prompt."""
+    return apply_template(compile_template(source, bos_token, eos_token), messages).prompt
 
 
 @dataclass
@@ -46,19 +76,8 @@ class ChatTemplate:
     def render(self, messages: list[dict[str, str]]) -> tuple[str, list[str], Any]:
         """(prompt text, stop strings, llama-cpp stopping criteria) for `messages`, with the reply opened."""
         if self._formatter is None:
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-            try:
-                self._formatter = Jinja2ChatFormatter(
-                    template=self.source, eos_token=self.eos_token, bos_token=self.bos_token,
-                    stop_token_ids=[self.eos_token_id],
-                )  # fmt: skip
-            except Exception as exc:  # jinja2 syntax errors
-                raise TemplateError(f"the model's chat template does not compile: {exc}") from None
-        try:
-            result = self._formatter(messages=messages)
-        except Exception as exc:  # raise_exception() in templates, undefined variables...
-            raise TemplateError(f"the model's chat template refused these messages: {exc}") from None
+            self._formatter = compile_template(self.source, self.bos_token, self.eos_token, self.eos_token_id)
+        result = apply_template(self._formatter, messages)
         stop = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
         if self.fallback and CHATML_STOP not in stop:
             stop = [*stop, CHATML_STOP]

@@ -28,13 +28,13 @@ def _register(ctx: JobContext, path: Path, meta: dict[str, Any]) -> int:
 
 def _from_gguf(ctx: JobContext, gguf: Path) -> tuple[Path, dict[str, Any]]:
     from engine.artifacts import sha256_file
-    from engine.gguf.fidelity import metadata
+    from engine.gguf.reader import read_metadata
     from engine.gguf.to_hf import gguf_to_transformers
     from store.home import subdir
 
-    info = metadata(gguf)
-    quant = file_type_name(info.get("file_type"))
-    ctx.log(f"{gguf.name}: {info.get('architecture')} model in {quant}; dequantizing to a transformers folder")
+    info = read_metadata(gguf)
+    quant = info.file_type
+    ctx.log(f"{gguf.name}: {info.architecture} model in {quant}; dequantizing to a transformers folder")
     ctx.progress(0.05, force=True)
     sha = sha256_file(gguf)
     out = subdir(ctx.home, "models") / ctx.config["name"]
@@ -47,16 +47,6 @@ def _from_gguf(ctx: JobContext, gguf: Path) -> tuple[Path, dict[str, Any]]:
     ctx.log(note)
     return out, {"source": str(gguf), "source_type": "gguf", "source_sha": sha, "dequantized_from": quant,
                  "note": note, "dtype": ctx.config.get("dtype", "auto")}
-
-
-def file_type_name(file_type: Any) -> str:
-    """A GGUF's general.file_type as a quant name (MOSTLY_Q4_1 -> Q4_1)."""
-    import gguf
-
-    try:
-        return gguf.LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_").removeprefix("ALL_")
-    except (TypeError, ValueError):
-        return f"file type {file_type}"
 
 
 def _from_hub(ctx: JobContext) -> tuple[Path, dict[str, Any]]:

@@ -36,7 +36,7 @@ def default_model() -> str | None:
 
 def measure(stream: Iterator[str], count: Callable[[str], int]) -> tuple[float, float, str]:
     """(seconds to the first text, decode tokens/s, text) of a stream of text pieces started just now."""
-    from tui.chat.engine import decode_rate
+    from engine.chat.llama import decode_rate
 
     start = time.perf_counter()
     first = last = None
@@ -67,9 +67,9 @@ def main() -> int:
 
     import llama_cpp
 
-    from tui.chat.engine import load_engine
-    from tui.chat.params import SamplingParams
-    from tui.chat.system import default_threads
+    from engine.chat.llama import load_engine
+    from engine.chat.params import SamplingParams
+    from engine.chat.system import default_threads
 
     threads = args.threads or default_threads()
     params = SamplingParams(temperature=0.7, top_p=0.95, top_k=40, min_p=0.05, repeat_penalty=1.1,

@@ -24,19 +24,18 @@ from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
+from core.chat import ChatRecorder, sampling_params
 from store.db import Store
 from store.errors import TunedeckError
-from tui.chat.params import SamplingParams
+from tui.screens.chat_actions import SessionActions
+from tui.widgets.chat_common import STREAM_INTERVAL, PanelKeys, answer_note, model_facts
 from tui.widgets.chat_log import ChatLog, MessageView
 from tui.widgets.chat_params import ParamsPanel
 
 if TYPE_CHECKING:
-    from tui.chat.engine import Answer, ChatEngine, Generation
-    from tui.chat.model_ref import ModelRef
-    from tui.chat.recorder import ChatRecorder
-
-STREAM_INTERVAL = 0.05  # seconds between screen updates while an answer streams
-ESC_GRACE = 1.0  # esc this soon after an answer ended was meant to stop it: it does not leave the screen
+    from core.chat import ModelRef
+    from engine.chat.llama import Answer, ChatEngine, Generation
+    from engine.chat.params import SamplingParams
 
 
 @dataclass
@@ -49,67 +48,7 @@ class Turn:
     message_id: int | None = None
 
 
-def answer_note(answer: Answer) -> str:
-    """The line above an answer: tokens, time to first token, speed, and whether it was cut short."""
-    parts = [f"{answer.tokens} tok"]
-    if answer.ttft_s is not None:
-        parts.append(f"first {answer.ttft_s:.2f} s")
-    if answer.tok_s:
-        parts.append(f"{answer.tok_s:.1f} tok/s")
-    if answer.finish == "stopped":
-        parts.append("stopped")
-    elif answer.finish == "length":
-        parts.append("hit max tokens")
-    return " · ".join(parts)
-
-
-def model_facts(engine: ChatEngine) -> str:
-    """The side panel's model block (markup)."""
-    info = engine.info
-    lines = [
-        f"[b]{escape(Path(info.path).name)}[/b]",
-        f"{escape(info.architecture)} · {info.parameters_text} params",
-        f"{escape(info.file_type)} · {info.size / 1e6:.0f} MB",
-        f"trained ctx {info.context_length or '?'} · n_ctx {engine.n_ctx}",
-        f"{engine.device} · {engine.threads} thread(s)",
-        f"template: {engine.template.label}",
-    ]
-    if engine.template.fallback:
-        lines.append("[$warning]no chat template in the GGUF[/]")
-    return "\n".join(lines)
-
-
-class PanelKeys:
-    """esc and f2 as both chat screens (one model, or two compared) use them: esc stops the answers in
-    progress, else closes the settings panel, else leaves; f2 shows or hides the panel."""
-
-    busy: bool
-    _ended_at: float
-
-    def stop_answers(self) -> None:
-        raise NotImplementedError
-
-    def action_stop_or_back(self) -> None:
-        if self.busy:
-            self.stop_answers()
-            return
-        panel = self.query_one(ParamsPanel)  # type: ignore[attr-defined]
-        if panel.has_class("-shown"):
-            panel.remove_class("-shown")
-            self.query_one("#prompt", Input).focus()  # type: ignore[attr-defined]
-            return
-        if time.monotonic() - self._ended_at >= ESC_GRACE:
-            self.dismiss()  # type: ignore[attr-defined]
-
-    def action_toggle_panel(self) -> None:
-        panel = self.query_one(ParamsPanel)  # type: ignore[attr-defined]
-        panel.toggle_class("-shown")
-        target = panel.query_one("#param-system", Input) if panel.has_class("-shown") else self.query_one(  # type: ignore[attr-defined]
-            "#prompt", Input)
-        target.focus()
-
-
-class ChatScreen(PanelKeys, Screen[None]):
+class ChatScreen(PanelKeys, SessionActions, Screen[None]):
     """Chat with one model: enter sends, esc stops an answer, ctrl+r/ctrl+e regenerate or edit, f2 settings."""
 
     HELP_TITLE = "Chat"
@@ -141,7 +80,7 @@ class ChatScreen(PanelKeys, Screen[None]):
         self.session_id = session_id
         self.project = project
         self.initial_system = system
-        self.initial_params = params or SamplingParams()
+        self.initial_params = params or sampling_params()
         self.load_options = dict(load_options or {})
         self.model: ModelRef | None = None
         self.engine: ChatEngine | None = None
@@ -219,32 +158,23 @@ class ChatScreen(PanelKeys, Screen[None]):
 
     @work(thread=True, exit_on_error=False, group="chat-load")
     def _load(self, model_text: str | None, session_id: int | None) -> None:
-        from tui.chat.engine import load_engine
-        from tui.chat.model_ref import resolve_model
-        from tui.chat.recorder import ChatRecorder
+        from core.chat import load_model, project_id, resolve_model, saved_session
 
         try:
-            project_id = None
+            project = None
             if session_id is not None:
-                from store.chat import load_session
-
-                with self.store.read() as session:
-                    chat, messages = load_session(session, session_id)
-                project_id = chat.project_id
-                model_text = chat.model_path
-                if "n_ctx" in chat.params and "n_ctx" not in self.load_options:
-                    self.load_options["n_ctx"] = chat.params["n_ctx"]
-                self._ui(self._show_session, chat.params, [(m.role, m.content, m.id, m.timing) for m in messages])
+                saved = saved_session(self.store, session_id)
+                project, model_text = saved.project_id, saved.model_path
+                if "n_ctx" in saved.params and "n_ctx" not in self.load_options:
+                    self.load_options["n_ctx"] = saved.params["n_ctx"]
+                self._ui(self._show_session, saved.params, saved.messages)
             elif self.project:
-                from store.projects import get_project
-
-                with self.store.read() as session:
-                    project_id = get_project(session, self.project).id
+                project = project_id(self.store, self.project)
             assert model_text is not None
             self._ui(self._set_status, f"reading {Path(model_text).name}…")
             model = resolve_model(model_text, self.store)
-            recorder = ChatRecorder(self.store, model, project_id, session_id)
-            engine = load_engine(model.path, **self.load_options)
+            recorder = ChatRecorder(self.store, model, project, session_id)
+            engine = load_model(model, **self.load_options)
         except TunedeckError as exc:
             self._ui(self._load_failed, str(exc))
             return
@@ -256,25 +186,15 @@ class ChatScreen(PanelKeys, Screen[None]):
 
     def _show_session(self, params: dict[str, Any], messages: list[tuple[str, str, int, dict]]) -> None:
         """A reopened session: its settings into the panel, its messages onto the screen."""
+        from core.chat import stored_answer, stored_params
+
         system = str(params.get("system") or "")
-        try:
-            sampling = SamplingParams.from_dict(params)
-        except TunedeckError:
-            sampling = SamplingParams()
-        self.query_one(ParamsPanel).set_values(system, sampling)
+        self.query_one(ParamsPanel).set_values(system, stored_params(params))
         for role, content, message_id, timing in messages:
             if role == "system":
                 continue
-            note = ""
-            if role == "assistant" and timing:
-                from tui.chat.engine import Answer
-
-                try:
-                    note = answer_note(Answer(text=content, **{k: timing[k] for k in Answer.__dataclass_fields__
-                                                               if k != "text"}))  # fmt: skip
-                except (KeyError, TypeError):
-                    note = ""
-            view = self.log_view.add(role, content, note)
+            answer = stored_answer(content, timing) if role == "assistant" else None
+            view = self.log_view.add(role, content, answer_note(answer) if answer else "")
             self.turns.append(Turn(role, content, view, message_id))
         self._set_topbar()
 
@@ -368,7 +288,7 @@ class ChatScreen(PanelKeys, Screen[None]):
 
     def _ask(self, system: str, params: SamplingParams) -> None:
         """Answer the conversation on screen (which ends with a question)."""
-        from tui.chat.recorder import session_params
+        from core.chat import session_params
 
         assert self.engine is not None
         self.busy = True
@@ -525,67 +445,7 @@ class ChatScreen(PanelKeys, Screen[None]):
         if self.engine is not None:
             self.engine.context_used = 0
         if self.recorder is not None:
-            from tui.chat.recorder import ChatRecorder
-
             self.recorder = ChatRecorder(self.store, self.recorder.model, self.recorder.project_id)
         self._set_topbar()
         self._show_status()
         self.notify("New conversation." + (" The previous one is saved (ctrl+o lists sessions)." if saved else ""))
-
-    def _saved_session(self) -> int | None:
-        session_id = self.recorder.session_id if self.recorder is not None else None
-        if session_id is None:
-            self.notify("Nothing saved yet: ask something first.", severity="warning")
-        return session_id
-
-    def _after_write(self, future: Future, done: Callable[[Any], str], title: str) -> None:
-        def report(result: Future) -> None:
-            try:
-                message, severity = done(result.result()), "information"
-            except Exception as exc:
-                message = str(exc) if isinstance(exc, TunedeckError) else f"{type(exc).__name__}: {exc}"
-                severity = "error"
-            self._ui(lambda: self.notify(message, title=title, severity=severity, timeout=8))
-
-        future.add_done_callback(report)
-
-    def action_export(self) -> None:
-        """ctrl+s: write the session as Markdown under the tunedeck home."""
-        session_id = self._saved_session()
-        if session_id is None:
-            return
-        from tui.chat.export import export_markdown
-
-        future = self._write(lambda: export_markdown(self.store, session_id))
-        self._after_write(future, lambda path: f"Saved to {path}", "Exported")
-
-    def action_to_dataset(self) -> None:
-        """ctrl+t: queue the session's finished exchanges for import, alone or appended to a dataset's rows."""
-        session_id = self._saved_session()
-        if session_id is None:
-            return
-        from tui.chat.export import session_to_dataset
-        from tui.screens.forms import ActionDialog, FormField
-
-        def export(values: dict[str, str]) -> Any:
-            return session_to_dataset(self.store, session_id, self.project,
-                                      append_to=values.get("append_to") or None)
-
-        def queued(done: Any) -> None:
-            if done is not None:
-                self.notify(f"Importing {done.examples} example(s) as dataset {done.name} (job {done.job_id}).",
-                            title="Added to a dataset", timeout=8)
-
-        fields = [FormField("append_to", "Append to dataset (name or id; empty: a new dataset of this chat)")]
-        self.app.push_screen(ActionDialog("Add this chat to a dataset", fields, export), queued)
-
-    def action_sessions(self) -> None:
-        """ctrl+o: the saved sessions; enter reopens one here."""
-        from tui.screens.chat_sessions import ChatSessionsScreen
-
-        def reopen(session_id: int | None) -> None:
-            if session_id is not None and not self.busy:
-                options = {k: v for k, v in self.load_options.items() if k != "n_ctx"}  # the session's own
-                self.app.switch_screen(ChatScreen(session_id=session_id, project=self.project, load_options=options))
-
-        self.app.push_screen(ChatSessionsScreen(), reopen)

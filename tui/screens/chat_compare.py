@@ -19,14 +19,15 @@ from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
+from core.chat import sampling_params
 from store.errors import TunedeckError
-from tui.chat.params import SamplingParams
-from tui.screens.chat import STREAM_INTERVAL, PanelKeys, answer_note
+from tui.widgets.chat_common import STREAM_INTERVAL, PanelKeys, answer_note
 from tui.widgets.chat_log import ChatLog, MessageView
 from tui.widgets.chat_params import ParamsPanel
 
 if TYPE_CHECKING:
-    from tui.chat.engine import Answer, ChatEngine, Generation
+    from engine.chat.llama import Answer, ChatEngine, Generation
+    from engine.chat.params import SamplingParams
 
 SIDES = ("a", "b")
 COMPARE_SEED = 42
@@ -69,7 +70,7 @@ class ChatCompareScreen(PanelKeys, Screen[None]):
         super().__init__()
         self.sides = {"a": Side(model_a), "b": Side(model_b)}
         self.initial_system = system
-        self.initial_params = params or SamplingParams(seed=COMPARE_SEED)
+        self.initial_params = params or sampling_params(seed=COMPARE_SEED)
         self.load_options = dict(load_options or {})
         self._closing = False
         self._ended_at = 0.0
@@ -98,7 +99,7 @@ class ChatCompareScreen(PanelKeys, Screen[None]):
         return any(side.busy for side in self.sides.values())
 
     def on_mount(self) -> None:
-        from tui.chat.system import default_threads
+        from engine.chat.system import default_threads
 
         options = {"threads": max(1, default_threads() // 2), **self.load_options}  # the two share the cores
         for key in SIDES:
@@ -126,13 +127,12 @@ class ChatCompareScreen(PanelKeys, Screen[None]):
 
     @work(thread=True, exit_on_error=False, group="compare-load")
     def _load(self, key: str, options: dict[str, Any]) -> None:
-        from tui.chat.engine import load_engine
-        from tui.chat.model_ref import resolve_model
+        from core.chat import load_model, resolve_model
 
         side = self.sides[key]
         try:
             model = resolve_model(side.ref, self.app.store)  # type: ignore[attr-defined]
-            engine = load_engine(model.path, **options)
+            engine = load_model(model, **options)
         except Exception as exc:
             message = str(exc) if isinstance(exc, TunedeckError) else f"unexpected {type(exc).__name__}: {exc}"
             self._ui(self._load_failed, key, message)

@@ -30,7 +30,7 @@ class NewChat:
 
 def check_model_text(text: str) -> str:
     """'' when `text` can name a model (an existing file, or an artifact id or name), else why not."""
-    from tui.chat.model_ref import looks_like_path
+    from core.chat import looks_like_path
 
     if not text:
         return "give a .gguf file or an artifact id"

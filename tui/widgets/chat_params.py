@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Input, Label, Static
 
-from tui.chat.params import SamplingParams
+from core.chat import sampling_params
+
+if TYPE_CHECKING:
+    from engine.chat.params import SamplingParams
 
 FIELDS: list[tuple[str, str]] = [
     ("temperature", "Temperature"),
@@ -39,7 +44,7 @@ class ParamsPanel(VerticalScroll):
     def __init__(self, system: str = "", params: SamplingParams | None = None, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._system = system
-        self._params = params or SamplingParams()
+        self._params = params or sampling_params()
 
     def compose(self) -> ComposeResult:
         yield Label("System prompt")
@@ -55,6 +60,8 @@ class ParamsPanel(VerticalScroll):
         """(system prompt, params) from the boxes; BadParams when a box does not parse or is out of range."""
         texts = {name: self.query_one(f"#param-{name}", Input).value for name, _ in FIELDS}
         system = self.query_one("#param-system", Input).value.strip()
+        from engine.chat.params import SamplingParams
+
         return system, SamplingParams.from_text(texts)
 
     def set_values(self, system: str, params: SamplingParams) -> None:
