@@ -66,9 +66,9 @@ def test_convert_and_quantize_demo_model(demo_home: Path) -> None:
     assert fidelity["template"]["same_text"] and fidelity["template"]["template_in_gguf"]
     assert [c["conversation"] for c in fidelity["template"]["conversations"]] == ["with a system message",
                                                                                   "without one"]
-    from engine.gguf.fidelity import metadata
+    from engine.gguf.reader import read_metadata
 
-    assert metadata(Path(f16["path"]))["name"] == "demo-llama"  # the artifact's name, not the converter's guess
+    assert read_metadata(f16["path"]).name == "demo-llama"  # the artifact's name, not the converter's guess
     assert fidelity["agreement"]["top1_agreement"] >= 0.99 and fidelity["agreement"]["positions"] > 100
     for name in ("demo-llama-q8_0.gguf", "demo-llama-q4_k_m.gguf"):
         quant = ggufs[name]
@@ -162,9 +162,9 @@ def test_unknown_pre_tokenizer_is_explained_and_can_be_forced(tmp_path: Path, ll
     with pytest.raises(ConversionError, match=r"not one llama\.cpp knows"):
         convert_model(tools, model, out, pre_tokenizer="no-such-thing")
     convert_model(tools, model, out, pre_tokenizer="gpt-2")
-    from engine.gguf.fidelity import metadata
+    from engine.gguf.reader import read_metadata
 
-    assert metadata(out)["pre_tokenizer"] == "gpt-2"
+    assert read_metadata(out).pre_tokenizer == "gpt-2"
 
 
 def test_unknown_pre_tokenizer_fails_the_job_with_the_explanation(home: Path, tmp_path: Path,
