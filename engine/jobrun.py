@@ -16,16 +16,11 @@ from engine.jobctx import JobCancelled, JobContext
 from store.db import Store
 from store.diskfull import disk_full_message
 from store.errors import IllegalTransition, TunedeckError
-from store.home import subdir
+from store.home import job_dir
 from store.jobs import get_job, heartbeat, transition
 from store.models import JobStatus
 
 HEARTBEAT_EVERY_S = 5.0
-
-
-def job_dir(home: Path, job_id: int) -> Path:
-    """The folder of a job's log, config and outputs."""
-    return subdir(home, "jobs", str(job_id))
 
 
 def _print_exc() -> None:
@@ -71,7 +66,7 @@ def execute_job(store: Store, job_id: int, pid: int, folder: Path | None = None)
     when the job was not queued, e.g. another runner took it). In a distributed job only rank 0
     claims the job, beats and records its end; the other ranks run the same handler silently.
     `folder` is the job's folder when it is not under the store's home (a cluster node's scratch store)."""
-    folder = folder or job_dir(store.home, job_id)
+    folder = folder or job_dir(store.home, job_id, create=True)
     if rank() != 0:
         return _execute_follower(store, job_id, folder)
     with store.write() as session:

@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 from engine.distributed import child_command
-from engine.jobrun import job_dir
 from store.db import Store
 from store.errors import IllegalTransition
-from store.home import subdir
+from store.home import job_dir, subdir
 from store.jobs import get_job, next_queued, reap_stale, transition
 from store.models import Job, JobStatus
+from store.payloads import PayloadError, TrainConfig, config_as
 
 CLUSTER_SLOT = "slurm"  # engine.cluster.slurm.SLOT, without importing it for every runner
 
@@ -84,8 +84,11 @@ def _slot_devices(slot: str) -> tuple[int, ...]:
 
 
 def _run_child(store: Store, job: Job, slot: str) -> int:
-    folder = job_dir(store.home, job.id)
-    run = job.config.get("run") if job.kind == "train" else None
+    folder = job_dir(store.home, job.id, create=True)
+    try:
+        run = config_as(TrainConfig, job).run if job.kind == "train" else None
+    except PayloadError:  # a malformed row: its engine fails the job, naming the field
+        run = None
     argv, env = child_command(store.home, job.id, run, folder)
     with DeviceLocks(store.home, _slot_devices(slot)), (folder / "job.log").open("ab") as fh:
         child = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, check=False,

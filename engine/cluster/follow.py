@@ -12,13 +12,13 @@ from typing import Any
 
 from engine.cluster import slurm
 from engine.cluster.events import EventReader
-from engine.jobrun import job_dir
 from store.db import Store
 from store.errors import IllegalTransition, TunedeckError
-from store.home import subdir
+from store.home import job_dir, subdir
 from store.jobs import get_job, heartbeat, set_result, transition
 from store.metrics import upsert_metrics
 from store.models import Artifact, Job, JobStatus
+from store.payloads import TrainConfig, config_as
 
 POLL_S = 0.5
 STATE_EVERY_S = 2.0
@@ -52,8 +52,10 @@ def _submit(store: Store, job: Job, folder: Path) -> str:
     from engine.cluster.node import snapshot
 
     cdir = subdir(folder, "cluster")
-    opts = slurm.ClusterOptions.from_config(job.config["cluster"])
-    run = job.config.get("run") or {}
+    config = config_as(TrainConfig, job)
+    config.require("cluster")
+    opts = slurm.ClusterOptions.from_config(config.cluster or {})
+    run = config.run
     with store.read() as session:
         data = snapshot(session, job.id)
     (cdir / "snapshot.json.tmp").write_text(json.dumps(data, default=str))
@@ -173,7 +175,7 @@ def _end_without_event(store: Store, job_id: int, slurm_id: str, state: str) -> 
             error = (f"SLURM job {slurm_id} ended ({state}) before the engine recorded its end; "
                      "`tunedeck run resume` continues from the last checkpoint")
             transition(session, job_id, JobStatus.interrupted, error=error)
-            _log(job_dir(store.home, job_id), f"interrupted: {error}")
+            _log(job_dir(store.home, job_id, create=True), f"interrupted: {error}")
 
 
 def _engine_ended(folder: Path, slurm_id: str) -> bool:
@@ -194,7 +196,7 @@ def _wait_gone(slurm_id: str, timeout: float = CANCEL_GRACE_S) -> None:
 
 def run_cluster_job(store: Store, job: Job) -> None:
     """Submit a queued cluster job (or re-attach to the SLURM job still running it) and follow it to its end."""
-    folder = job_dir(store.home, job.id)
+    folder = job_dir(store.home, job.id, create=True)
     slurm_id = current_slurm_job(folder)
     if slurm_id is not None and slurm.state(slurm_id) in slurm.ALIVE and not _engine_ended(folder, slurm_id):
         _log(folder, f"following SLURM job {slurm_id} again")  # the runner that followed it is gone

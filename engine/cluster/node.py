@@ -28,10 +28,12 @@ OVERLAP_S = 5.0  # metrics re-read this far back: a row stamped before a read ma
 def snapshot(session: Any, job_id: int) -> dict[str, Any]:
     """What a scratch store needs of the home's rows to run job `job_id` (called on the submitting side)."""
     from store.models import Artifact, Job, Project
+    from store.payloads import TrainConfig, config_as
 
     job = session.get(Job, job_id)
     project = session.get(Project, job.project_id)
-    ids = {job.config.get(k) for k in ("model_artifact_id", "reward_model_artifact_id")} - {None}
+    config = config_as(TrainConfig, job)
+    ids = {config.model_artifact_id, config.reward_model_artifact_id} - {None}
     artifacts = [session.get(Artifact, i) for i in sorted(ids)]
     return {"job": job.model_dump(), "project": project.model_dump(),
             "artifacts": [a.model_dump() for a in artifacts if a is not None]}
