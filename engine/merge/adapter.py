@@ -25,6 +25,7 @@ from engine.merge.output import (
     write_provenance,
 )
 from store.errors import NotFound, Refused
+from store.payloads import MergeConfig
 
 
 def torch_dtype(name: str) -> Any:
@@ -43,14 +44,15 @@ def run_merge_job(ctx: JobContext) -> None:
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
-    cfg = ctx.config
-    adapter_path, base_path = Path(cfg["adapter_path"]), Path(cfg["base_path"])
+    cfg = ctx.config_as(MergeConfig)
+    cfg.require("adapter_path", "base_path")
+    adapter_path, base_path = Path(str(cfg.adapter_path)), Path(str(cfg.base_path))
     for path, what in ((adapter_path, "adapter"), (base_path, "base model")):
         if not path.is_dir():
             raise NotFound(f"{what} folder {path} is missing (moved or deleted since the merge was queued?)")
-    dtype_name = cfg.get("dtype") or "fp32"
+    dtype_name = cfg.dtype
     dtype = torch_dtype(dtype_name)
-    method = cfg.get("method") or "lora"
+    method = cfg.method or "lora"
     note = " (QLoRA: into the un-quantized base)" if method == "qlora" else ""
     ctx.log(f"merging adapter {adapter_path} into {base_path} in {dtype_name}{note}")
     hf_logging.disable_progress_bar()
@@ -74,7 +76,7 @@ def run_merge_job(ctx: JobContext) -> None:
         copy_tokenizer([adapter_path, base_path], tmp)  # the adapter's (as trained), else the base's
         copy_model_files(base_path, tmp)  # generation_config.json etc. when save_pretrained did not write them
         write_provenance(tmp, {"kind": "merge", "job_id": ctx.job_id, "adapter": str(adapter_path),
-                               "adapter_artifact_id": cfg.get("artifact_id"), "base_model": str(base_path),
+                               "adapter_artifact_id": cfg.artifact_id, "base_model": str(base_path),
                                "dtype": dtype_name, "method": method})
     del merged, model, base
     out = publish(tmp, ctx.job_dir)
@@ -86,9 +88,9 @@ def run_merge_job(ctx: JobContext) -> None:
 
     with ctx.store.write() as session:
         artifact = register_artifact(
-            session, cfg["project_id"], "merged", out, name=cfg.get("name") or "", job_id=ctx.job_id,
-            parent_id=cfg.get("artifact_id"),
-            meta={"base_model": str(base_path), "adapter_artifact_id": cfg.get("artifact_id"),
+            session, cfg.project, "merged", out, name=cfg.name, job_id=ctx.job_id,
+            parent_id=cfg.artifact_id,
+            meta={"base_model": str(base_path), "adapter_artifact_id": cfg.artifact_id,
                   "adapter_path": str(adapter_path), "dtype": dtype_name, "method": method, "merge": "adapter"},
         )
     ctx.set_result(artifact_id=artifact.id, path=str(out), peak_rss_mb=peak,

@@ -26,33 +26,37 @@ from engine.merge.methods import merge_tensor
 from engine.merge.output import copy_model_files, fresh_tmp, peak_rss_mb, publish, remove_on_error, write_provenance
 from engine.merge.shards import ShardWriter
 from store.errors import NotFound, Refused
+from store.payloads import MergeModelsConfig
 
 
 def run_merge_models_job(ctx: JobContext) -> None:
     """Merge `inputs` onto `base` with `method` and register the result as a `merged` artifact."""
-    cfg = ctx.config
-    method, weights, density, seed = cfg["method"], cfg["weights"], cfg.get("density"), int(cfg.get("seed") or 0)
-    base, inputs = cfg["base"], cfg["inputs"]
+    cfg = ctx.config_as(MergeModelsConfig)
+    cfg.require("method", "base", "inputs", "weights")
+    method, weights, density, seed = str(cfg.method), list(cfg.weights), cfg.density, cfg.seed
+    base, inputs = cfg.base, cfg.inputs
+    assert base is not None  # required above
     for source in (base, *inputs):
-        if not Path(source["path"]).is_dir():
-            raise NotFound(f"{source['label']}: folder {source['path']} is missing (moved or deleted since queued?)")
-    labels = ", ".join(s["label"] for s in inputs)
-    ctx.log(f"{method} merge of {labels} on base {base['label']} (weights {weights}"
+        if not Path(source.path).is_dir():
+            raise NotFound(f"{source.label}: folder {source.path} is missing (moved or deleted since queued?)")
+    labels = ", ".join(s.label for s in inputs)
+    ctx.log(f"{method} merge of {labels} on base {base.label} (weights {weights}"
             + (f", density {density}, seed {seed})" if density is not None else ")"))
     started = time.monotonic()
     ctx.progress(0.01, force=True)
     tmp = fresh_tmp(ctx.job_dir)
-    base_dir, input_dirs = Path(base["path"]), [Path(s["path"]) for s in inputs]
+    base_dir, input_dirs = Path(base.path), [Path(s.path) for s in inputs]
     params = {"weights": weights, "density": density if density is not None else 1.0, "seed": seed}
     with remove_on_error(tmp):
-        if cfg.get("input_kind") == "adapter":
+        if cfg.input_kind == "adapter":
             count = merge_adapters(ctx, method, base_dir, input_dirs, params, tmp)
         else:
             count = merge_full_models(ctx, method, base_dir, input_dirs, params, tmp)
         copy_model_files(base_dir, tmp)  # config, generation config, tokenizer and chat template
-    meta = {"method": method, "base_model": str(base_dir), "base_artifact_id": base.get("artifact_id"),
-            "input_kind": cfg.get("input_kind"), "weights": weights, "density": density,
-            "inputs": [{k: s.get(k) for k in ("label", "path", "artifact_id", "kind")} for s in inputs],
+    meta = {"method": method, "base_model": str(base_dir), "base_artifact_id": base.artifact_id,
+            "input_kind": cfg.input_kind, "weights": weights, "density": density,
+            "inputs": [{"label": s.label, "path": s.path, "artifact_id": s.artifact_id, "kind": s.kind}
+                       for s in inputs],
             **({"seed": seed} if method.startswith("dare") else {})}
     write_provenance(tmp, {"kind": "merge-models", "job_id": ctx.job_id, **meta})
     out = publish(tmp, ctx.job_dir)
@@ -63,8 +67,8 @@ def run_merge_models_job(ctx: JobContext) -> None:
     from engine.artifacts import register_artifact
 
     with ctx.store.write() as session:
-        artifact = register_artifact(session, cfg["project_id"], "merged", out, name=cfg.get("name") or "",
-                                     job_id=ctx.job_id, parent_id=base.get("artifact_id"), meta=meta)
+        artifact = register_artifact(session, cfg.project, "merged", out, name=cfg.name,
+                                     job_id=ctx.job_id, parent_id=base.artifact_id, meta=meta)
     ctx.set_result(artifact_id=artifact.id, path=str(out), tensors=count, peak_rss_mb=peak, seconds=seconds)
     ctx.log(f"registered merged model as artifact {artifact.id}")
 
