@@ -10,7 +10,7 @@ import contextlib
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +23,22 @@ C = TypeVar("C", bound=JobConfig)
 
 PROGRESS_EVERY_S = 0.5
 CANCEL_CHECK_EVERY_S = 1.0
+
+
+_checkpoint_hooks: list[Callable[[], None]] = []
+
+
+def on_checkpoint(hook: Callable[[], None]) -> None:
+    """Have `hook` called just before each training checkpoint is written. A cluster node mirrors its scratch
+    store into the job folder: what the store holds by then must be mirrored first, or a kill right after the
+    checkpoint would lose metrics that the resumed run never logs again."""
+    _checkpoint_hooks.append(hook)
+
+
+def before_checkpoint() -> None:
+    """Run the hooks `on_checkpoint` registered (the training callback calls this)."""
+    for hook in list(_checkpoint_hooks):
+        hook()
 
 
 class JobCancelled(TunedeckError):

@@ -63,6 +63,7 @@ class Forwarder:
         self.last_artifact = 0
         self.job_state: dict[str, Any] = {}
         self.stop = threading.Event()
+        self.lock = threading.Lock()  # the poll thread and the training loop (before a checkpoint) both forward
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self) -> None:
@@ -74,6 +75,10 @@ class Forwarder:
 
     def forward(self) -> None:
         """Append the changes since the last call: metrics, artifacts, progress, result, status, heartbeat."""
+        with self.lock:
+            self._forward()
+
+    def _forward(self) -> None:
         from sqlalchemy import text
 
         with self.store.read() as session:
@@ -130,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine.cluster.slurm import events_file
     from engine.distributed import rank
+    from engine.jobctx import on_checkpoint
     from engine.jobrun import execute_job
     from engine.quiet import quiet_library_output
 
@@ -144,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             events = events_file(args.job_dir, os.environ.get("SLURM_JOB_ID", "local"))
             forwarder = Forwarder(store, args.id, EventWriter(events))
             forwarder.start()
+            on_checkpoint(forwarder.forward)  # a kill after a checkpoint must find its metrics already forwarded
         quiet_library_output()
         status = execute_job(store, args.id, os.getpid(), folder=args.job_dir)
         return 0 if status.value == "completed" else 1

@@ -7,9 +7,10 @@ import resource
 import time
 from typing import Any
 
-from engine.jobctx import JobContext
+from engine.jobctx import JobContext, before_checkpoint
 from engine.train.objectives import has_perplexity, keeps
 from store.metrics import upsert_metrics
+from store.payloads import TrainConfig
 
 # Kept for every objective; each objective's own metrics: engine.train.objectives.METRICS.
 KEEP = {"loss", "eval_loss", "learning_rate", "grad_norm", "epoch", "num_tokens", "train_loss", "train_runtime",
@@ -59,7 +60,7 @@ def store_callback(ctx: JobContext) -> Any:
             import torch
 
             self.gpu = torch.cuda.is_available()
-            self.objective = str(ctx.config.get("run", {}).get("objective", "sft"))
+            self.objective = str(ctx.config_as(TrainConfig).run.get("objective", "sft"))
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self._t_last, self._step_last = time.monotonic(), state.global_step
@@ -97,6 +98,8 @@ def store_callback(ctx: JobContext) -> Any:
                 values["eval_perplexity"] = math.exp(values["eval_loss"])
             with self.ctx.store.write() as session:
                 upsert_metrics(session, self.ctx.job_id, state.global_step, values)
+            if control.should_save:  # a checkpoint follows this log (and its evaluation): mirror the metrics first
+                before_checkpoint()
             if self.gpu:  # utilization and memory over time, for the run's GPU chart and calibration
                 from engine.gpu.record import record_sample
 
@@ -132,6 +135,8 @@ def store_callback(ctx: JobContext) -> Any:
                 control.should_save = False
             if control.should_save:
                 state.stateful_callbacks[RESUME_STATE] = self._resume_state()
+                if state.is_world_process_zero:
+                    before_checkpoint()
 
         def _resume_state(self) -> dict[str, Any]:
             """What a resume from a checkpoint saved at this step needs that transformers does not keep: the sum
