@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import mount_tmpfs, run_cli
+from conftest import copy_home, mount_tmpfs, run_cli
 
 
 def _artifacts(home: Path, project: str = "demo") -> list[dict]:
@@ -39,11 +39,10 @@ def test_sdist_unpacks_only_the_converter(tmp_path: Path, llama_sdist: Path) -> 
 
 
 @pytest.fixture(scope="module")
-def demo_home(tmp_path_factory: pytest.TempPathFactory, llama_sdist: Path) -> Path:
+def demo_home(tmp_path_factory: pytest.TempPathFactory, llama_sdist: Path, demo_home_src: Path) -> Path:
     """One demo home for the conversion tests of this module (they run in order and build on each other)."""
-    home = tmp_path_factory.mktemp("gguf") / "home"
+    home = copy_home(demo_home_src, tmp_path_factory.mktemp("gguf") / "home")
     env = {"TUNEDECK_LLAMA_SDIST": str(llama_sdist), "HF_HUB_OFFLINE": "1"}
-    assert run_cli("demo", home=home, env=env).returncode == 0
     assert run_cli("tools", "fetch", home=home, env=env).returncode == 0
     return home
 
