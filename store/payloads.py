@@ -353,6 +353,34 @@ class ModelAddResult(ResultBase):
     dtype: str | None = None
 
 
+class CompressConfig(JobConfig):
+    """`compress`: GPTQ or AWQ of a model artifact into compressed-tensors with llm-compressor."""
+
+    artifact_id: int | None = None
+    source_path: str | None = None  # the model folder
+    method: str | None = None  # gptq or awq
+    scheme: str = "W4A16"
+    group_size: int = 128  # weights per scale
+    samples: int | None = None  # calibration rows
+    max_length: int | None = None  # tokens per calibration row
+    dataset_id: int | None = None  # the calibration dataset (its train split; its val split for the check)
+    dataset_name: str | None = None
+    dataset_path: str | None = None
+    name: str | None = None  # the output folder's and artifact's name
+
+
+class CompressResult(ResultBase):
+    artifact_id: int | None = None
+    path: str | None = None
+    fidelity: str | None = None  # pass, warn or fail: perplexity against the parent
+    delta: float | None = None
+    limit: float | None = None
+    warn_limit: float | None = None
+    perplexity: float | None = None
+    parent_perplexity: float | None = None
+    seconds: float | None = None
+
+
 PAYLOADS: dict[str, tuple[type[JobConfig], type[ResultBase]]] = {
     "selftest": (SelftestConfig, SelftestResult),
     "dataset-import": (DatasetImportConfig, DatasetImportResult),
@@ -364,6 +392,7 @@ PAYLOADS: dict[str, tuple[type[JobConfig], type[ResultBase]]] = {
     "eval": (EvalConfig, EvalResult),
     "push": (PushConfig, PushResult),
     "model-add": (ModelAddConfig, ModelAddResult),
+    "compress": (CompressConfig, CompressResult),
 }
 
 
