@@ -81,6 +81,8 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
                          parents=[common])
     tverbs = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(p))
     t = tverbs.add_parser("fetch", help="fetch it now (it is otherwise fetched on first use)", parents=[common])
+    t.add_argument("tool", nargs="?", default="llama.cpp", choices=["llama.cpp", "compressor"],
+                   help="llama.cpp's converter (default), or llm-compressor's environment for `compress`")
     t.set_defaults(func=cmd_tools_fetch)
 
 
@@ -288,5 +290,10 @@ def cmd_tools_fetch(args: argparse.Namespace) -> int:
     from engine.gguf.tools import ensure_tools
 
     store = open_from_args(args)
+    if args.tool == "compressor":
+        from engine.compress.toolenv import compressor_python
+
+        print(compressor_python(store.home, lambda m: print(m, file=sys.stderr)))
+        return 0
     print(ensure_tools(store.home, lambda m: print(m, file=sys.stderr)))
     return 0

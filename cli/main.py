@@ -12,7 +12,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 
-from cli import artifact, chat, dataset, gpu, job, merge, model, project, run
+from cli import artifact, chat, compress, dataset, gpu, job, merge, model, project, run
 from cli.common import UsageError, open_from_args
 from store.errors import TunedeckError
 
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
 
-    for module in (project, dataset, model, run, job, artifact, merge, chat, gpu):
+    for module in (project, dataset, model, run, job, artifact, compress, merge, chat, gpu):
         module.register(verbs, common)
     return parser
 

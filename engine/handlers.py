@@ -18,6 +18,7 @@ HANDLERS: dict[str, str] = {
     "eval": "engine.evaluate.job:run_eval_job",
     "push": "engine.push:run_push_job",
     "model-add": "engine.models.job:run_model_add_job",
+    "compress": "engine.compress.job:run_compress_job",
 }
 
 

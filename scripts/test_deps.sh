@@ -9,4 +9,12 @@ if [ ! -x /usr/sbin/slurmctld ] && [ "$(id -u)" = 0 ] && command -v apt-get >/de
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge; } >/dev/null 2>&1 \
     || echo "test deps: could not install slurm-wlm and munge; tests/test_slurm.py will skip" >&2
 fi
+# llm-compressor's own environment for tests/test_compress.py (engine/compress/toolenv.py: llmcompressor pins an
+# older transformers than tunedeck's, so it lives in a venv of its own sharing tunedeck's torch). Built once per
+# machine and tunedeck environment into ~/.cache/tunedeck (about 3 minutes and 720 MB from PyPI), a no-op after.
+PY="${VENV:-.venv}/bin/python"
+if [ -x "$PY" ]; then
+  "$PY" -m engine.compress.toolenv --cache >/dev/null \
+    || echo "test deps: could not build llm-compressor's environment; tests/test_compress.py builds it on first use" >&2
+fi
 exit 0
