@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import processes_with, run_cli
+from conftest import copy_home, processes_with, run_cli
 
 from engine.distributed import accelerate_config, check_plan, child_command, plan_for
 from engine.launch import start_runner
@@ -120,8 +120,8 @@ def test_jobs_sharing_a_card_take_turns_and_disjoint_cards_run_at_once(store: St
     assert overlap(jobs["gpu:2"], jobs["gpu:0,1"]) or overlap(jobs["gpu:2"], jobs["gpu:1"])
 
 
-def test_devices_on_a_machine_without_gpus_are_refused_before_queueing(home: Path) -> None:
-    assert run_cli("demo", home=home, timeout=600).returncode == 0
+def test_devices_on_a_machine_without_gpus_are_refused_before_queueing(home: Path, demo_home_src: Path) -> None:
+    copy_home(demo_home_src, home)
     refused = run_cli("run", "new", "demo", "--preset", "smoke", "--set", "devices=0,1", home=home)
     assert refused.returncode == 1 and "devices [0, 1]: this machine has no NVIDIA GPU" in refused.stderr
     assert "Traceback" not in refused.stderr
@@ -147,9 +147,10 @@ def _wait(home: Path, job_id: int, statuses: set[str], timeout: float = 400) -> 
 
 
 @pytest.mark.slow
-def test_two_process_ddp_on_cpu_through_the_runner_with_cancel_kill_and_resume(home: Path) -> None:
-    assert run_cli("demo", home=home, timeout=600).returncode == 0
-    steps = 300
+def test_two_process_ddp_on_cpu_through_the_runner_with_cancel_kill_and_resume(home: Path,
+                                                                                demo_home_src: Path) -> None:
+    copy_home(demo_home_src, home)
+    steps = 120  # far past where the cancel (~step 6-20) and the kill (8 steps after the resume) land
     job_id = int(run_cli("run", "new", "demo", "--preset", "smoke", "--set", "cpu_processes=2",
                          "--set", f"max_steps={steps}", "--set", "save_steps=4", "--set", "logging_steps=1",
                          "--set", "eval_steps=0", "--set", "batch=2", "--set", "grad_accum=1",
