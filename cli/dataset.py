@@ -120,7 +120,7 @@ def cmd_dataset_delete(args: argparse.Namespace) -> int:
 
 
 def _show(store: Store, ref: str, project: str | None, as_json: bool) -> int:
-    from engine.datasets.lint import format_report
+    from engine.datasets.lint_report import print_report
     from store.datasets import find_dataset
 
     with store.read() as session:
@@ -135,7 +135,8 @@ def _show(store: Store, ref: str, project: str | None, as_json: bool) -> int:
         return 0
     print(f"dataset {dataset.name} (id {dataset.id}), {dataset.format}, from {dataset.source}")
     print(f"  snapshot {dataset.path}  hash {dataset.content_hash[:16]}")
-    print(format_report(report))
+    sys.stdout.flush()
+    print_report(report, sys.stdout)
     return 0
 
 

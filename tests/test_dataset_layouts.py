@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from engine.datasets.formats import DataError, load_examples
-from engine.datasets.lint import format_report
+from engine.datasets.lint_report import format_report
 
 FIXTURES = Path(__file__).parent / "fixtures" / "datasets"
 U, A, S, T = "user", "assistant", "system", "tool"

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from engine.datasets import dedup, pii
-from engine.datasets.lint import build_report, format_report
+from engine.datasets.lint import build_report
+from engine.datasets.lint_report import format_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -387,7 +388,7 @@ def test_report_of_a_good_large_set_is_ok(tok) -> None:
 
     text = format_report(report)
     assert all(len(line) <= 80 for line in text.splitlines())
-    assert "verdict: OK" in text and "|#" in text and "[ok]" in text
+    assert "verdict: ✓ OK" in text and "|#" in text and "✓ ok" in text
 
 
 def test_report_flags_small_sets_dups_pii_and_missing_val(tok) -> None:
@@ -411,7 +412,7 @@ def test_report_flags_small_sets_dups_pii_and_missing_val(tok) -> None:
     dumped = json.dumps(report)
     assert "AKIAIOSFODNN7EXAMPLE" not in dumped.split('"label_mask"')[0]  # the PII section stays redacted
     text = format_report(report)
-    assert all(len(line) <= 80 for line in text.splitlines()) and "verdict: FAIL" in text
+    assert all(len(line) <= 80 for line in text.splitlines()) and "verdict: ✗ FAIL" in text
 
 
 def test_sampled_token_stats_keep_truncation_exact(tok) -> None:
