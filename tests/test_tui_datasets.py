@@ -17,26 +17,20 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Select, Static, TabbedContent
 from tui_pilot import drive, notes, screen_text, text, type_text, wait_for
 
+from engine.datasets.lint_report import mask_text, report_renderable
 from store.db import Store, open_store
 from store.models import Dataset, Job
 from store.projects import create_project
 from tui.app import TunedeckApp
-from tui.screens.datasets import (
-    DatasetScreen,
-    PreviewBody,
-    flags_from_report,
-    index_split,
-    mask_text,
-    record_turns,
-    report_renderable,
-    turn_widget,
-)
+from tui.screens.datasets import DatasetScreen
 from tui.screens.help import HelpScreen
 from tui.screens.import_dialog import ImportDialog, ImportErrorDialog
 from tui.screens.project import ProjectScreen
+from tui.widgets.dataset_files import flags_from_report, index_split
 from tui.widgets.histogram import Bin, HistogramBars, bar_text, histogram_lines
 from tui.widgets.live_table import LiveTable
 from tui.widgets.path_input import PathInput, path_candidates
+from tui.widgets.record_view import PreviewBody, record_turns, turn_widget
 
 IMPORT_TIMEOUT = 60.0
 TOPICS = ["tides", "volcanoes", "bread", "chess", "orbits", "moss", "glaciers", "violins", "bees", "rust",
@@ -221,7 +215,8 @@ def test_tokens_tab_draws_the_histogram(store: Store, tmp_path: Path, demo_model
         assert f"{tokens['histogram'][0]['lo']}-{tokens['histogram'][0]['hi']}" in shown
         summary = text(app, "#tokens-text")
         if tokens["over_max"]:
-            assert f"{tokens['over_max']} example(s)" in summary and "exceed max_length 60" in summary
+            assert f"{tokens['over_max']} example" in summary and "exceed max_length 60" in summary
+            assert "too-long filter" in summary
         else:
             assert "every example fits max_length 60" in summary
         # the too-long filter shows exactly the examples over max_length (both splits)
@@ -541,12 +536,13 @@ def test_new_layouts_render_as_turns_and_unused_fields_show_in_the_report() -> N
     report = {"verdict": "warn", "format": "preference", "kind": "preference", "counts": {"train": 5},
               "structure": {"with_tools": 0}, "fields": {"unused": {"score_chosen": 5, "messages[].weight": 2}}}
     shown = rendered(report_renderable(report))
-    assert "Fields not imported" in shown and "score_chosen: 5 record(s)" in shown
-    assert "messages[].weight: 2 record(s)" in shown
+    lines = [line.rstrip() for line in shown.splitlines()]
+    assert "Fields not imported (field: records holding it)" in lines  # the wording `dataset show` prints too
+    assert "  score_chosen: 5" in lines and "  messages[].weight: 2" in lines
 
 
 def test_d_deletes_datasets_and_failed_imports_after_asking(store: Store, home: Path) -> None:
-    from tui.screens.datasets import ConfirmDatasetDelete
+    from tui.screens.dataset_delete import ConfirmDatasetDelete
 
     folder = home / "datasets" / "1"
     folder.mkdir(parents=True)

@@ -16,6 +16,7 @@ from textual.worker import Worker
 from store.db import Store
 from store.views import ProjectSummary
 from tui.screens.forms import SubmitInWorker
+from tui.widgets.confirm import ConfirmDialog
 
 
 def _create(store: Store, name: str, description: str) -> str:
@@ -78,7 +79,7 @@ class NewProjectDialog(SubmitInWorker, ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class ConfirmDeleteDialog(ModalScreen[str | None]):
+class ConfirmDeleteDialog(ConfirmDialog):
     """Asks before deleting a project. Result: "delete", "force" (with its runs) or None.
 
     A project with runs is only deleted with `f`, which says that its runs go too;
@@ -91,57 +92,32 @@ class ConfirmDeleteDialog(ModalScreen[str | None]):
         Binding("f", "force", "Delete with runs", id="confirm_delete.force"),
         Binding("n,escape", "keep", "Keep", id="confirm_delete.keep"),
     ]
+    dialog_id = "confirm-delete"
+    dialog_title = "Delete project"
 
     def __init__(self, project: ProjectSummary) -> None:
         super().__init__()
         self.project = project
 
-    def compose(self) -> ComposeResult:
+    def question(self) -> tuple[str, str]:
         p = self.project
         name = escape(p.name)
         contents = f"{p.datasets} dataset(s), {p.runs} run(s) and {p.artifacts} artifact(s)"
         if p.active_jobs:
-            body = (
-                f"Project [b]{name}[/b] has {p.active_jobs} queued or running job(s).\nCancel them before deleting it."
-            )
-            hint = "n or esc close"
-        elif p.runs:
-            body = (
-                f"Project [b]{name}[/b] has {contents}.\n"
-                f"Deleting it also deletes its {p.runs} run(s) and their records. This cannot be undone."
-            )
-            hint = "f delete with runs · n or esc keep"
-        else:
-            body = f"Delete project [b]{name}[/b] with {contents}?\nThis cannot be undone."
-            hint = "y delete · n or esc keep"
-        with Vertical(id="confirm-delete", classes="dialog"):
-            yield Static("Delete project", classes="dialog-title")
-            yield Static(body, id="confirm-body")
-            yield Static("", id="confirm-note", classes="error")
-            yield Static(hint, classes="hint")
+            return (f"Project [b]{name}[/b] has {p.active_jobs} queued or running job(s).\n"
+                    "Cancel them before deleting it.", "n or esc close")
+        if p.runs:
+            return (f"Project [b]{name}[/b] has {contents}.\nDeleting it also deletes its {p.runs} run(s) and their "
+                    "records. This cannot be undone.", "f delete with runs · n or esc keep")
+        return f"Delete project [b]{name}[/b] with {contents}?\nThis cannot be undone.", "y delete · n or esc keep"
 
-    def on_mount(self) -> None:
-        self.query_one("#confirm-note").display = False
-
-    def _note(self, message: str) -> None:
-        note = self.query_one("#confirm-note", Static)
-        note.update(escape(message))
-        note.display = True
-
-    def action_delete(self) -> None:
+    def refusal(self, force: bool) -> str | None:
         p = self.project
         if p.active_jobs:
-            self._note("Nothing deleted: cancel its queued and running jobs first.")
-        elif p.runs:
-            self._note(f"It has {p.runs} run(s): press f to delete it together with them, n to keep it.")
-        else:
-            self.dismiss("delete")
+            return "Nothing deleted: cancel its queued and running jobs first."
+        if not force and p.runs:
+            return f"It has {p.runs} run(s): press f to delete it together with them, n to keep it."
+        return None
 
-    def action_force(self) -> None:
-        if self.project.active_jobs:
-            self._note("Nothing deleted: cancel its queued and running jobs first.")
-        else:
-            self.dismiss("force" if self.project.runs else "delete")
-
-    def action_keep(self) -> None:
-        self.dismiss(None)
+    def result(self, force: bool) -> str:
+        return "force" if force and self.project.runs else "delete"

@@ -480,7 +480,7 @@ class ProjectScreen(Screen[None]):
             self.notify(f"{item.name} is still importing; cancel the import (job {item.id}) before deleting it.",
                         severity="warning")
             return
-        from tui.screens.datasets import ConfirmDatasetDelete, delete_dataset_item, read_dataset_users
+        from tui.screens.dataset_delete import ConfirmDatasetDelete, delete_dataset_item, read_dataset_users
 
         try:
             users = read_dataset_users(self.store, item.id) if item.kind == "dataset" else []
