@@ -2,12 +2,12 @@
 
 Every field shows its recommended range; the focused one shows its full description from the schema.
 Problems and recipe warnings are recomputed as fields change; ctrl+y shows the YAML the run will save.
-The engine's config module is imported in a worker (it is light, but never needed at start-up).
+The form's fields and the work behind it (validation, presets, queueing) are in tui.widgets.run_form; the
+engine's config modules are imported in workers (they are light, but never needed at start-up).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -23,234 +23,29 @@ from textual.worker import Worker, WorkerState
 
 from store.db import Store
 from store.errors import TunedeckError
-from store.views import json_dict, run_choices
 from tui.screens.forms import SubmitInWorker
 from tui.widgets.path_input import PathInput
-
-PRESETS = ("smoke", "lora", "qlora", "full", "dpo", "orpo", "kto", "reward", "grpo")
-OBJECTIVES = ("sft", "dpo", "orpo", "kto", "reward", "grpo")
-METHODS = ("lora", "qlora", "full")
-SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-STRATEGIES = ("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3")
-OFFLOADS = ("none", "optimizer", "all")
-DEMO_PROJECT = "demo"
-DEMO_MODEL = "demo-llama"
-MAX_MESSAGES = 4  # lines of problems and warnings under the form
-
-
-@dataclass(frozen=True)
-class FieldSpec:
-    """One training field of the form: its config path, label, recommended range and widget kind."""
-
-    path: str
-    label: str
-    hint: str
-    kind: str = "value"  # value (typed text, read as a YAML scalar), list (comma-separated), choice or bool
-    choices: tuple[str, ...] = ()
-    only: tuple[str, ...] = ()  # the objectives it applies to (shown only for them); () = every objective
-
-    @property
-    def widget_id(self) -> str:
-        return "f-" + self.path.replace(".", "-")
-
-
-FIELDS: list[FieldSpec] = [
-    FieldSpec("training.learning_rate", "Learning rate", "1e-5..3e-4 for LoRA/QLoRA"),  # follows the method
-    FieldSpec("training.epochs", "Epochs", "1..5 (ignored when max steps > 0)"),
-    FieldSpec("training.max_steps", "Max steps", "-1 = train for the epochs; else > 0"),
-    FieldSpec("training.per_device_batch", "Batch", "per device; batch x accum: 8..64"),
-    FieldSpec("training.grad_accum", "Grad accum", "effective batch = batch x accum: 8..64"),
-    FieldSpec("training.max_length", "Max length", "tokens, >= 16; longer examples are cut"),
-    FieldSpec("training.warmup", "Warmup", "fraction of the steps: 0.03..0.1"),
-    FieldSpec("training.scheduler", "Scheduler", "cosine or linear are usual", "choice", SCHEDULERS),
-    FieldSpec("lora.r", "LoRA r", "rank 8..64 (lora, qlora)"),
-    FieldSpec("lora.alpha", "LoRA alpha", "r..4r; 2r is common"),
-    FieldSpec("lora.dropout", "LoRA dropout", "0 <= dropout < 1; 0.05 is typical"),
-    FieldSpec("dpo.beta", "DPO beta", "0.01..0.5; 0.1 is typical", only=("dpo",)),
-    FieldSpec("orpo.beta", "ORPO beta", "odds-ratio weight: 0.05..0.5", only=("orpo",)),
-    FieldSpec("kto.beta", "KTO beta", "0.01..0.5; 0.1 is typical", only=("kto",)),
-    FieldSpec("kto.desirable_weight", "Good weight", "loss weight of label-true answers", only=("kto",)),
-    FieldSpec("kto.undesirable_weight", "Bad weight", "loss weight of label-false answers", only=("kto",)),
-    FieldSpec("grpo.rewards", "Rewards", "exact_answer, format, length (comma list)", "list", only=("grpo",)),
-    FieldSpec("grpo.answer_field", "Answer field", "dataset field exact_answer compares", only=("grpo",)),
-    FieldSpec("grpo.format_regex", "Format regex", "the whole answer must match (format)", only=("grpo",)),
-    FieldSpec("grpo.length_target", "Length target", "characters for the full length reward", only=("grpo",)),
-    FieldSpec("grpo.reward_file", "Reward file", "your Python file of reward functions", only=("grpo",)),
-    FieldSpec("grpo.reward_functions", "Functions", "names in the reward file (comma list)", "list",
-              only=("grpo",)),
-    FieldSpec("grpo.reward_model", "Reward model", "a reward-model artifact: id or name", only=("grpo",)),
-    FieldSpec("grpo.num_generations", "Generations", "answers per prompt; divides batch x accum",
-              only=("grpo",)),
-    FieldSpec("grpo.max_completion_length", "Answer length", "longest sampled answer, tokens", only=("grpo",)),
-    FieldSpec("grpo.temperature", "Temperature", "sampling temperature; 1.0 is usual", only=("grpo",)),
-    FieldSpec("grpo.beta", "KL beta", "KL penalty; 0 = no reference, no kl", only=("grpo",)),
-    FieldSpec("training.eval_steps", "Eval steps", "evaluate every N steps; 0 = never"),
-    FieldSpec("training.save_steps", "Save steps", "checkpoint every N steps (>= 1)"),
-    FieldSpec("training.logging_steps", "Logging steps", "log loss every N steps (>= 1)"),
-    FieldSpec("training.seed", "Seed", "0..4294967295"),
-    FieldSpec("training.gradient_checkpointing", "Grad checkpoint", "less memory, ~30% slower", "bool"),
-    FieldSpec("training.precision", "Precision", "auto = bf16/fp16 on a GPU, fp32 on CPU", "choice", PRECISIONS),
-    FieldSpec("devices", "GPUs", "indices, e.g. 0,1; empty = automatic"),
-    FieldSpec("strategy", "Multi-GPU", "ddp, or fsdp/deepspeed to shard big models", "choice", STRATEGIES),
-    FieldSpec("offload", "Offload", "to CPU memory (fsdp, deepspeed)", "choice", OFFLOADS),
-]
-SPECS = {spec.path: spec for spec in FIELDS}
-LR_HINTS = {"dpo": "5e-7..5e-6 for DPO", "kto": "5e-7..5e-6 for KTO", "orpo": "1e-6..1e-4 for ORPO",
-            "grpo": "1e-6..5e-5 for GRPO", "full": "5e-6..1e-4 for full fine-tuning",
-            "lora": "1e-5..3e-4 for LoRA/QLoRA"}
-TOP_FIELDS = ("name", "model", "dataset", "objective", "method")
-
-
-@dataclass
-class Prepared:
-    """What the form needs from the store and the schema, read in a worker."""
-
-    base: dict[str, Any]  # the full config the fields start from
-    preset: str | None  # the preset it came from (None for a copy of a run)
-    datasets: list[Any]
-    models: list[Any]
-    descriptions: dict[str, str] = field(default_factory=dict)
-    titles: dict[str, str] = field(default_factory=dict)
-    verdicts: dict[str, str] = field(default_factory=dict)  # dataset name -> its lint verdict (ok/warn/fail)
-
-    def default_dataset(self) -> str:
-        """The newest dataset whose lint did not fail ("" when every one failed: the user picks one)."""
-        return next((d.name for d in self.datasets if self.verdicts.get(d.name) != "fail"), "")
-
-
-def dataset_verdicts(conn: Any, project_id: int) -> dict[str, str]:
-    """Each dataset's lint verdict in project `project_id`, by name."""
-    rows = conn.execute("SELECT name, lint FROM datasets WHERE project_id = ?", (project_id,)).fetchall()
-    return {name: str(json_dict(lint).get("verdict") or "") for name, lint in rows}
-
-
-@dataclass
-class Checked:
-    """The form read and validated: the config (None when invalid), its problems and warnings."""
-
-    data: dict[str, Any]
-    config: Any = None  # a RunConfig
-    problems: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-
-def _node(data: dict[str, Any], path: str, create: bool = False) -> tuple[dict[str, Any], str]:
-    """The mapping that holds a field's value and the field's key: ("training.seed" -> data["training"], "seed";
-    "devices" -> data, "devices")."""
-    section, _, leaf = path.rpartition(".")
-    if not section:
-        return data, leaf
-    if create:
-        return data.setdefault(section, {}), leaf
-    return data.get(section) or {}, leaf
-
-
-def _descriptions() -> dict[str, str]:
-    from pydantic import BaseModel
-
-    from engine.train.config.schema import RunConfig
-
-    out: dict[str, str] = {}
-    for name, info in RunConfig.model_fields.items():
-        annotation = info.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            for sub, sub_info in annotation.model_fields.items():
-                out[f"{name}.{sub}"] = sub_info.description or ""
-        else:
-            out[name] = info.description or ""
-    return out
-
-
-def prepare(store: Store, project: str, initial: dict[str, Any] | None) -> Prepared:
-    """The project's datasets and models, the schema's descriptions and the starting config."""
-    from engine.train.config.errors import ConfigError
-    from engine.train.config.loader import parse_config
-    from engine.train.presets import PRESET_TITLES, preset_config
-
-    with store.raw() as conn:
-        choices = run_choices(conn, project)
-        verdicts = dataset_verdicts(conn, choices.project_id)
-    if initial is not None:
-        try:
-            base = parse_config(initial).model_dump(mode="python")
-        except ConfigError:
-            base = dict(initial)
-        preset = None
-    else:
-        model = ""
-        if project == DEMO_PROJECT:
-            model = next((m.path for m in choices.models if m.name == DEMO_MODEL), "")
-        # never the newest dataset by default when its lint failed: the newest that did not
-        dataset = Prepared({}, None, choices.datasets, [], verdicts=verdicts).default_dataset()
-        preset = "smoke" if project == DEMO_PROJECT else "lora"
-        base = preset_config(preset, model=model, dataset=dataset).model_dump(mode="python")
-    return Prepared(base, preset, choices.datasets, choices.models, _descriptions(), dict(PRESET_TITLES), verdicts)
-
-
-def preset_base(preset: str, model: str, dataset: str, name: str) -> dict[str, Any]:
-    """The full config of a preset for this model, dataset and name."""
-    from engine.train.presets import preset_config
-
-    return preset_config(preset, model=model, dataset=dataset, name=name).model_dump(mode="python")
-
-
-def _scalar(text: str) -> Any:
-    """A typed value read as YAML does (2e-4 and 0.0002 are numbers; abc stays text for the schema to refuse)."""
-    import yaml
-
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    return value if isinstance(value, int | float | str | bool) else text
-
-
-def check(data: dict[str, Any]) -> Checked:
-    """Validate form data: the config, or its problems (one line each); recipe warnings when valid."""
-    from engine.train.config.errors import ConfigError
-    from engine.train.config.loader import parse_config
-    from engine.train.config.warnings import warnings
-
-    checked = Checked(data)
-    try:
-        checked.config = parse_config(data, source="form")
-    except ConfigError as error:
-        checked.problems = [p.removeprefix("form: ") for p in error.problems]
-        return checked
-    checked.warnings = warnings(checked.config)
-    return checked
-
-
-def config_yaml(config: Any) -> str:
-    from engine.train.config.template import dump_yaml
-
-    return dump_yaml(config)
-
-
-def queue(store: Store, project: str, data: dict[str, Any]) -> int:
-    """Validate again and queue the run (the engine checks the model, the dataset and their fit)."""
-    from engine.train.config.loader import parse_config
-    from engine.train.queue import queue_run
-
-    return queue_run(store, project, parse_config(data, source="form"))
-
-
-def gpu_estimate(store: Store, data: dict[str, Any]) -> str:
-    """One line: the GPU memory the run would need, and whether it fits (engine/gpu/summary.py)."""
-    from engine.gpu.summary import form_estimate
-
-    return form_estimate(store, data)
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, list):  # GPU indices as in CUDA_VISIBLE_DEVICES
-        return ",".join(str(v) for v in value)
-    return str(value)
+from tui.widgets.run_form import (
+    FIELDS,
+    LR_HINTS,
+    MAX_MESSAGES,
+    METHODS,
+    OBJECTIVES,
+    PRESETS,
+    SPECS,
+    TOP_FIELDS,
+    Checked,
+    Prepared,
+    check,
+    config_yaml,
+    field_node,
+    gpu_estimate,
+    prepare,
+    preset_base,
+    queue,
+    read_scalar,
+    show_value,
+)
 
 
 def _select(options: tuple[str, ...], value: str, widget_id: str, blank: bool = False) -> Select[str]:
@@ -365,7 +160,7 @@ class NewRunForm(SubmitInWorker, ModalScreen[int | None]):
         for key in ("objective", "method"):
             self.query_one(f"#{key}", Select).value = base.get(key) or Select.NULL
         for spec in FIELDS:
-            node, leaf = _node(base, spec.path)
+            node, leaf = field_node(base, spec.path)
             value = node.get(leaf)
             widget = self.query_one(f"#{spec.widget_id}")
             if isinstance(widget, Select):
@@ -373,7 +168,7 @@ class NewRunForm(SubmitInWorker, ModalScreen[int | None]):
             elif isinstance(widget, Checkbox):
                 widget.value = bool(value)
             elif isinstance(widget, Input):
-                widget.value = _show(value)
+                widget.value = show_value(value)
 
     def _set_dataset(self, name: str) -> None:
         prepared = self.prepared
@@ -421,7 +216,7 @@ class NewRunForm(SubmitInWorker, ModalScreen[int | None]):
             if value is not Select.NULL:
                 data[key] = value
         for spec in FIELDS:
-            node, leaf = _node(data, spec.path, create=True)
+            node, leaf = field_node(data, spec.path, create=True)
             widget = self.query_one(f"#{spec.widget_id}")
             if isinstance(widget, Select):
                 if widget.value is not Select.NULL:
@@ -433,7 +228,7 @@ class NewRunForm(SubmitInWorker, ModalScreen[int | None]):
             elif isinstance(widget, Input):
                 text = widget.value.strip()
                 if text:
-                    node[leaf] = _scalar(text)
+                    node[leaf] = read_scalar(text)
                 else:
                     node.pop(leaf, None)
         return data
