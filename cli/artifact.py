@@ -158,21 +158,21 @@ def cmd_artifact_show(args: argparse.Namespace) -> int:
 
 
 def cmd_artifact_delete(args: argparse.Namespace) -> int:
-    from engine.artifacts import delete_with_files
+    from core.artifacts import delete_artifact
     from store.artifacts import get_artifact
 
     store = open_from_args(args)
     with store.read() as session:
         artifact_id = int(get_artifact(session, args.artifact).id)  # type: ignore[arg-type]
-    for aid, kind, path, removed in delete_with_files(store, artifact_id, force=args.force):
+    for aid, kind, path, removed in delete_artifact(store, artifact_id, force=args.force):
         print(f"deleted artifact {aid} ({kind})" + ("" if removed else f"; left {path} (outside the home)"))
     return 0
 
 
 def cmd_artifact_serve(args: argparse.Namespace) -> int:
-    from engine.export import serve_info
+    from core.artifacts import serve_artifact
 
-    info = serve_info(open_from_args(args), args.artifact)
+    info = serve_artifact(open_from_args(args), args.artifact)
     if args.json:
         print_json(info)
         return 0

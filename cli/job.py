@@ -5,18 +5,25 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cli.common import UsageError, open_from_args, print_json, table, when
-from core.progress import EtaEstimator, ProgressView, job_estimator, observe_job
+from core.jobs import (
+    FINAL,
+    cancel_job,
+    cancel_message,
+    follow_log,
+    job_progress,
+    list_jobs,
+    move_job,
+    read_job,
+    watch_job,
+)
+from core.progress import job_estimator
 from store.db import Store
-from store.home import job_log
 
 if TYPE_CHECKING:
     from store.models import Job
-
-FINAL = {"completed", "failed", "cancelled", "interrupted"}
 
 
 def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -45,37 +52,13 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.set_defaults(func=cmd_job_move)
 
 
-def read_job(store: Store, job_id: int) -> Job:
-    """A job, after marking stale running jobs interrupted (every reader does)."""
-    from store.jobs import get_job, reap_stale
-
-    with store.write() as session:
-        reap_stale(session)
-        return get_job(session, job_id)
-
-
 PLAIN_EVERY_S = 10.0  # without a terminal, a progress line this often (and at each change of status)
 
 
-def job_progress(store: Store, job: Job, est: EtaEstimator, label: str) -> ProgressView:
-    """What the `--wait` line says about `job` now; feeds `est` the job's progress."""
-    from store.views import latest_values
-
-    view = ProgressView(label, job.status, step=job.step, total=job.total_steps, fraction=job.progress)
-    if job.status == "running":
-        observe_job(est, job.step, job.total_steps, job.progress, job.heartbeat_at)
-        view.eta_s = est.eta(time.time())
-    if job.kind == "train":
-        with store.raw() as conn:
-            latest = latest_values(conn, job.id, ("loss", "tokens_per_s"))
-        view.loss, view.tokens_per_s = latest.get("loss"), latest.get("tokens_per_s")
-    return view
-
-
 def wait_for_job(store: Store, job_id: int, label: str, show_progress: bool) -> Job:
-    """Poll a job until it ends. With `show_progress`, its progress on stderr: one line rewritten in place on
-    a terminal (step/total, loss, tokens/s, ETA), else a plain line every PLAIN_EVERY_S and at each change of
-    status. Ctrl+C stops the waiting, never the job (it runs detached)."""
+    """Poll a job until it ends (core.jobs.watch_job). With `show_progress`, its progress on stderr: one line
+    rewritten in place on a terminal (step/total, loss, tokens/s, ETA), else a plain line every PLAIN_EVERY_S
+    and at each change of status. Ctrl+C stops the waiting, never the job (it runs detached)."""
     import shutil
 
     stream = sys.stderr
@@ -83,19 +66,16 @@ def wait_for_job(store: Store, job_id: int, label: str, show_progress: bool) -> 
     est = job_estimator(None)
     printed_at, printed_status = 0.0, ""
     try:
-        while True:
-            job = read_job(store, job_id)
-            if job.status in FINAL:
-                break
-            if show_progress:
-                line = job_progress(store, job, est, label).line()
-                if tty:
-                    width = max(20, shutil.get_terminal_size((80, 24)).columns - 1)
-                    print("\r" + line[:width] + "\x1b[K", end="", file=stream, flush=True)
-                elif job.status != printed_status or time.monotonic() - printed_at >= PLAIN_EVERY_S:
-                    print(line, file=stream, flush=True)
-                    printed_at, printed_status = time.monotonic(), job.status
-            time.sleep(0.25)
+        for job in watch_job(store, job_id):
+            if job.status in FINAL or not show_progress:
+                continue
+            line = job_progress(store, job, est, label).line()
+            if tty:
+                width = max(20, shutil.get_terminal_size((80, 24)).columns - 1)
+                print("\r" + line[:width] + "\x1b[K", end="", file=stream, flush=True)
+            elif job.status != printed_status or time.monotonic() - printed_at >= PLAIN_EVERY_S:
+                print(line, file=stream, flush=True)
+                printed_at, printed_status = time.monotonic(), job.status
     except KeyboardInterrupt:
         print(f"\nstopped waiting; job {job_id} goes on (`tunedeck job show {job_id}`)", file=stream)
         raise
@@ -105,19 +85,7 @@ def wait_for_job(store: Store, job_id: int, label: str, show_progress: bool) -> 
 
 
 def cmd_job_list(args: argparse.Namespace) -> int:
-    from sqlmodel import select
-
-    from store.jobs import reap_stale
-    from store.models import Job
-    from store.projects import get_project
-
-    store = open_from_args(args)
-    with store.write() as session:
-        reap_stale(session)
-        query = select(Job).order_by(Job.id.desc())
-        if args.project:
-            query = query.where(Job.project_id == get_project(session, args.project).id)
-        jobs = session.exec(query.limit(500)).all()
+    jobs = list_jobs(open_from_args(args), args.project)
     if args.json:
         print_json([j.model_dump() for j in jobs])
         return 0
@@ -143,41 +111,22 @@ def cmd_job_show(args: argparse.Namespace) -> int:
 
 
 def cmd_job_logs(args: argparse.Namespace) -> int:
-    store = open_from_args(args)
-    job = read_job(store, args.id)
-    path = Path(job.log_path) if job.log_path else job_log(store.home, int(job.id))  # type: ignore[arg-type]
-    offset = 0
-    while True:
-        if path.exists():
-            with path.open("rb") as fh:
-                fh.seek(offset)
-                chunk = fh.read()
-            offset += len(chunk)
-            sys.stdout.write(chunk.decode("utf-8", "replace"))
-            sys.stdout.flush()
-        if not args.follow or job.status in FINAL:
-            return 0
-        time.sleep(0.5)
-        job = read_job(store, args.id)
+    for chunk in follow_log(open_from_args(args), args.id, follow=args.follow):
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+    return 0
 
 
 def cmd_job_cancel(args: argparse.Namespace) -> int:
-    from store.jobs import request_cancel
-
-    with open_from_args(args).write() as session:
-        status = request_cancel(session, args.id)
-    print(f"job {args.id} cancelled" if status == "cancelled" else f"job {args.id}: asked the engine to stop")
+    print(cancel_message(args.id, cancel_job(open_from_args(args), args.id)))
     return 0
 
 
 def cmd_job_move(args: argparse.Namespace) -> int:
-    from store.jobs import move_in_queue
-
     if args.places < 1:
         raise UsageError(f"places must be 1 or more (got {args.places})")
     offset = {"up": -args.places, "down": args.places, "top": -(1 << 30), "bottom": 1 << 30}[args.direction]
-    with open_from_args(args).write() as session:
-        place = move_in_queue(session, args.id, offset)
+    place = move_job(open_from_args(args), args.id, offset)
     print(f"job {args.id} is now #{place + 1} in its queue")
     return 0
 

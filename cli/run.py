@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cli.common import UsageError, open_from_args, print_json, table, when
-from cli.job import cmd_job_cancel, cmd_job_logs, read_job, wait_for_job
-from store.db import Store
-from store.errors import TunedeckError
+from cli.job import cmd_job_cancel, cmd_job_logs, wait_for_job
+from core.runs import delete_run, export_run, prune_runs, queue_run, resume_run, retry_run, run_summary
 
 if TYPE_CHECKING:
     from engine.train.config import RunConfig
@@ -119,7 +118,6 @@ def _no_cluster_options(args: argparse.Namespace) -> None:
 
 def cmd_run_new(args: argparse.Namespace) -> int:
     from engine.train.config import warnings
-    from engine.train.queue import queue_run
 
     if not args.cluster:
         _no_cluster_options(args)
@@ -128,16 +126,14 @@ def cmd_run_new(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"warning: {note}", file=sys.stderr)
     store = open_from_args(args)
+    cluster = None
     if args.cluster:
-        from engine.cluster.follow import queue_cluster_run
         from engine.cluster.slurm import ClusterOptions
 
-        opts = ClusterOptions(partition=args.partition, nodes=args.nodes, time=args.time,
-                              gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
-                              sbatch_args=list(args.sbatch_args))
-        job_id = queue_cluster_run(store, args.project, cfg, opts)
-    else:
-        job_id = queue_run(store, args.project, cfg)
+        cluster = ClusterOptions(partition=args.partition, nodes=args.nodes, time=args.time,
+                                 gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
+                                 sbatch_args=list(args.sbatch_args))
+    job_id = queue_run(store, args.project, cfg, cluster)
     if args.json and not args.wait:
         print_json({"job_id": job_id, "warnings": notes})
     elif not args.wait:
@@ -146,39 +142,16 @@ def cmd_run_new(args: argparse.Namespace) -> int:
         return 0
     job = wait_for_job(store, job_id, f"run {job_id}", show_progress=not args.json)
     if args.json:
-        print_json(_run_dict(store, job_id))
+        print_json(run_summary(store, job_id))
     else:
         print(f"run {job_id} {job.status}" + (f": {job.error}" if job.error else ""))
     return 0 if job.status == "completed" else 1
 
 
-def _run_dict(store: Store, job_id: int) -> dict:
-    from store.metrics import latest_metrics
-
-    job = read_job(store, job_id)
-    if job.kind != "train":
-        raise TunedeckError(f"job {job_id} is a {job.kind} job, not a training run")
-    with store.raw() as conn:
-        latest = latest_metrics(conn, job_id)
-    data = job.model_dump()
-    data["metrics"] = {name: {"step": step, "value": value} for name, (step, value) in sorted(latest.items())}
-    return data
-
-
 def cmd_run_list(args: argparse.Namespace) -> int:
-    from sqlmodel import select
+    from core.jobs import list_jobs
 
-    from store.jobs import reap_stale
-    from store.models import Job
-    from store.projects import get_project
-
-    store = open_from_args(args)
-    with store.write() as session:
-        reap_stale(session)
-        query = select(Job).where(Job.kind == "train").order_by(Job.id.desc())
-        if args.project:
-            query = query.where(Job.project_id == get_project(session, args.project).id)
-        jobs = session.exec(query.limit(500)).all()
+    jobs = list_jobs(open_from_args(args), args.project, kind="train")
     if args.json:
         print_json([j.model_dump() for j in jobs])
         return 0
@@ -189,8 +162,7 @@ def cmd_run_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run_show(args: argparse.Namespace) -> int:
-    store = open_from_args(args)
-    data = _run_dict(store, args.id)
+    data = run_summary(open_from_args(args), args.id)
     if args.json:
         print_json(data)
         return 0
@@ -204,38 +176,17 @@ def cmd_run_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _requeue(args: argparse.Namespace, fresh: bool) -> int:
-    from engine.launch import start_runner
-    from engine.train.queue import reset_checkpoints
-    from store.jobs import transition
-
-    store = open_from_args(args)
-    job = read_job(store, args.id)
-    if job.kind != "train":
-        raise TunedeckError(f"job {args.id} is a {job.kind} job, not a training run")
-    if fresh:
-        if job.status not in {"failed", "cancelled", "interrupted"}:
-            raise TunedeckError(f"run {args.id} is {job.status}; only failed, cancelled or interrupted runs "
-                                "can be retried")
-        reset_checkpoints(store, args.id)
-    with store.write() as session:
-        transition(session, args.id, "queued", cancel_requested=False, step=0 if fresh else job.step)
-    start_runner(store.home, job.slot)
-    print(f"run {args.id} queued again" + (" from the start" if fresh else " (resumes from its last checkpoint)"))
+def cmd_run_resume(args: argparse.Namespace) -> int:
+    print(resume_run(open_from_args(args), args.id))
     return 0
 
 
-def cmd_run_resume(args: argparse.Namespace) -> int:
-    return _requeue(args, fresh=False)
-
-
 def cmd_run_retry(args: argparse.Namespace) -> int:
-    return _requeue(args, fresh=True)
+    print(retry_run(open_from_args(args), args.id))
+    return 0
 
 
 def cmd_run_delete(args: argparse.Namespace) -> int:
-    from engine.cleanup import delete_run
-
     report = delete_run(open_from_args(args), args.id, force=args.force)
     if args.json:
         print_json({"id": report.job_id, "artifacts": [{"id": i, "kind": k} for i, k in report.artifacts],
@@ -250,9 +201,7 @@ def cmd_run_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_run_prune(args: argparse.Namespace) -> int:
-    from engine.cleanup import prune_checkpoints
-
-    pruned = prune_checkpoints(open_from_args(args), args.project)
+    pruned = prune_runs(open_from_args(args), args.project)
     if args.json:
         print_json([{"id": i, "checkpoints": n, "freed_bytes": b} for i, n, b in pruned])
         return 0
@@ -264,24 +213,7 @@ def cmd_run_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_run_export(args: argparse.Namespace) -> int:
-    import shlex
-
-    from store.models import Project
-
-    store = open_from_args(args)
-    job = read_job(store, args.id)
-    if job.kind != "train":
-        raise TunedeckError(f"job {args.id} is a {job.kind} job, not a training run")
-    with store.read() as session:
-        project = session.get(Project, job.project_id)
-    out = Path(args.output or f"run-{job.id}.yaml")
-    command = f"tunedeck run new {shlex.quote(project.name)} --config {shlex.quote(str(out))}"
-    header = (f"# tunedeck run {job.id} of project {project.name}\n# reproduce: {command}\n"
-              f"# dataset {job.config.get('dataset_id')} content hash {job.config.get('dataset_hash')}\n")
-    body = job.config.get("run_yaml", "")
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(header + body, encoding="utf-8")
-    tmp.replace(out)
-    print(f"wrote {out}\n{command}")
+    done = export_run(open_from_args(args), args.id, Path(args.output) if args.output else None)
+    print(f"wrote {done.path}\n{done.command}")
     return 0
 

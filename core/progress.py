@@ -157,3 +157,11 @@ def observe_job(est: EtaEstimator, step: int, total_steps: int | None, progress:
             est.unit = 0.01
             est.reset()
         est.observe(at or time.time(), float(progress or 0.0), 1.0)
+
+
+def remaining_eta(eta_s: float | None, written_at: float | None, now: float | None = None) -> float | None:
+    """The engine's ETA, less the time since it was written (it is written at each logging step)."""
+    if eta_s is None:
+        return None
+    elapsed = max(0.0, (time.time() if now is None else now) - written_at) if written_at else 0.0
+    return max(0.0, eta_s - elapsed)

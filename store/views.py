@@ -10,9 +10,14 @@ import json
 import sqlite3
 from collections import namedtuple
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from store.errors import NotFound, Refused
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+    from store.models import Job
 
 ROW_LIMIT = 500
 
@@ -483,3 +488,21 @@ def all_jobs(conn: sqlite3.Connection, ended_limit: int = ENDED_LIMIT) -> list[J
         rows.append(JobRow(*values, place=place))
     rows.extend(JobRow(*row[:10], bool(row[10]), *row[11:]) for row in ended)
     return rows
+
+
+def list_jobs(session: Session, project_id: int | None = None, kind: str | None = None,
+              limit: int | None = ROW_LIMIT) -> list[Job]:
+    """Jobs as full rows, newest first: only `project_id`'s, only of `kind`, at most `limit` (the CLI's
+    `job list`, `run list` and `project show`). Through a SQLModel session, imported here only when called."""
+    from sqlmodel import select
+
+    from store.models import Job
+
+    query = select(Job).order_by(Job.id.desc())  # type: ignore[union-attr]
+    if project_id is not None:
+        query = query.where(Job.project_id == project_id)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.exec(query).all())

@@ -17,9 +17,10 @@ from store.projects import create_project
 from tui.app import TunedeckApp
 from tui.screens.job import JobScreen
 from tui.screens.jobs import JobsScreen
-from tui.screens.run import ConfirmDialog, RunScreen
+from tui.screens.run import RunScreen
 from tui.widgets.live_table import LiveTable
 from tui.widgets.log_tail import LogTail
+from tui.widgets.yes_no import ConfirmDialog
 
 
 def queue_selftests(store: Store, n: int, slot: str = "order", project: str = "p") -> list[int]:
@@ -291,7 +292,7 @@ def _insert_artifact(conn, project_id: int) -> int:
 def test_cli_job_move_and_home_relative_paths(store: Store, tmp_path) -> None:
     from conftest import run_cli
 
-    from tui.screens.artifact import home_relative
+    from tui.widgets.artifact_text import home_relative
 
     a, b, c = queue_selftests(store, 3)
     moved = run_cli("job", "move", str(c), "top", home=store.home)

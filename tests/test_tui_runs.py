@@ -25,10 +25,11 @@ from store.models import Job
 from tui.app import TunedeckApp
 from tui.screens.new_run import NewRunForm
 from tui.screens.project import ProjectScreen
-from tui.screens.run import ConfirmDialog, RunScreen
+from tui.screens.run import RunScreen
 from tui.widgets.live_table import LiveTable
 from tui.widgets.log_tail import LogTail, clean_line, read_log
 from tui.widgets.metric_chart import MetricChart, downsample, eta_text, progress_bar
+from tui.widgets.yes_no import ConfirmDialog
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_TIMEOUT = 120.0
@@ -437,7 +438,7 @@ def test_config_tab_names_the_speed_choices_the_engine_made() -> None:
     """The engine records its speed choices (engine.train.speed) in the result as the run starts; the Config tab
     shows them, and shows nothing for a run that has not chosen yet."""
     from store.views import RunDetail
-    from tui.screens.run import config_text
+    from tui.widgets.run_config import config_text
 
     def detail(result: dict) -> RunDetail:
         return RunDetail(id=1, project="p", kind="train", name="r", status="running", step=3, total_steps=10,

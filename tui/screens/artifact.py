@@ -8,7 +8,6 @@ chat pane on a GGUF, copy the serve command (OSC 52, which works over SSH), or d
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from rich.text import Text
@@ -25,9 +24,9 @@ from store.errors import NotFound, TunedeckError
 from store.views import ArtifactFamily, artifact_family, artifact_jobs, json_dict
 from tui.screens._common import ago, size_text
 from tui.screens.forms import ActionDialog, FormField
+from tui.widgets.artifact_text import BADGE, badge, home_relative
 
 POLL_SECONDS = 2.0
-BADGE = {"pass": ("✓ pass", "green"), "warn": ("! warn", "yellow"), "fail": ("✗ fail", "red")}
 HF_KINDS = {"model", "merged", "adapter"}
 # action -> the kinds it applies to
 APPLIES = {
@@ -39,26 +38,6 @@ APPLIES = {
     "push": HF_KINDS | {"gguf", "gguf-lora"},
     "serve": HF_KINDS | {"gguf", "gguf-lora"},
 }
-
-
-def home_relative(path: str, home: Path) -> str:
-    """A path inside the tunedeck home relative to it (`jobs/7/output/m.gguf`), else with the user's home as ~."""
-    p = Path(path)
-    for base, prefix in ((home, ""), (Path.home(), "~/")):
-        try:
-            return prefix + str(p.relative_to(base))
-        except ValueError:
-            continue
-    return path
-
-
-def badge(meta: dict[str, Any]) -> Text:
-    """The fidelity badge of an artifact's metadata ("" when it has none)."""
-    status = (meta.get("fidelity") or {}).get("status")
-    if status not in BADGE:
-        return Text("")
-    label, style = BADGE[status]
-    return Text(label, style=f"bold {style}")
 
 
 def node_label(node: Any) -> Text:
@@ -408,9 +387,9 @@ class ArtifactScreen(Screen[None]):
     def action_copy_serve(self) -> None:
         if not self._applies("serve"):
             return
-        from engine.export import serve_info
+        from core.artifacts import serve_artifact
 
-        self.run_worker(partial(serve_info, self.store, str(self.artifact_id)), group="serve", thread=True,
+        self.run_worker(partial(serve_artifact, self.store, str(self.artifact_id)), group="serve", thread=True,
                         exit_on_error=False)
 
     def action_delete(self) -> None:
@@ -422,9 +401,9 @@ class ArtifactScreen(Screen[None]):
 
     def _delete(self, answer: str | None) -> None:
         if answer:
-            from engine.artifacts import delete_with_files
+            from core.artifacts import delete_artifact
 
-            self.run_worker(partial(delete_with_files, self.store, self.artifact_id, force=answer == "force"),
+            self.run_worker(partial(delete_artifact, self.store, self.artifact_id, force=answer == "force"),
                             group="delete", thread=True, exit_on_error=False)
 
     def action_open_job(self) -> None:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -24,18 +23,22 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
+from core.jobs import ACTIVE, cancel_job, cancel_message, cancel_refusal
 from core.progress import eta_text, job_estimator, observe_job, progress_bar
 from store.db import Store
-from store.errors import NotFound, TunedeckError, first_line
+from store.errors import NotFound, first_line
 from store.home import job_log
 from store.views import RunDetail, run_detail
 from tui.screens._common import ago, clip, size_text
-from tui.widgets.log_search import LogSearch, SearchBox
+from tui.widgets.badges import status_text
+from tui.widgets.job_keys import error_text, job_bindings
+from tui.widgets.log_pane import LogPane, log_bindings
+from tui.widgets.log_search import SearchBox
 from tui.widgets.log_tail import LogChunk, LogTail, read_log
 from tui.widgets.names import middle_clip
+from tui.widgets.yes_no import ConfirmDialog
 
 POLL_SECONDS = 1.0
-ACTIVE = ("queued", "running")
 UNITS = {"merge-models": "tensors", "dataset-import": "records", "model-add": "bytes", "download": "bytes"}
 _STAMPED = re.compile(r"^\[\d\d:\d\d:\d\d\] (.+)$")  # a line the engine wrote through JobContext.log
 
@@ -99,12 +102,13 @@ def details_text(detail: RunDetail) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-class JobScreen(LogSearch, Screen[None]):
+class JobScreen(LogPane, Screen[None]):
     """A header with the job's status, progress, stage and ETA over a Log tab and a Details tab."""
 
     HELP_TITLE = "Job"
     AUTO_FOCUS = ""
     log_status_id = "job-log-status"
+    LOG_EMPTY = "No log yet: it starts when a runner picks the job up."
     DEFAULT_CSS = """
     JobScreen #job-header { height: 3; padding: 0 1; }
     JobScreen #job-tabs { height: 1fr; }
@@ -112,12 +116,9 @@ class JobScreen(LogSearch, Screen[None]):
     JobScreen #log-body { height: 1fr; }
     """
     BINDINGS = [
-        Binding("escape,backspace", "back", "Back", id="job.back"),
-        Binding("c", "cancel_job", "Cancel job", id="job.cancel_job"),
+        *job_bindings("job", "cancel_job", "Cancel job"),
         Binding("o", "open_result", "Open artifact", id="job.open_result"),
-        # priority: over the log's own end
-        Binding("end", "follow_log", "Follow the log", show=False, priority=True, id="job.follow_log"),
-        *LogSearch.SEARCH_BINDINGS,
+        *log_bindings("job"),
         Binding("1", "show_tab('log')", "Log tab", show=False, id="job.show_tab_log"),
         Binding("2", "show_tab('details')", "Details tab", show=False, id="job.show_tab_details"),
     ]
@@ -128,12 +129,9 @@ class JobScreen(LogSearch, Screen[None]):
         self.detail: RunDetail | None = None
         self.stage = ""
         self.eta = job_estimator(None)
-        self._log_path = ""
-        self._log_offset = 0
         self._polling = False
         self._gone = False
         self._details_shown = ""
-        self._log_generation = 0  # bumped when the log view goes back to the tail: older polls' lines are dropped
 
     @property
     def store(self) -> Store:
@@ -154,7 +152,7 @@ class JobScreen(LogSearch, Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#log-body").focus()
-        self._log_status()
+        self.show_log_status()
         self.poll()
         self.set_interval(POLL_SECONDS, self.poll)
 
@@ -167,9 +165,8 @@ class JobScreen(LogSearch, Screen[None]):
             return d is not None and d.status in ACTIVE and not d.cancel_requested
         if action == "open_result":
             return d is not None and d.result.get("artifact_id") is not None
-        if action == "follow_log":  # on the Log tab, and not while typing a search
-            return (self.query_one("#job-tabs", TabbedContent).active == "log"
-                    and not self.query_one(SearchBox).has_focus)  # fmt: skip
+        if action == "follow_log":
+            return self.log_follow_allowed()
         return True
 
     # -- polling -------------------------------------------------------------------
@@ -204,13 +201,10 @@ class JobScreen(LogSearch, Screen[None]):
                                                                     f"{worker.error}"))  # fmt: skip
         elif worker.group == "cancel":
             if event.state == WorkerState.SUCCESS:
-                done = worker.result == "cancelled"
-                self.notify(f"Job {self.job_id} cancelled." if done else f"Job {self.job_id} asked to stop.")
+                self.notify(cancel_message(self.job_id, worker.result))
                 self.poll()
             elif event.state == WorkerState.ERROR:
-                error = worker.error
-                message = str(error) if isinstance(error, TunedeckError) else f"{type(error).__name__}: {error}"
-                self.notify(message, title="Not done", severity="error")
+                self.notify(error_text(worker.error), title="Not done", severity="error")
 
     def _apply(self, poll: JobPoll, with_log: bool = True) -> None:
         """Show a poll; its log lines only if `with_log` (a poll started before the view went back to the tail has
@@ -219,17 +213,8 @@ class JobScreen(LogSearch, Screen[None]):
         self.detail = d = poll.detail
         if d.status == "running":
             observe_job(self.eta, d.step, d.total_steps, d.progress, d.heartbeat_at)
-        if with_log and self.searching is None:  # (a search's window stays put; end goes back to the tail)
-            log = self.query_one("#log-body", LogTail)
-            if poll.log_path != self._log_path or poll.log.reset:
-                log.clear()
-                self._log_path = poll.log_path
-            if poll.log.skipped and not log.line_count:
-                log.add_lines([f"… the first {poll.log.skipped:,} bytes are not shown (/ searches them)"])
-            log.add_lines(poll.log.lines)
-            self._log_offset = poll.log.offset
+        if with_log and self.show_log(poll.log_path, poll.log):
             self.stage = stage_of(poll.log.lines, self.stage)
-            self._log_status()
         self._show_header()
         text = details_text(d)
         if text != self._details_shown:
@@ -247,8 +232,6 @@ class JobScreen(LogSearch, Screen[None]):
 
     def header_lines(self, now: float | None = None) -> list[str]:
         """The header's three lines (markup): status, progress and ETA; the stage or error; what and when."""
-        from tui.screens.run import status_text
-
         d = self.detail
         if d is None:
             return ["Loading…"]
@@ -290,61 +273,35 @@ class JobScreen(LogSearch, Screen[None]):
             f"[b]tunedeck[/b] · project [b]{project}[/b] · {escape(d.kind)} job {d.id}{name}")
         self.query_one("#job-header", Static).update("\n".join(self.header_lines()))
 
-    def log_file(self) -> str | None:
-        return self._log_path or None
-
-    def _log_status(self) -> None:
-        if self.searching is not None:
-            return
-        log = self.query_one("#log-body", LogTail)
-        if not log.line_count:
-            text = "[dim]No log yet: it starts when a runner picks the job up.[/dim]"
-        elif log.following:
-            text = f"[green]following[/green] [dim]· {log.line_count:,} lines · ↑/pgup scroll back[/dim]"
-        else:
-            text = f"[yellow]paused[/yellow] [dim]· {log.line_count:,} lines · end follows again[/dim]"
-        self.query_one("#job-log-status", Static).update(text)
-
-    @on(LogTail.Following)
-    def _following_changed(self) -> None:
-        self._log_status()
-
     # -- actions -------------------------------------------------------------------
+
+    @property
+    def active_tab(self) -> str:
+        return self.query_one("#job-tabs", TabbedContent).active
 
     def action_show_tab(self, tab_id: str) -> None:
         self.query_one("#job-tabs", TabbedContent).active = tab_id
         if not self.query_one(SearchBox).display:
             self.call_after_refresh(self.query_one(f"#{tab_id}-body").focus)
 
-    def action_follow_log(self) -> None:
-        """end: the log's end, following it (after a search: the tail is read again)."""
-        self.action_show_tab("log")
-        log = self.query_one("#log-body", LogTail)
-        if self.leave_search():
-            log.clear()
-            self._log_path, self._log_offset = "", 0
-            self._log_generation += 1
-            self.poll()
-        self.call_after_refresh(log.follow)
-
     def action_back(self) -> None:
         self.dismiss()
 
     def action_cancel_job(self) -> None:
         d = self.detail
-        if d is None or d.status not in ACTIVE:
+        if d is None:
             return
-        from tui.screens.run import ConfirmDialog
-
+        refusal = cancel_refusal(d.id, d.status)
+        if refusal:
+            self.notify(refusal, severity="warning")
+            return
         body = (f"Stop {d.kind} job [b]{d.id}[/b]? It ends as cancelled at its next check."
                 if d.status == "running" else f"Job [b]{d.id}[/b] has not started; cancelling takes it off the queue.")
         self.app.push_screen(ConfirmDialog("Cancel job", body, "y cancel the job"), self._confirmed_cancel)
 
     def _confirmed_cancel(self, yes: bool | None) -> None:
         if yes:
-            from tui.screens.run import cancel_run
-
-            self.run_worker(partial(cancel_run, self.store, self.job_id), group="cancel", thread=True,
+            self.run_worker(partial(cancel_job, self.store, self.job_id), group="cancel", thread=True,
                             exit_on_error=False)  # fmt: skip
 
     def action_open_result(self) -> None:

@@ -18,15 +18,17 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import Worker, WorkerState
 
+from core.jobs import ACTIVE, cancel_job, move_job, reap_stale_jobs
 from core.progress import EtaEstimator, eta_text, job_estimator, observe_job, progress_bar
 from store.db import Store
-from store.errors import TunedeckError, first_line
+from store.errors import first_line
 from store.views import JobRow, all_jobs
 from tui.screens._common import ago, clip
+from tui.widgets.job_keys import back_binding, cancel_binding, error_text
 from tui.widgets.live_table import LiveTable
 from tui.widgets.names import middle_clip
+from tui.widgets.yes_no import ConfirmDialog
 
-ACTIVE = ("queued", "running")
 COLUMNS = [
     ("id", "ID"),
     ("project", "Project"),
@@ -72,20 +74,9 @@ def job_cells(job: JobRow, eta_s: float | None, now: float | None = None) -> tup
 
 def load_jobs(store: Store) -> list[JobRow]:
     """Every job, after marking those whose engine stopped beating interrupted (as every reader does)."""
-    from store.jobs import reap_stale
-
-    with store.write() as session:
-        reap_stale(session)
+    reap_stale_jobs(store)
     with store.raw() as conn:
         return all_jobs(conn)
-
-
-def move_job(store: Store, job_id: int, offset: int) -> int:
-    """Move a queued job `offset` places in its slot's queue; returns its new 1-based place."""
-    from store.jobs import move_in_queue
-
-    with store.write() as session:
-        return move_in_queue(session, job_id, offset) + 1
 
 
 class JobsScreen(Screen[None]):
@@ -98,9 +89,9 @@ class JobsScreen(Screen[None]):
     JobsScreen #jobs-detail { height: 2; padding: 0 1; color: $text-muted; }
     """
     BINDINGS = [
-        Binding("escape,backspace", "back", "Back", id="jobs.back"),
+        back_binding("jobs"),
         Binding("enter", "open_job", "Open", id="jobs.open_job"),
-        Binding("c", "cancel_job", "Cancel", id="jobs.cancel_job"),
+        cancel_binding("jobs", "cancel_job", "Cancel"),
         # + runs a queued job sooner, - later (j/k move the cursor, as in every table; J opens this screen).
         Binding("plus,shift+up", "move(-1)", "Move up", id="jobs.move_up"),
         Binding("minus,shift+down", "move(1)", "Move down", id="jobs.move_down"),
@@ -178,9 +169,7 @@ class JobsScreen(Screen[None]):
                     self.notify("Job cancelled." if worker.result == "cancelled" else "Asked the job to stop.")
                 self.reload()
             elif event.state == WorkerState.ERROR:
-                error = worker.error
-                message = str(error) if isinstance(error, TunedeckError) else f"{type(error).__name__}: {error}"
-                self.notify(message, title="Not done", severity="error")
+                self.notify(error_text(worker.error), title="Not done", severity="error")
                 self.reload()
 
     def _show(self, rows: list[JobRow], now: float | None = None) -> None:
@@ -253,8 +242,6 @@ class JobsScreen(Screen[None]):
         job = self.current
         if job is None or job.status not in ACTIVE:
             return
-        from tui.screens.run import ConfirmDialog
-
         body = (f"Stop {job.kind} job [b]{job.id}[/b] (project {escape(job.project)})?" if job.status == "running"
                 else f"Take {job.kind} job [b]{job.id}[/b] off the {escape(job.slot)} queue?")  # fmt: skip
         self.app.push_screen(ConfirmDialog("Cancel job", body, "y cancel the job"),
@@ -262,7 +249,5 @@ class JobsScreen(Screen[None]):
 
     def _confirmed_cancel(self, job_id: int, yes: bool | None) -> None:
         if yes:
-            from tui.screens.run import cancel_run
-
-            self.run_worker(partial(cancel_run, self.store, job_id), group="cancel", thread=True,
+            self.run_worker(partial(cancel_job, self.store, job_id), group="cancel", thread=True,
                             exit_on_error=False)  # fmt: skip

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from textual import on
@@ -16,17 +15,18 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane, Tabs
 from textual.worker import Worker, WorkerState
 
+from core.jobs import reap_stale_jobs
 from store.db import Store
 from store.errors import NotFound, first_line
-from store.views import RunRow, json_dict, lineage_order, listed_imports, project_contents, project_runs
-from tui.screens._common import ago, clip, size_text
-from tui.screens.import_dialog import ImportDialog, ImportErrorDialog, Queued
+from store.views import RunRow, json_dict, project_contents, project_runs
+from tui.screens._common import ago, clip
 from tui.screens.models import COLUMNS as MODEL_COLUMNS
 from tui.screens.models import EMPTY as MODELS_EMPTY
 from tui.screens.models import ModelItem, model_rows
-from tui.widgets.badges import verdict_badge
+from tui.screens.project_datasets import DatasetsTab
+from tui.screens.project_runs import RunsTab
 from tui.widgets.live_table import LiveTable, Row
-from tui.widgets.metric_chart import eta_text, fmt_value, progress_bar
+from tui.widgets.project_rows import DatasetItem, artifact_rows, dataset_rows, gguf_choices, run_cells
 
 TABS: list[tuple[str, str]] = [
     ("datasets", "Datasets"),
@@ -77,28 +77,7 @@ EMPTY: dict[str, str] = {
 EMPTY_KEYS = "Press [b]1[/b]-[b]5[/b] to switch tabs, [b]esc[/b] to go back to the projects, [b]?[/b] for all keys."
 
 
-IMPORT_KIND = "dataset-import"
-ACTIVE = ("queued", "running")
-FAILED = ("failed", "cancelled", "interrupted")
 REAP_EVERY_S = 5.0  # how often a tab with running jobs checks for engines that stopped beating
-PROGRESS_STYLE = {"running": "cyan", "completed": "green", "failed": "red", "interrupted": "red",
-                  "cancelled": "yellow", "queued": "dim"}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class DatasetItem:
-    """What one row of the Datasets tab stands for: a dataset, or an import in progress or failed."""
-
-    kind: str  # "dataset", "import" (queued or running) or "failed"
-    id: int  # the dataset id, or the import job's id
-    name: str
-    status: str = ""
-    progress: float = 0.0
-    error: str = ""
-    verdict: str = ""
-    summary: str = ""  # the first checklist item that is not ok
-
-
 @dataclass
 class ProjectData:
     """One read of everything the project screen shows."""
@@ -114,96 +93,6 @@ class ProjectData:
     guide: dict[str, Any] = field(default_factory=dict)  # the decision guide's outcome ({} when skipped)
 
 
-def _first_problem(lint: dict[str, Any]) -> str:
-    for item in lint.get("checklist") or ():
-        if isinstance(item, dict) and item.get("status") in ("warn", "fail"):
-            return f"{item.get('check', '')}: {item.get('detail', '')}"
-    return ""
-
-
-def _dataset_rows(datasets: list[Any], jobs: list[Any]) -> tuple[list[Row], dict[str, DatasetItem], dict]:
-    """The Datasets tab: imports in progress, then failed imports not retried since, then the datasets."""
-    imports: dict[int, DatasetItem] = {}
-    for j in jobs:
-        if j.kind == IMPORT_KIND:
-            kind = "import" if j.status in ACTIVE else "failed" if j.status in FAILED else "done"
-            imports[j.id] = DatasetItem(kind, j.id, j.name or f"job {j.id}", j.status, j.progress or 0.0, j.error or "")
-    rows: list[Row] = []
-    items: dict[str, DatasetItem] = {}
-    for j in listed_imports(datasets, jobs):  # the same rule as `tunedeck dataset list`
-        item = imports[j.id]
-        key = f"job-{j.id}"
-        if item.kind == "import":
-            state = "[dim]queued[/]" if j.status == "queued" else f"[cyan]⧗ {round(100 * item.progress)}%[/]"
-            cells = (escape(clip(item.name, 24)), "import", "…", "…", state, ago(j.updated_at))
-        else:
-            cells = (escape(clip(item.name, 24)), "import", "-", "-", f"[red]✗ {j.status}[/]", ago(j.updated_at))
-        rows.append((key, cells))
-        items[key] = item
-    for d in datasets:
-        lint = json_dict(d.lint)
-        verdict = str(lint.get("verdict") or "")
-        key = str(d.id)
-        items[key] = DatasetItem("dataset", d.id, d.name, verdict=verdict, summary=_first_problem(lint))
-        rows.append((
-            key,
-            (escape(clip(d.name, 24)), d.format or "-", str(d.num_train), str(d.num_val), verdict_badge(verdict),
-             ago(d.created_at)),
-        ))  # fmt: skip
-    return rows, items, imports
-
-
-def run_cells(run: RunRow, now: float | None = None) -> tuple[str, ...]:
-    """One Runs-tab row: id, kind, name, status, step, progress bar, latest loss, ETA, device."""
-    from tui.screens.run import remaining_eta
-
-    kind = run.kind
-    if kind == "train" and run.method:
-        kind = "dpo" if run.objective == "dpo" else run.method
-    if run.name:
-        name = escape(clip(run.name, 10))
-    elif run.dataset:
-        name = f"[dim]{escape(clip(str(run.dataset), 10))}[/dim]"
-    else:
-        name = "-"
-    eta = eta_text(remaining_eta(run.eta_s, run.eta_at, now)) if run.status == "running" else "-"
-    style = PROGRESS_STYLE.get(run.status, "dim")
-    return (
-        str(run.id),
-        kind,
-        name,
-        run.status,
-        f"{run.step}/{run.total_steps}" if run.total_steps else str(run.step),
-        f"[{style}]{progress_bar(run.progress, 5)}[/{style}]",
-        fmt_value(run.loss),
-        eta,
-        run.slot,
-    )
-
-
-def artifact_rows(artifacts: list[Any], home: Path | None = None) -> list[tuple[str, tuple]]:
-    """Artifacts as a lineage tree: each parent followed by what was made from it, indented. Names keep their end
-    (a GGUF's quant suffix) and paths are relative to the home."""
-    from tui.screens.artifact import badge, home_relative
-    from tui.widgets.names import middle_clip
-
-    rows: list[tuple[str, tuple]] = []
-    for a, depth in lineage_order(artifacts):
-        kind = ("  " * (depth - 1) + "└ " if depth else "") + a.kind
-        path = home_relative(a.path, home) if home is not None else a.path
-        rows.append((str(a.id), (kind, middle_clip(a.name, 24) or "-", size_text(a.size), badge(json_dict(a.meta)),
-                                 path)))  # fmt: skip
-    return rows
-
-
-def gguf_choices(artifacts: list[Any]) -> list[tuple[str, str]]:
-    """The project's GGUF artifacts, newest first, as (label, artifact id) for a Select."""
-    from tui.widgets.names import middle_clip
-
-    ggufs = sorted((a for a in artifacts if a.kind == "gguf"), key=lambda a: a.id, reverse=True)
-    return [(f"{middle_clip(a.name, 40)} · {size_text(a.size)} · #{a.id}", str(a.id)) for a in ggufs]
-
-
 def _load(store: Store, name: str) -> ProjectData:
     with store.raw() as conn:
         project = project_contents(conn, name)
@@ -211,7 +100,7 @@ def _load(store: Store, name: str) -> ProjectData:
         guide = json_dict(conn.execute("SELECT guide FROM projects WHERE id = ?", (project.id,)).fetchone()[0])
     datasets, jobs, artifacts, chats = project.datasets, project.jobs, project.artifacts, project.chats
     data = ProjectData(project.name, project.description, guide=guide)
-    data.rows["datasets"], data.datasets, data.imports = _dataset_rows(datasets, jobs)
+    data.rows["datasets"], data.datasets, data.imports = dataset_rows(datasets, jobs)
     now = time.time()
     data.runs = {str(r.id): r for r in runs}
     data.rows["runs"] = [(str(r.id), run_cells(r, now)) for r in runs]
@@ -228,7 +117,7 @@ def _load(store: Store, name: str) -> ProjectData:
     return data
 
 
-class ProjectScreen(Screen[None]):
+class ProjectScreen(DatasetsTab, RunsTab, Screen[None]):
     """A project's tabs; keys 1-5 switch tabs, esc goes back to the projects list."""
 
     HELP_TITLE = "Project"
@@ -297,8 +186,6 @@ class ProjectScreen(Screen[None]):
         if time.monotonic() - self._last_reap < REAP_EVERY_S:
             return
         self._last_reap = time.monotonic()
-        from tui.screens.run import reap_stale_jobs
-
         self.run_worker(partial(reap_stale_jobs, self.store), group="reap", thread=True, exclusive=True,
                         exit_on_error=False)  # fmt: skip
 
@@ -403,112 +290,6 @@ class ProjectScreen(Screen[None]):
     def action_back(self) -> None:
         self.dismiss()
 
-    # -- datasets ----------------------------------------------------------------
-
-    @property
-    def current_dataset_item(self) -> DatasetItem | None:
-        """The Datasets tab's row under the cursor: a dataset, an import in progress or a failed one."""
-        if self.data is None:
-            return None
-        table = self.query_one("#datasets-table", LiveTable)
-        key = table.current_key if table.display else None
-        return self.data.datasets.get(key) if key is not None else None
-
-    def _show_dataset_detail(self) -> None:
-        detail = self.query_one("#datasets-detail", Static)
-        item = self.current_dataset_item
-        if item is None:
-            detail.update("")
-            detail.display = False
-            return
-        detail.display = True
-        if item.kind == "import":
-            state = "waiting for the data runner" if item.status == "queued" else f"{round(100 * item.progress)}% done"
-            text = f"Importing [b]{escape(item.name)}[/b] (job {item.id}): {state}."
-        elif item.kind == "failed":
-            lines = [line.strip() for line in item.error.strip().splitlines() if line.strip()]
-            first = escape(" · ".join(lines[:2])) if lines else "no error message was recorded"
-            text = (f"[red]Import {item.status}[/red] (job {item.id}): {first}\n"
-                    "[dim]enter shows the whole error · d deletes it[/dim]")
-        else:
-            keys = "enter opens the report, token lengths and a preview · d deletes"
-            text = f"[b]{escape(item.name)}[/b] · {keys}"
-            if item.summary:
-                text = f"{escape(item.summary)}\n[dim]{keys}[/dim]"
-        detail.update(text)
-
-    @on(DataTable.RowHighlighted, "#datasets-table")
-    def _dataset_highlighted(self) -> None:
-        self._show_dataset_detail()
-
-    @on(DataTable.RowSelected, "#datasets-table")
-    def _dataset_selected(self) -> None:
-        self.action_open_dataset()
-
-    def _announce_imports(self, before: ProjectData | None, after: ProjectData) -> None:
-        """Notify about imports that ended since the last read (only those seen running, or queued from here)."""
-        follow = self._follow_job
-        for job_id, item in after.imports.items():
-            if item.kind == "import":
-                continue
-            seen = before.imports.get(job_id) if before is not None else None
-            if not ((seen is not None and seen.kind == "import") or (seen is None and job_id in self._watched)):
-                continue
-            self._watched.discard(job_id)
-            if item.kind == "failed":
-                lines = [line for line in item.error.strip().splitlines() if line.strip()]
-                message = escape("\n".join(lines[:6]) + ("\n…" if len(lines) > 6 else "")) or "no error recorded"
-                self.notify(message, title=f"Import of {item.name} {item.status}", severity="error", timeout=12)
-                if follow == job_id:
-                    self._select["datasets"] = f"job-{job_id}"
-            else:
-                self.notify(f"Imported dataset {item.name}.", title="Import done")
-                if follow == job_id:
-                    key = next((k for k, d in after.datasets.items() if d.kind == "dataset" and d.name == item.name),
-                               None)  # fmt: skip
-                    if key is not None:
-                        self._select["datasets"] = key
-            if follow == job_id:
-                self._follow_job = None
-
-    def action_delete_dataset(self) -> None:
-        """d on the Datasets tab: delete the highlighted dataset or failed import, after asking."""
-        item = self.current_dataset_item
-        if self.active_tab != "datasets" or item is None:
-            return
-        if item.kind == "import":
-            self.notify(f"{item.name} is still importing; cancel the import (job {item.id}) before deleting it.",
-                        severity="warning")
-            return
-        from tui.screens.dataset_delete import ConfirmDatasetDelete, delete_dataset_item, read_dataset_users
-
-        try:
-            users = read_dataset_users(self.store, item.id) if item.kind == "dataset" else []
-        except NotFound:
-            self.reload()
-            return
-
-        def confirmed(choice: str | None) -> None:
-            if choice:
-                self.run_worker(partial(delete_dataset_item, self.store, self.project_name, item, choice == "force"),
-                                group="delete-dataset", thread=True, exit_on_error=False)
-
-        self.app.push_screen(ConfirmDatasetDelete(item.name, item.kind == "failed", users), confirmed)
-
-    def action_import_dataset(self) -> None:
-        self.app.push_screen(ImportDialog(self.store, self.project_name), self._queued)
-
-    def _queued(self, queued: Queued | None) -> None:
-        if queued is None:
-            return
-        job_id = queued.job_id
-        self.notify(f"Import queued as job {job_id}.")
-        self._watched.add(job_id)
-        self._follow_job = job_id
-        self._select["datasets"] = f"job-{job_id}"
-        self.action_show_tab("datasets")
-        self.reload()
-
     def action_open_row(self) -> None:
         """enter on a tab without rows (the tab bar has focus): nothing to open, or the highlighted row."""
         if self.active_tab == "runs":
@@ -536,21 +317,6 @@ class ProjectScreen(Screen[None]):
         from tui.screens.artifact import ArtifactScreen
 
         self.app.push_screen(ArtifactScreen(int(key)))
-
-    def action_open_dataset(self) -> None:
-        if self.active_tab != "datasets":
-            return
-        item = self.current_dataset_item
-        if item is None:
-            self.notify("No dataset to open. Press i to import one.", severity="warning")
-        elif item.kind == "dataset":
-            from tui.screens.datasets import DatasetScreen
-
-            self.app.push_screen(DatasetScreen(item.id))
-        elif item.kind == "failed":
-            self.app.push_screen(ImportErrorDialog(item.name, item.id, item.error))
-        else:
-            self.notify(f"{item.name} is still importing; it opens once the import is done.")
 
     # -- models ------------------------------------------------------------------
 
@@ -613,96 +379,6 @@ class ProjectScreen(Screen[None]):
         self.notify(f"Model add queued as job {job_id}.")
         self._select["models"] = f"job-{job_id}"
         self.action_show_tab("models")
-        self.reload()
-
-    # -- runs --------------------------------------------------------------------
-
-    @property
-    def current_run(self) -> RunRow | None:
-        """The Runs tab's row under the cursor."""
-        if self.data is None:
-            return None
-        table = self.query_one("#runs-table", LiveTable)
-        key = table.current_key if table.display else None
-        return self.data.runs.get(key) if key is not None else None
-
-    def _show_run_detail(self) -> None:
-        detail = self.query_one("#runs-detail", Static)
-        run = self.current_run
-        if run is None:
-            detail.update("")
-            detail.display = False
-            return
-        detail.display = True
-        if self.marked:
-            ids = ", ".join(self.marked)
-            more = "C compares them" if len(self.marked) > 1 else "mark another with space to compare"
-            text = (f"[b yellow]●[/] {len(self.marked)} marked (runs {escape(clip(ids, 30))}) · {more}"
-                    "\n[dim]space on a marked run unmarks it · enter opens the highlighted run[/dim]")
-        elif run.status in FAILED and run.error:
-            first = first_line(run.error)
-            text = f"[red]{escape(clip(first, 70))}[/red]\n[dim]enter opens run {run.id} · n starts a new run[/dim]"
-        elif run.kind == "train":
-            model = (run.model or "?").rstrip("/").rsplit("/", 1)[-1]
-            what = f"{run.objective or '?'}/{run.method or '?'} · model {model} · dataset {run.dataset or '?'}"
-            text = (f"{escape(clip(what, 76))}\n[dim]enter opens run {run.id}: charts, log, config"
-                    " · space marks to compare[/dim]")
-        else:
-            text = f"[dim]enter opens job {run.id} ({escape(run.kind)}): its log and config[/dim]"
-        detail.update(text)
-
-    @on(DataTable.RowHighlighted, "#runs-table")
-    def _run_highlighted(self) -> None:
-        self._show_run_detail()
-
-    @on(DataTable.RowSelected, "#runs-table")
-    def _run_selected(self) -> None:
-        self.action_open_run()
-
-    def action_open_run(self) -> None:
-        run = self.current_run
-        if run is None:
-            self.notify("No run to open. Press n to start one.", severity="warning")
-            return
-        from tui.screens.run import RunScreen
-
-        self.app.push_screen(RunScreen(run.id))
-
-    def action_mark_run(self) -> None:
-        """space on the Runs tab: mark the highlighted run for comparing, or unmark it."""
-        if self.active_tab != "runs":
-            return
-        run = self.current_run
-        if run is None:
-            return
-        key = str(run.id)
-        if key in self.marked:
-            self.marked.remove(key)
-        else:
-            self.marked.append(key)
-        self._show()
-
-    def action_compare_runs(self) -> None:
-        """C: compare the marked runs (two or more)."""
-        if len(self.marked) < 2:
-            self.notify("Mark two or more runs with space on the Runs tab, then press C to compare them.",
-                        severity="warning")  # fmt: skip
-            return
-        from tui.screens.compare import CompareScreen
-
-        self.app.push_screen(CompareScreen([int(key) for key in self.marked]))
-
-    def action_new_run(self) -> None:
-        from tui.screens.new_run import NewRunForm
-
-        self.app.push_screen(NewRunForm(self.store, self.project_name), self._run_queued)
-
-    def _run_queued(self, job_id: int | None) -> None:
-        if job_id is None:
-            return
-        self.notify(f"Run {job_id} queued.")
-        self._select["runs"] = str(job_id)
-        self.action_show_tab("runs")
         self.reload()
 
     # -- chat --------------------------------------------------------------------

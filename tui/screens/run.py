@@ -7,7 +7,6 @@ read. Nothing here waits on the engine; reopening the screen (or the TUI) during
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,26 +18,31 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.markup import escape
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
+from core.jobs import ACTIVE, cancel_job, cancel_refusal, reap_stale_jobs
 from core.progress import eta_text, fmt_value, job_estimator, observe_job, progress_bar
+from core.runs import REQUEUABLE, delete_run, requeue_refusal, resume_run, retry_run
 from store.db import Store
-from store.errors import NotFound, TunedeckError, first_line
+from store.errors import NotFound, first_line
 from store.home import job_log
 from store.metrics import last_step, points_since
 from store.views import RunDetail, run_detail
 from tui.screens._common import ago, clip
+from tui.widgets.badges import status_text
+from tui.widgets.job_keys import error_text, job_bindings
 from tui.widgets.live_table import LiveTable
-from tui.widgets.log_search import LogSearch, SearchBox
+from tui.widgets.log_pane import LogPane, log_bindings
+from tui.widgets.log_search import SearchBox
 from tui.widgets.log_tail import LogChunk, LogTail, read_log
 from tui.widgets.metric_chart import MetricChart
+from tui.widgets.run_config import config_text
+from tui.widgets.yes_no import ConfirmDialog
 
 POLL_SECONDS = 1.0
 REAP_EVERY_S = 5.0
-ACTIVE = ("queued", "running")
-REQUEUABLE = ("failed", "cancelled", "interrupted")
 # Each chart: its id, title, series (metric, label) and whether lower is better. Train and eval loss share the
 # big chart; learning rate and grad norm sit side by side under it.
 CHARTS = [
@@ -48,81 +52,15 @@ CHARTS = [
 ]
 CHARTED = {metric: chart for chart, _, series, _ in CHARTS for metric, _ in series}  # metric -> its chart
 TABS = [("charts", "Charts"), ("metrics", "Metrics"), ("log", "Log"), ("config", "Config")]
-STATUS_STYLE = {
-    "queued": "dim",
-    "running": "bold cyan",
-    "completed": "bold green",
-    "failed": "bold red",
-    "cancelled": "bold yellow",
-    "interrupted": "bold magenta",
-}
-STATUS_MARK = {"queued": "…", "running": "▶", "completed": "✓", "failed": "✗", "cancelled": "■", "interrupted": "!"}
-
-
-def status_text(status: str) -> str:
-    """A job status as coloured markup with a mark."""
-    return f"[{STATUS_STYLE.get(status, 'dim')}]{STATUS_MARK.get(status, '?')} {status}[/]"
-
-
-def remaining_eta(eta_s: float | None, written_at: float | None, now: float | None = None) -> float | None:
-    """The engine's ETA, less the time since it was written (it is written at each logging step)."""
-    if eta_s is None:
-        return None
-    elapsed = max(0.0, (time.time() if now is None else now) - written_at) if written_at else 0.0
-    return max(0.0, eta_s - elapsed)
-
-
 # ----------------------------------------------------------------------------- store access (worker threads)
 
 
-def reap_stale_jobs(store: Store) -> list[int]:
-    """Mark running jobs whose engine stopped beating as interrupted (what `tunedeck job list` does first)."""
-    from store.jobs import reap_stale  # SQLAlchemy loads on the first write, in this worker
-
-    with store.write() as session:
-        return reap_stale(session)
-
-
-def cancel_run(store: Store, job_id: int) -> str:
-    """Cancel a queued run at once, or ask a running one to save a checkpoint and stop; returns its status."""
-    from store.jobs import request_cancel
-
-    with store.write() as session:
-        return request_cancel(session, job_id)
-
-
-def delete_run(store: Store, job_id: int) -> str:
-    """Delete an ended run with its files and the artifacts it made (as `tunedeck run delete --force`)."""
-    from engine.cleanup import delete_run as delete
-
-    report = delete(store, job_id, force=True)
+def delete_run_text(store: Store, job_id: int) -> str:
+    """Delete an ended run with its files and the artifacts it made (as `tunedeck run delete --force`); what to
+    tell the user."""
+    report = delete_run(store, job_id, force=True)
     made = f" and {len(report.artifacts)} artifact(s)" if report.artifacts else ""
     return f"Run {job_id}{made} deleted; {report.freed_bytes / 1e6:,.1f} MB freed."
-
-
-def requeue_run(store: Store, job_id: int, fresh: bool) -> str:
-    """Queue a failed, cancelled or interrupted run again and start its runner (as `tunedeck run resume|retry`).
-
-    Resume continues from the last checkpoint; retry (`fresh`) deletes checkpoints and metrics first.
-    """
-    from engine.launch import start_runner
-    from engine.train.queue import reset_checkpoints
-    from store.jobs import get_job, transition
-
-    with store.read() as session:
-        job = get_job(session, job_id)
-        kind, status, slot, step = job.kind, job.status, job.slot, job.step
-    if kind != "train":
-        raise TunedeckError(f"job {job_id} is a {kind} job, not a training run")
-    if status not in REQUEUABLE:
-        verb = "retried" if fresh else "resumed"
-        raise TunedeckError(f"run {job_id} is {status}; only failed, cancelled or interrupted runs can be {verb}")
-    if fresh:
-        reset_checkpoints(store, job_id)
-    with store.write() as session:
-        transition(session, job_id, "queued", cancel_requested=False, step=0 if fresh else step)
-    start_runner(store.home, slot)
-    return "from the start" if fresh else "from its last checkpoint"
 
 
 @dataclass
@@ -153,89 +91,24 @@ def poll_run(store: Store, job_id: int, since: int, log_path: str, log_offset: i
     return poll
 
 
-def config_text(detail: RunDetail) -> str:
-    """The Config tab: the run's YAML as saved (or its config as YAML/JSON for older and other jobs)."""
-    config = detail.config
-    text = config.get("run_yaml")
-    if not text and isinstance(config.get("run"), dict):
-        import yaml
-
-        text = yaml.safe_dump(config["run"], sort_keys=False, allow_unicode=True, width=1000)
-    if not text:
-        text = json.dumps(config, indent=2, sort_keys=True) if config else "# this job has no configuration"
-    extra = []
-    for key, label in (("model_path", "model path"), ("dataset_id", "dataset id"), ("dataset_hash", "dataset hash")):
-        if config.get(key) not in (None, ""):
-            extra.append(f"# {label}: {config[key]}")
-    speed = speed_line(detail.result)
-    if speed:
-        extra.append(f"# {speed}")
-    return text.rstrip("\n") + ("\n\n" + "\n".join(extra) if extra else "") + "\n"
-
-
-SPEED_FIELDS = (("attn_implementation", "attention"), ("optimizer", "optimizer"), ("packing", "packing"),
-                ("liger_kernel", "liger"), ("torch_compile", "torch.compile"))
-
-
-def speed_line(result: dict[str, Any]) -> str:
-    """What the engine chose for the run's speed settings (engine.train.speed), as one line; '' before it chose."""
-    shown = []
-    for key, label in SPEED_FIELDS:
-        if key in result:
-            value = result[key]
-            shown.append(f"{label} {('on' if value else 'off') if isinstance(value, bool) else value}")
-    return "chosen: " + ", ".join(shown) if shown else ""
-
-
-# ----------------------------------------------------------------------------- dialogs
-
-
-class ConfirmDialog(ModalScreen[bool]):
-    """Asks before an action that cannot be taken back: y or enter goes ahead, n or esc does not."""
-
-    HELP_TITLE = "Confirm"
-    BINDINGS = [
-        Binding("y,enter", "answer(True)", "Yes", id="confirm.answer_yes"),
-        Binding("n,escape", "answer(False)", "No", id="confirm.answer_no"),
-        Binding("q", "app.quit", "Quit", show=False, id="app.quit"),  # a modal screen hides the app's keys
-    ]
-
-    def __init__(self, title: str, body: str, yes: str = "y go ahead") -> None:
-        super().__init__()
-        self.title_text = title
-        self.body = body
-        self.yes = yes
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="confirm-run", classes="dialog"):
-            yield Static(self.title_text, classes="dialog-title")
-            yield Static(self.body, id="confirm-body")
-            yield Static(f"{self.yes} · n or esc keep it as it is", classes="hint")
-
-    def action_answer(self, answer: bool) -> None:
-        self.dismiss(answer)
-
-
 # ----------------------------------------------------------------------------- the screen
 
 
-class RunScreen(LogSearch, Screen[None]):
+class RunScreen(LogPane, Screen[None]):
     """A run's header (status, step, ETA, device) over its Charts, Metrics, Log and Config tabs."""
 
     HELP_TITLE = "Run"
     AUTO_FOCUS = ""
+    LOG_EMPTY = "No log yet: it starts when the runner picks the run up."
     BINDINGS = [
-        Binding("escape,backspace", "back", "Back", id="run.back"),
-        Binding("c", "cancel_run", "Cancel run", id="run.cancel_run"),
+        *job_bindings("run", "cancel_run", "Cancel run"),
         Binding("r", "resume_run", "Resume", id="run.resume_run"),
         Binding("R", "retry_run", "Retry", id="run.retry_run"),
         Binding("e", "edit_copy", "Duplicate & edit", id="run.edit_copy"),
         Binding("x", "delete_run", "Delete run", show=False, id="run.delete_run"),
         Binding("s", "toggle_smoothing", "Smooth", id="run.toggle_smoothing"),
         Binding("l", "toggle_log", "Log scale", show=False, id="run.toggle_log"),
-        # priority: over the log's own end
-        Binding("end", "follow_log", "Follow the log", show=False, priority=True, id="run.follow_log"),
-        *LogSearch.SEARCH_BINDINGS,
+        *log_bindings("run"),
         Binding("1", "show_tab('charts')", "Charts tab", show=False, id="run.show_tab_charts"),
         Binding("2", "show_tab('metrics')", "Metrics tab", show=False, id="run.show_tab_metrics"),
         Binding("3", "show_tab('log')", "Log tab", show=False, id="run.show_tab_log"),
@@ -249,8 +122,6 @@ class RunScreen(LogSearch, Screen[None]):
         self.latest: dict[str, tuple[int, float]] = {}  # metric -> (step, value)
         self.config_shown = ""
         self._since = -1  # the highest metric step read so far
-        self._log_path = ""
-        self._log_offset = 0
         self._polling = False
         self._generation = 0  # bumped when the screen drops what it shows (retry): older polls are ignored
         self._last_reap = 0.0
@@ -297,12 +168,12 @@ class RunScreen(LogSearch, Screen[None]):
             return d is not None and d.status not in ACTIVE
         if action == "edit_copy":
             return d is not None and isinstance(d.config.get("run"), dict)
-        if action == "follow_log":  # on the Log tab, and not while typing a search
-            return self.active_tab == "log" and not self.query_one(SearchBox).has_focus
+        if action == "follow_log":
+            return self.log_follow_allowed()
         return True
 
     def on_mount(self) -> None:
-        self._log_status()
+        self.show_log_status()
         self.query_one("#charts-body").focus()
         self.poll()
         self.set_interval(POLL_SECONDS, self.poll)
@@ -314,8 +185,8 @@ class RunScreen(LogSearch, Screen[None]):
         if self._polling or self._gone:
             return
         self._polling = True
-        work = partial(self._poll, self._generation, self.store, self.job_id, self._since, self._log_path,
-                       self._log_offset)  # fmt: skip
+        work = partial(self._poll, (self._generation, self._log_generation), self.store, self.job_id, self._since,
+                       self._log_path, self._log_offset)  # fmt: skip
         self.run_worker(work, group="poll", thread=True, exit_on_error=False)
         detail = self.detail
         if detail is not None and detail.status == "running" and time.monotonic() - self._last_reap > REAP_EVERY_S:
@@ -323,7 +194,7 @@ class RunScreen(LogSearch, Screen[None]):
             self.run_worker(partial(reap_stale_jobs, self.store), group="reap", thread=True, exit_on_error=False)
 
     @staticmethod
-    def _poll(generation: int, *args: Any) -> tuple[int, RunPoll]:
+    def _poll(generation: tuple[int, int], *args: Any) -> tuple[tuple[int, int], RunPoll]:
         return generation, poll_run(*args)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -337,7 +208,7 @@ class RunScreen(LogSearch, Screen[None]):
             self._polling = False
             if event.state == WorkerState.SUCCESS:
                 generation, poll = worker.result
-                if generation == self._generation:
+                if generation == (self._generation, self._log_generation):
                     self._apply(poll)
             elif isinstance(worker.error, NotFound):
                 self._gone = True
@@ -352,9 +223,7 @@ class RunScreen(LogSearch, Screen[None]):
             if event.state == WorkerState.SUCCESS:
                 self._action_done(group, worker.result)
             elif event.state == WorkerState.ERROR:
-                error = worker.error
-                message = str(error) if isinstance(error, TunedeckError) else f"{type(error).__name__}: {error}"
-                self.notify(message, title="Not done", severity="error")
+                self.notify(error_text(worker.error), title="Not done", severity="error")
                 self.poll()
 
     def _apply(self, poll: RunPoll) -> None:
@@ -389,7 +258,8 @@ class RunScreen(LogSearch, Screen[None]):
         for chart in touched:  # once per poll, with the header below: both show the same read
             chart.redraw()
         self._show_metrics()
-        self._show_log(poll)
+        if poll.log is not None:
+            self.show_log(poll.log_path, poll.log)
         self._show_header()
         text = config_text(detail)
         if text != self.config_shown:
@@ -465,39 +335,6 @@ class RunScreen(LogSearch, Screen[None]):
         table.display = bool(rows)
         self.query_one("#metrics-empty").display = not rows
 
-    def log_file(self) -> str | None:
-        return self._log_path or None
-
-    def _show_log(self, poll: RunPoll) -> None:
-        chunk = poll.log
-        log = self.query_one("#log-body", LogTail)
-        if chunk is None or self.searching is not None:  # a search's window stays put; end goes back to the tail
-            return
-        if poll.log_path != self._log_path or chunk.reset:
-            log.clear()
-            self._log_path = poll.log_path
-        if chunk.skipped and not log.line_count:
-            log.add_lines([f"… the first {chunk.skipped:,} bytes are not shown (see {poll.log_path})"])
-        log.add_lines(chunk.lines)
-        self._log_offset = chunk.offset
-        self._log_status()
-
-    def _log_status(self) -> None:
-        if self.searching is not None:
-            return
-        log = self.query_one("#log-body", LogTail)
-        if not log.line_count:
-            text = "[dim]No log yet: it starts when the runner picks the run up.[/dim]"
-        elif log.following:
-            text = f"[green]following[/green] [dim]· {log.line_count:,} lines · ↑/pgup scroll back[/dim]"
-        else:
-            text = f"[yellow]paused[/yellow] [dim]· {log.line_count:,} lines · end follows again[/dim]"
-        self.query_one("#log-status", Static).update(text)
-
-    @on(LogTail.Following)
-    def _following_changed(self) -> None:
-        self._log_status()
-
     # -- tabs --------------------------------------------------------------------
 
     @property
@@ -525,18 +362,6 @@ class RunScreen(LogSearch, Screen[None]):
         for chart in self.query(MetricChart):
             chart.set_view(log_scale=not chart.log_scale)
 
-    def action_follow_log(self) -> None:
-        """end: the log's end, following it (after a search: the tail is read again)."""
-        self.action_show_tab("log")
-        log = self.query_one("#log-body", LogTail)
-        if self.leave_search():
-            log.clear()
-            self._log_path, self._log_offset = "", 0
-            self._generation += 1  # a poll under way read from the old place: it is dropped
-            self.poll()
-        self.call_after_refresh(log.follow)
-        log.focus()
-
     def action_back(self) -> None:
         self.dismiss()
 
@@ -551,8 +376,9 @@ class RunScreen(LogSearch, Screen[None]):
         d = self._ready()
         if d is None:
             return
-        if d.status not in ACTIVE:
-            self.notify(f"Run {d.id} is {d.status}; only queued or running runs can be cancelled.", severity="warning")
+        refusal = cancel_refusal(d.id, d.status, "run")
+        if refusal:
+            self.notify(refusal, severity="warning")
             return
         if d.cancel_requested:
             self.notify(f"Run {d.id} is already stopping.")
@@ -563,7 +389,7 @@ class RunScreen(LogSearch, Screen[None]):
 
     def _confirmed_cancel(self, yes: bool | None) -> None:
         if yes:
-            self.run_worker(partial(cancel_run, self.store, self.job_id), group="cancel", thread=True,
+            self.run_worker(partial(cancel_job, self.store, self.job_id), group="cancel", thread=True,
                             exit_on_error=False)  # fmt: skip
 
     def action_delete_run(self) -> None:
@@ -580,29 +406,27 @@ class RunScreen(LogSearch, Screen[None]):
 
     def _confirmed_delete(self, yes: bool | None) -> None:
         if yes:
-            self.run_worker(partial(delete_run, self.store, self.job_id), group="delete", thread=True,
+            self.run_worker(partial(delete_run_text, self.store, self.job_id), group="delete", thread=True,
                             exit_on_error=False)  # fmt: skip
 
-    def _requeue_check(self, verb: str) -> RunDetail | None:
+    def _requeue_check(self, fresh: bool) -> RunDetail | None:
+        """The run if it can be resumed (retried with `fresh`) as it is now; else says why (core.runs' words)."""
         d = self._ready()
         if d is None:
             return None
-        if d.kind != "train":
-            self.notify(f"Job {d.id} is a {d.kind} job; only training runs can be {verb}.", severity="warning")
-            return None
-        if d.status not in REQUEUABLE:
-            self.notify(f"Run {d.id} is {d.status}; only failed, cancelled or interrupted runs can be {verb}.",
-                        severity="warning")  # fmt: skip
+        refusal = requeue_refusal(d.id, d.kind, d.status, fresh)
+        if refusal:
+            self.notify(refusal, severity="warning")
             return None
         return d
 
     def action_resume_run(self) -> None:
-        if self._requeue_check("resumed") is not None:
-            self.run_worker(partial(requeue_run, self.store, self.job_id, False), group="requeue", thread=True,
+        if self._requeue_check(fresh=False) is not None:
+            self.run_worker(partial(resume_run, self.store, self.job_id), group="requeue", thread=True,
                             exit_on_error=False)  # fmt: skip
 
     def action_retry_run(self) -> None:
-        d = self._requeue_check("retried")
+        d = self._requeue_check(fresh=True)
         if d is None:
             return
         body = (f"Run [b]{d.id}[/b] again from the start? Its checkpoints and its {len(self.latest)} metric(s) "
@@ -611,7 +435,7 @@ class RunScreen(LogSearch, Screen[None]):
 
     def _confirmed_retry(self, yes: bool | None) -> None:
         if yes:
-            self.run_worker(partial(requeue_run, self.store, self.job_id, True), group="requeue", thread=True,
+            self.run_worker(partial(retry_run, self.store, self.job_id), group="requeue", thread=True,
                             exit_on_error=False)  # fmt: skip
 
     def _action_done(self, group: str, result: str) -> None:
@@ -621,11 +445,11 @@ class RunScreen(LogSearch, Screen[None]):
             else:
                 self.notify(f"Cancel requested: run {self.job_id} saves a checkpoint and stops.")
         else:
-            if result.startswith("from the start"):
+            if result.endswith("from the start"):
                 self._generation += 1
                 self._reset_metrics()
                 self._show_metrics()
-            self.notify(f"Run {self.job_id} queued again {result}.")
+            self.notify(result)
         self.poll()
 
     def action_edit_copy(self) -> None:
