@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.jobctx import JobContext
+from store.payloads import EvalConfig, EvalFeatures, SweepEntry
 
 FORGETTING_LIMIT = 0.05  # general-text perplexity may rise 5% over the base before we call it forgetting
 
@@ -73,65 +74,69 @@ def run_eval_job(ctx: JobContext) -> None:
     from store.artifacts import append_eval
     from store.errors import Refused
 
-    cfg = ctx.config
-    kind, path = cfg["model_kind"], cfg["model_path"]
-    base_dir = cfg.get("adapter_base")
-    tokenizer = _tokenizer_for(cfg.get("tokenizer_dir"))
+    cfg = ctx.config_as(EvalConfig)
+    cfg.require("model_path")
+    kind, path = cfg.model_kind, str(cfg.model_path)
+    base_dir = cfg.adapter_base
+    tokenizer = _tokenizer_for(cfg.tokenizer_dir)
     result: dict[str, Any] = {"model": path, "model_kind": kind, "at": time.time()}
-    if cfg.get("dataset_path"):
+    if cfg.dataset_path:
         if tokenizer is None:
             raise Refused(f"{path}: no tokenizer of its source model at hand to render the dataset's chats")
-        features = cfg.get("features") or {"max_length": 2048, "assistant_only_loss": True}
-        split = cfg.get("split", "val")
-        rows = read_rows(Path(cfg["dataset_path"]), split, limit=None)
-        seqs = dataset_sequences(tokenizer, rows, features["max_length"], features["assistant_only_loss"])
+        features = cfg.features or EvalFeatures(max_length=2048, assistant_only_loss=True)  # an older row
+        split = cfg.split
+        rows = read_rows(Path(cfg.dataset_path), split, limit=None)
+        seqs = dataset_sequences(tokenizer, rows, features.max_length, features.assistant_only_loss)
         if not seqs:
             raise Refused(f"dataset split {split} has no rows to evaluate on")
-        run = f"run {features['from_run']}'s" if features.get("from_run") else "the default"
-        ctx.log(f"dataset {cfg.get('dataset_name')} ({split}): {len(seqs)} of {len(rows)} rows as {run} features "
-                f"(max_length {features['max_length']}, "
-                f"{'assistant tokens' if features['assistant_only_loss'] else 'every token'} scored)")
-        result["dataset"] = {"id": cfg.get("dataset_id"), "name": cfg.get("dataset_name"), "split": split,
-                             "scored": "assistant tokens (as in training)" if features["assistant_only_loss"]
-                             else "every token (as in training)", "rows": len(seqs), **features,
-                             **perplexity_of(ctx, kind, path, seqs, "dataset", (0.0, 0.4), features["max_length"],
+        run = f"run {features.from_run}'s" if features.from_run else "the default"
+        ctx.log(f"dataset {cfg.dataset_name} ({split}): {len(seqs)} of {len(rows)} rows as {run} features "
+                f"(max_length {features.max_length}, "
+                f"{'assistant tokens' if features.assistant_only_loss else 'every token'} scored)")
+        result["dataset"] = {"id": cfg.dataset_id, "name": cfg.dataset_name, "split": split,
+                             "scored": "assistant tokens (as in training)" if features.assistant_only_loss
+                             else "every token (as in training)", "rows": len(seqs),
+                             **features.model_dump(exclude_unset=True),
+                             **perplexity_of(ctx, kind, path, seqs, "dataset", (0.0, 0.4), features.max_length,
                                              base_dir)}
-    if cfg.get("base_path"):
+    if cfg.base_path:
         general = _general(tokenizer, path)
+        base_label = cfg.base_label or cfg.base_path
         mine = perplexity_of(ctx, kind, path, general, "general text (this model)", (0.4, 0.55), base_dir=base_dir)
-        base = perplexity_of(ctx, cfg["base_kind"], cfg["base_path"], general,
-                             f"general text (base: {cfg.get('base_label') or cfg['base_path']})", (0.55, 0.7))
+        base = perplexity_of(ctx, cfg.base_kind or "hf", cfg.base_path, general,
+                             f"general text (base: {base_label})", (0.55, 0.7))
         change = (mine["perplexity"] - base["perplexity"]) / base["perplexity"]
-        result["forgetting"] = {"base": cfg["base_path"], "base_label": cfg.get("base_label") or cfg["base_path"],
+        result["forgetting"] = {"base": cfg.base_path, "base_label": base_label,
                                 "perplexity": mine["perplexity"],
                                 "base_perplexity": base["perplexity"], "change": round(change, 5),
                                 "limit": FORGETTING_LIMIT, "degraded": change > FORGETTING_LIMIT}
         ctx.log(f"general-text perplexity {mine['perplexity']} vs base {base['perplexity']} ({change:+.1%})"
                 + (" -> DEGRADED: possible catastrophic forgetting" if change > FORGETTING_LIMIT else ""))
-    if cfg.get("sweep"):
-        result["sweep"] = _sweep(ctx, cfg["sweep"], tokenizer)
-    result["lm_eval"] = _lm_eval_tasks(cfg.get("tasks") or [])
-    for task in result["lm_eval"]:
+    if cfg.sweep:
+        result["sweep"] = _sweep(ctx, cfg.sweep, tokenizer)
+    lm_eval = _lm_eval_tasks(cfg.tasks)
+    result["lm_eval"] = lm_eval
+    for task in lm_eval:
         ctx.log(f"lm-eval {task['task']}: {task['status']} ({task['reason']})")
-    if cfg.get("artifact_id"):
+    if cfg.artifact_id:
         with ctx.store.write() as session:
-            append_eval(session, cfg["artifact_id"], result)
+            append_eval(session, cfg.artifact_id, result)
     ctx.set_result(**{k: v for k, v in result.items() if k != "at"})
 
 
-def _sweep(ctx: JobContext, entries: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]:
+def _sweep(ctx: JobContext, entries: list[SweepEntry], tokenizer: Any) -> list[dict[str, Any]]:
     """Size, perplexity, delta to the f16/f32 reference and tokens/s of each GGUF in `entries`."""
     from engine.evaluate.perplexity import gguf_generation_speed
 
-    texts = _general(tokenizer, entries[0]["path"])
+    texts = _general(tokenizer, entries[0].path)
     rows = []
     for i, entry in enumerate(entries):
         ctx.check_cancel()
         span = (0.7 + 0.3 * i / len(entries), 0.7 + 0.3 * (i + 1) / len(entries))
-        ppl = perplexity_of(ctx, "gguf", entry["path"], texts, f"sweep {entry['type']}", span)
-        rows.append({"type": entry["type"], "artifact_id": entry.get("artifact_id"),
-                     "size": Path(entry["path"]).stat().st_size, "perplexity": ppl["perplexity"],
-                     "tokens_per_s": gguf_generation_speed(entry["path"])})
+        ppl = perplexity_of(ctx, "gguf", entry.path, texts, f"sweep {entry.type}", span)
+        rows.append({"type": entry.type, "artifact_id": entry.artifact_id,
+                     "size": Path(entry.path).stat().st_size, "perplexity": ppl["perplexity"],
+                     "tokens_per_s": gguf_generation_speed(entry.path)})
     reference = next((r for r in rows if r["type"] in {"f16", "bf16", "f32"}), None)
     for row in rows:
         if reference and reference["perplexity"]:

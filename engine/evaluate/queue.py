@@ -11,6 +11,7 @@ from store.datasets import find_dataset
 from store.db import Store
 from store.errors import NotFound, Refused
 from store.models import Artifact, Job, Project
+from store.payloads import TrainConfig, config_as
 
 HF_KINDS = {"model", "merged", "adapter"}
 EVALUABLE = HF_KINDS | {"gguf"}
@@ -77,7 +78,7 @@ def features_of(session: Any, artifact: Artifact) -> dict[str, Any]:
 
     defaults = TrainingSettings()
     job = _run_of(session, artifact)
-    training = ((job.config.get("run") or {}).get("training") or {}) if job is not None else {}
+    training = (config_as(TrainConfig, job).run.get("training") or {}) if job is not None else {}
     return {"max_length": int(training.get("max_length", defaults.max_length)),
             "assistant_only_loss": bool(training.get("assistant_only_loss", defaults.assistant_only_loss)),
             "from_run": job.id if job is not None else None}
