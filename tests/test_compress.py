@@ -126,7 +126,8 @@ def test_awq_job_on_the_cpu(compress_home: Path, compressor_python: Path) -> Non
     assert artifact["name"] == "demo-awq" and artifact["meta"]["method"] == "awq"
     _check_w4a16(Path(artifact["path"]), int(GROUP))
     check = artifact["meta"]["fidelity"]["quant"]
-    assert check["delta"] is not None and (check["limit"], check["warn_limit"]) == (0.0731, 0.1462)
+    assert check["delta"] is not None
+    assert (check["limit"], check["warn_limit"]) == (0.0713, 0.1426)  # 3 x AWQ's published +2.4%
 
 
 def test_refusals_name_what_is_wrong_and_queue_nothing(demo_home_src: Path, tmp_path: Path) -> None:
