@@ -29,6 +29,7 @@ from store.errors import AlreadyExists
 from store.home import subdir
 from store.models import Dataset
 from store.names import check_name
+from store.payloads import DatasetImportConfig
 
 DEFAULTS: dict[str, Any] = {
     "format": "auto", "val_fraction": 0.1, "seed": 0, "dedup": "exact", "on_error": "fail",
@@ -133,7 +134,7 @@ def run_import_job(ctx: JobContext) -> None:
     Streams: the source is read once into a normalized scratch file, and everything after
     works from files by offset, so memory grows by a few dozen bytes an example, not by the rows.
     """
-    cfg = {**DEFAULTS, **ctx.config}
+    cfg = {**DEFAULTS, **ctx.config_as(DatasetImportConfig).model_dump(exclude_unset=True)}  # typed, then defaults
     source, name = str(cfg["source"]), check_name(cfg["name"], "dataset name")
     ctx.log(f"importing {source} as {name!r} (format {cfg['format']}, dedup {cfg['dedup']})")
     hint = count_hint(source)

@@ -22,6 +22,7 @@ from engine.train.config import RunConfig, parse_config, resolve_precision
 from engine.train.data import read_split
 from store.diskfull import DiskFull, disk_full_message, is_disk_full, writing
 from store.errors import TunedeckError, first_line
+from store.payloads import TrainConfig
 
 SUGGESTIONS = ("a smaller per_device_batch with more grad_accum", "a shorter max_length",
                "gradient_checkpointing: true", "method: qlora", "a lower lora.r")
@@ -178,17 +179,20 @@ def _oom_message(step: int, exc: BaseException) -> str:
 
 
 def run_train_job(ctx: JobContext) -> None:
-    """Job handler for kind `train` (config: run, dataset_path, dataset_id, model_path)."""
+    """Job handler for kind `train` (config: store.payloads.TrainConfig: run, dataset_path, model_path...)."""
     import torch
 
-    cfg = parse_config(ctx.config["run"], source=f"job {ctx.job_id} config")
+    job = ctx.config_as(TrainConfig)
+    job.require("run", "dataset_path", "model_path")
+    model_path = str(job.model_path)
+    cfg = parse_config(job.run, source=f"job {ctx.job_id} config")
     cuda = torch.cuda.is_available()
     precision = resolve_precision(cfg, cuda, cuda and torch.cuda.is_bf16_supported())
-    folder = Path(ctx.config["dataset_path"])
+    folder = Path(str(job.dataset_path))
     train_rows, val_rows = read_split(folder, "train"), read_split(folder, "val")
     ckpt_dir = ctx.job_dir / "checkpoints"
     resume = latest_checkpoint(ckpt_dir)
-    ctx.log(f"{cfg.objective}/{cfg.method} on {ctx.config['model_path']} with dataset {folder.name} "
+    ctx.log(f"{cfg.objective}/{cfg.method} on {model_path} with dataset {folder.name} "
             f"({len(train_rows)} train, {len(val_rows)} val), precision {precision}, "
             f"{'cuda' if cuda else 'cpu'}" + (f"; resuming from {resume.name}" if resume else ""))
     from engine.train.speed import detect_speed
@@ -199,7 +203,7 @@ def run_train_job(ctx: JobContext) -> None:
     from transformers import set_seed
 
     set_seed(cfg.training.seed)  # LoRA's A matrices are drawn when the model is wrapped, before the Trainer seeds
-    tokenizer, model = load_checked(cfg, ctx.config["model_path"], precision, cuda, speed.attn_implementation)
+    tokenizer, model = load_checked(cfg, model_path, precision, cuda, speed.attn_implementation)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     four_bit = sum(1 for m in model.modules() if type(m).__name__ == "Linear4bit")
     ctx.log(f"model loaded: {trainable:,} trainable parameters" + (f", {four_bit} Linear4bit layers "
@@ -208,7 +212,7 @@ def run_train_job(ctx: JobContext) -> None:
     if cuda and ctx.main:  # kept beside the measured peak, so estimates calibrate on this machine's runs
         from engine.gpu.runrecord import record_run_estimate
 
-        if est := record_run_estimate(ctx.store, ctx.job_id, ctx.config["run"], ctx.config["model_path"]):
+        if est := record_run_estimate(ctx.store, ctx.job_id, job.run, model_path):
             ctx.log(f"estimated GPU memory {est.get('total_bytes', 0) / 2**30:.1f} GiB")
 
     from engine.train.callback import AlreadyTrained, store_callback
@@ -223,7 +227,7 @@ def run_train_job(ctx: JobContext) -> None:
     args.update(speed_args(speed))
     for line in lines:
         ctx.log(line)
-    trainer = build_trainer(cfg, model, tokenizer, args, train_rows, val_rows, callback, ctx.config,
+    trainer = build_trainer(cfg, model, tokenizer, args, train_rows, val_rows, callback, job,
                             sft_args=sft_packing_args(speed))
     if cfg.objective == "sft":
         from engine.evaluate.perplexity import per_token_eval_loss
@@ -249,7 +253,7 @@ def run_train_job(ctx: JobContext) -> None:
         record_measured(ctx.store, ctx.job_id, peak_memory_mb())
     try:
         with writing(ctx.job_dir / "output", "the checkpoints are kept"):
-            _finish(ctx, cfg, trainer, tokenizer, bool(val_rows), speed.result())
+            _finish(ctx, job, cfg, trainer, tokenizer, bool(val_rows), speed.result())
     except BaseException:
         shutil.rmtree(ctx.job_dir / ".output-tmp", ignore_errors=True)
         raise
@@ -284,7 +288,7 @@ def merge_reward_adapter(folder: Path, pad_token_id: int | None, trust_remote_co
     merged.save_pretrained(str(folder))
 
 
-def _finish(ctx: JobContext, cfg: RunConfig, trainer: Any, tokenizer: Any, has_eval: bool,
+def _finish(ctx: JobContext, job: TrainConfig, cfg: RunConfig, trainer: Any, tokenizer: Any, has_eval: bool,
             speed: dict[str, Any] | None = None) -> None:
     from engine.artifacts import register_artifact
     from engine.tokenizer_files import write_added_tokens_decoder
@@ -327,10 +331,10 @@ def _finish(ctx: JobContext, cfg: RunConfig, trainer: Any, tokenizer: Any, has_e
         if final:
             upsert_metrics(session, ctx.job_id, step, final)
         artifact = register_artifact(
-            session, ctx.config["project_id"], kind, out, name=f"run{ctx.job_id}-{kind}", job_id=ctx.job_id,
-            parent_id=ctx.config.get("model_artifact_id"),
-            meta={"base_model": ctx.config["model_path"], "dataset_id": ctx.config.get("dataset_id"),
-                  "dataset_hash": ctx.config.get("dataset_hash"), "method": cfg.method,
+            session, job.project, kind, out, name=f"run{ctx.job_id}-{kind}", job_id=ctx.job_id,
+            parent_id=job.model_artifact_id,
+            meta={"base_model": job.model_path, "dataset_id": job.dataset_id,
+                  "dataset_hash": job.dataset_hash, "method": cfg.method,
                   "objective": cfg.objective, "steps": step, **final},
         )
     ctx.set_result(artifact_id=artifact.id, steps=step, processes=trainer.args.world_size, **(speed or {}), **final)

@@ -12,6 +12,7 @@ from typing import Any
 
 from engine.train.config import RunConfig
 from store.errors import TunedeckError
+from store.payloads import TrainConfig
 
 
 def _datasets(rows: list[dict[str, Any]], val: list[dict[str, Any]]) -> tuple[Any, Any]:
@@ -20,7 +21,7 @@ def _datasets(rows: list[dict[str, Any]], val: list[dict[str, Any]]) -> tuple[An
     return Dataset.from_list(rows), (Dataset.from_list(val) if val else None)
 
 
-def grpo_rewards(cfg: RunConfig, job_config: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+def grpo_rewards(cfg: RunConfig, job_config: TrainConfig) -> tuple[list[Any], list[Any]]:
     """GRPO's reward functions and their processing classes (None for a function, a tokenizer for a model); the
     reward file and model are the ones the queue resolved (job_config's reward_file and reward_model_path)."""
     from engine.train.rewards import builtin_rewards, load_reward_file
@@ -28,10 +29,10 @@ def grpo_rewards(cfg: RunConfig, job_config: dict[str, Any]) -> tuple[list[Any],
     g = cfg.grpo
     funcs: list[Any] = builtin_rewards(list(g.rewards), g.answer_field, g.format_regex, g.length_target)
     if g.reward_file:
-        funcs += load_reward_file(job_config.get("reward_file") or g.reward_file, list(g.reward_functions))
+        funcs += load_reward_file(job_config.reward_file or g.reward_file, list(g.reward_functions))
     classes: list[Any] = [None] * len(funcs)
     if g.reward_model:
-        reward_model_path = job_config.get("reward_model_path")
+        reward_model_path = job_config.reward_model_path
         if not reward_model_path:
             raise TunedeckError("grpo.reward_model: the job's config has no reward model path; queue the run again")
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -52,7 +53,7 @@ def grpo_rewards(cfg: RunConfig, job_config: dict[str, Any]) -> tuple[list[Any],
 
 
 def build_trainer(cfg: RunConfig, model: Any, tokenizer: Any, args: dict[str, Any], train_rows: list[dict[str, Any]],
-                  val_rows: list[dict[str, Any]], callback: Any, job_config: dict[str, Any],
+                  val_rows: list[dict[str, Any]], callback: Any, job_config: TrainConfig,
                   sft_args: dict[str, Any] | None = None) -> Any:
     """The TRL trainer for `cfg.objective` (args: the shared TrainingArguments keywords of `trainer_args`; sft_args:
     SFTConfig's packing keywords, engine.train.speed.sft_packing_args)."""

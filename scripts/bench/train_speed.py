@@ -83,6 +83,7 @@ def measure(mode: str, model_path: Path, data: list[dict[str, Any]], opts: argpa
     from engine.train.speed import detect_speed, sft_packing_args, speed_args
     from engine.train.trainer import load_model, trainer_args
     from engine.train.trainers import build_trainer
+    from store.payloads import TrainConfig
 
     cuda = torch.cuda.is_available()
     cfg = parse_config({"model": str(model_path), "dataset": "bench", "method": opts.method, "training": {
@@ -98,7 +99,7 @@ def measure(mode: str, model_path: Path, data: list[dict[str, Any]], opts: argpa
     if mode == "tunedeck":
         args |= speed_args(speed)
         sft = sft_packing_args(speed)
-    trainer = build_trainer(cfg, model, tokenizer, args, data, [], TrainerCallback(), {}, sft_args=sft)
+    trainer = build_trainer(cfg, model, tokenizer, args, data, [], TrainerCallback(), TrainConfig(), sft_args=sft)
     counts: list[int] = []
     collate = trainer.data_collator
 
