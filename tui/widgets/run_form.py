@@ -207,6 +207,7 @@ def check(data: dict[str, Any]) -> Checked:
 
 
 def config_yaml(config: Any) -> str:
+    """The config as the YAML the run will save (the form's ctrl+y view)."""
     from engine.train.config.template import dump_yaml
 
     return dump_yaml(config)

@@ -20,6 +20,7 @@ class ConfigError(TunedeckError):
 
 
 def show_value(value: Any) -> str:
+    """A user's value as error messages quote it (short; 2e-4 as written)."""
     if value is None:
         return "nothing"
     if isinstance(value, bool):
@@ -40,6 +41,7 @@ def show_value(value: Any) -> str:
 
 
 def show_number(value: Any) -> str:
+    """A number as messages show it (floats in their shortest form)."""
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
