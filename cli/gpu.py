@@ -159,31 +159,16 @@ def _free_memory(args: argparse.Namespace) -> tuple[int | None, str]:
 
 def run_estimate(args: argparse.Namespace) -> tuple[Estimate, str]:
     """The estimate the arguments ask for, and where the config came from."""
-    from engine.gpu.calibrate import correction_factors, factor_for
-    from engine.gpu.estimate import Settings, estimate
-    from engine.gpu.layout import model_layout, read_config
-    from engine.model_folder import check_config
+    from core.estimate import estimate_model
+    from engine.gpu.estimate import Settings
 
-    model = args.model
-    if (store := existing_store(args)) is not None:  # a model registered by `tunedeck model add`, by name
-        from engine.models.queue import model_ref
-
-        model = (model_ref(store, model) or (model,))[0]
-    config, where = read_config(model)
-    check_config(config, where, known_type=False)  # the estimator has its own families and fallbacks
-    layout = model_layout(config)
     settings = Settings(method=args.method, max_length=args.max_length, batch=args.batch, grad_accum=args.grad_accum,
                         rank=args.rank, gradient_checkpointing=args.gradient_checkpointing, optimizer=args.optimizer,
                         precision=args.precision, objective=args.objective, full_precision=args.full_precision,
                         gpus=args.gpus, strategy=args.strategy, offload=args.offload)
-    settings.check()
-    factor = None
-    if not args.no_calibration:
-        store = existing_store(args)
-        if store is not None:
-            factor = factor_for(correction_factors(store), layout.model_type, settings.method)
     free, source = _free_memory(args)
-    return estimate(layout, settings, free_bytes=free, free_source=source, factor=factor), where
+    return estimate_model(existing_store(args), args.model, settings, free_bytes=free, free_source=source,
+                          calibrate=not args.no_calibration)
 
 
 def _gib(n: float | None) -> str:
@@ -244,11 +229,9 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     if args.history:
         from dataclasses import asdict
 
-        from engine.gpu.calibrate import factors_from, history
+        from core.estimate import estimate_history
 
-        store = existing_store(args)
-        rows = history(store) if store is not None else []
-        factors = list(factors_from(rows).values())
+        rows, factors = estimate_history(existing_store(args))
         if args.json:
             print_json({"runs": [r.to_dict() for r in rows], "factors": [asdict(f) for f in factors]})
         else:

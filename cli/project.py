@@ -74,18 +74,17 @@ def cmd_project_list(args: argparse.Namespace) -> int:
 
 
 def cmd_project_show(args: argparse.Namespace) -> int:
-    from sqlmodel import select
-
+    from store.artifacts import list_artifacts
     from store.datasets import list_datasets
-    from store.models import Artifact, Job
     from store.projects import get_project, project_summary
+    from store.views import list_jobs
 
     with open_from_args(args).read() as session:
         summary = project_summary(session, args.name)
         guide = dict(get_project(session, args.name).guide or {})
         datasets = list_datasets(session, summary.id)
-        jobs = session.exec(select(Job).where(Job.project_id == summary.id).order_by(Job.id.desc())).all()
-        artifacts = session.exec(select(Artifact).where(Artifact.project_id == summary.id)).all()
+        jobs = list_jobs(session, project_id=summary.id, limit=None)
+        artifacts = list_artifacts(session, summary.id)
     if args.json:
         data = summary.to_dict()
         data["datasets_list"] = [d.model_dump() for d in datasets]
@@ -133,7 +132,7 @@ def cmd_project_rename(args: argparse.Namespace) -> int:
 
 
 def cmd_project_delete(args: argparse.Namespace) -> int:
-    from engine.cleanup import delete_project
+    from core.projects import delete_project
 
     freed = delete_project(open_from_args(args), args.name, force=args.force)
     print(f"deleted project {args.name} ({freed / 1e6:,.1f} MB freed)")
@@ -142,20 +141,14 @@ def cmd_project_delete(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from cli.job import wait_for_job
-    from engine.demo_project import ensure_demo_project
-    from store.datasets import find_dataset
-    from store.errors import TunedeckError
+    from core.projects import demo_dataset, make_demo
 
     store = open_from_args(args)
-    result = ensure_demo_project(store, log=None if args.json else print)
+    result = make_demo(store, log=None if args.json else print)
     job_id = result.pop("import_job_id", None)
     if job_id is not None:
         job = wait_for_job(store, job_id, "importing the demo dataset", show_progress=not args.json)
-        if job.status != "completed":
-            raise TunedeckError(f"the demo dataset import failed (job {job_id}): {job.error}")
-        with store.read() as session:
-            dataset = find_dataset(session, str(job.result["dataset_id"]))
-        result["dataset"] = {"id": dataset.id, "path": dataset.path}
+        result["dataset"] = demo_dataset(store, job)
     if args.json:
         print_json(result)
     return 0

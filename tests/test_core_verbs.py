@@ -143,3 +143,17 @@ def test_export_run_writes_the_config_with_the_command_that_reproduces_it(store:
     assert not list(tmp_path.glob("*.tmp"))
     with pytest.raises(Refused, match="not a training run"):
         export_run(store, runs["import"], tmp_path / "x.yaml")
+
+
+def test_the_estimate_and_the_forms_line_are_one_computation(store: Store, demo_model_dir: Path) -> None:
+    """`tunedeck estimate` (core.estimate.estimate_model) and the New Run form's line go through one wiring."""
+    from core.estimate import estimate_model, form_estimate
+    from engine.gpu.estimate import GIB
+    from engine.gpu.summary import form_settings
+
+    data = {"model": str(demo_model_dir), "method": "lora", "training": {"per_device_batch": 2, "max_length": 256}}
+    est, where = estimate_model(store, str(demo_model_dir), form_settings(data))
+    assert where == str(demo_model_dir / "config.json") and est.total_bytes > 0
+    assert form_estimate(store, data).startswith(f"GPU memory ≈ {est.total_bytes / GIB:.1f} GiB · ")
+    with pytest.raises(NotFound):
+        estimate_model(store, str(demo_model_dir / "nowhere"), form_settings(data))

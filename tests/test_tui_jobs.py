@@ -237,7 +237,7 @@ def test_jobs_screen_lists_every_project_in_queue_order_moves_cancels_and_opens(
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the confirmation")
         await pilot.press("y")
         await wait_for(pilot, lambda: screen.jobs[str(running)].status == "cancelled", "cancelled", timeout=30)
-        assert "Asked the job to stop." in notes(app)
+        assert f"job {running}: asked the engine to stop" in notes(app)  # as `tunedeck job cancel` says
 
     try:
         drive(store, scenario)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from engine.gpu.estimate import GIB, OFFLOADS, STRATEGIES, Settings, estimate
+from engine.gpu.estimate import GIB, OFFLOADS, STRATEGIES, Estimate, Settings, estimate
 from engine.gpu.layout import model_layout, read_config
 from store.errors import TunedeckError
 
@@ -78,26 +78,46 @@ def form_estimate(store: Store | None, data: dict[str, Any], sampler: Sampler | 
     settings = form_settings(data)
     if not model or settings is None:
         return ""
+    free, where = _free(data, sampler)
     try:
-        config, _ = read_config(model, download=False)
-        layout = model_layout(config, meta=False)  # no torch in the TUI's process
+        result, _ = model_estimate(store, model, settings, free_bytes=free, local_only=True)
     except TunedeckError as error:
         reason = str(error).removeprefix(f"{model}: ")  # the model is in the field above
         return _clip(f"GPU memory: no estimate ({reason})")
-    factor = None
-    if store is not None:
-        from engine.gpu.calibrate import correction_factors, factor_for
-
-        factor = factor_for(correction_factors(store), layout.model_type, settings.method)
-    free, where = _free(data, sampler)
-    result = estimate(layout, settings, free_bytes=free, factor=factor)
-    text = f"GPU memory ≈ {result.total_bytes / GIB:.1f} GiB" + (" (calibrated)" if factor else "")
+    text = f"GPU memory ≈ {result.total_bytes / GIB:.1f} GiB" + (" (calibrated)" if result.factor else "")
     if free is None:
         return _clip(text + " · no GPU here to compare")
     if result.verdict != "too big":
         return _clip(f"{text} · {result.verdict} {where}")
     hint = f": try {'; '.join(result.suggestions[0].changes)}" if result.suggestions else ""
     return _clip(f"{text} · too big for {where}{hint}")
+
+
+def model_estimate(store: Store | None, model: str, settings: Settings, *, free_bytes: int | None = None,
+                   free_source: str = "", calibrate: bool = True, check: bool = False,
+                   local_only: bool = False) -> tuple[Estimate, str]:
+    """The memory estimate for training `model` with `settings`, and where its config was read: the one wiring of
+    the estimator that `tunedeck estimate` and the New Run form share. `model` is a folder, a config.json, a hub id
+    or (with a `store`) a `model add` name; with `calibrate` the store's correction factor for the family applies.
+    `check`: refuse a config the loader would refuse; `local_only`: no download, and parameters counted by
+    arithmetic (no torch: the form runs in the app's process)."""
+    if store is not None:
+        from engine.models.queue import model_ref
+
+        model = (model_ref(store, model) or (model,))[0]
+    config, where = read_config(model, download=not local_only)
+    if check:
+        from engine.model_folder import check_config
+
+        check_config(config, where, known_type=False)  # the estimator has its own families and fallbacks
+    layout = model_layout(config, meta=not local_only)
+    settings.check()
+    factor = None
+    if calibrate and store is not None:
+        from engine.gpu.calibrate import correction_factors, factor_for
+
+        factor = factor_for(correction_factors(store), layout.model_type, settings.method)
+    return estimate(layout, settings, free_bytes=free_bytes, free_source=free_source, factor=factor), where
 
 
 def _free(data: dict[str, Any], sampler: Sampler | None) -> tuple[int | None, str]:

@@ -18,7 +18,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import Worker, WorkerState
 
-from core.jobs import ACTIVE, cancel_job, move_job, reap_stale_jobs
+from core.jobs import ACTIVE, cancel_job, cancel_message, move_job, reap_stale_jobs
 from core.progress import EtaEstimator, eta_text, job_estimator, observe_job, progress_bar
 from store.db import Store
 from store.errors import first_line
@@ -166,7 +166,7 @@ class JobsScreen(Screen[None]):
         elif worker.group in ("move", "cancel"):
             if event.state == WorkerState.SUCCESS:
                 if worker.group == "cancel":
-                    self.notify("Job cancelled." if worker.result == "cancelled" else "Asked the job to stop.")
+                    self.notify(cancel_message(int(worker.name), worker.result))
                 self.reload()
             elif event.state == WorkerState.ERROR:
                 self.notify(error_text(worker.error), title="Not done", severity="error")
@@ -249,5 +249,5 @@ class JobsScreen(Screen[None]):
 
     def _confirmed_cancel(self, job_id: int, yes: bool | None) -> None:
         if yes:
-            self.run_worker(partial(cancel_job, self.store, job_id), group="cancel", thread=True,
+            self.run_worker(partial(cancel_job, self.store, job_id), name=str(job_id), group="cancel", thread=True,
                             exit_on_error=False)  # fmt: skip

@@ -38,13 +38,13 @@ def _load(store: Store) -> list[ProjectSummary]:
 
 
 def _make_demo(store: Store) -> dict:
-    from engine.demo_project import ensure_demo_project  # torch builds the tiny model: in this worker only
+    from core.projects import make_demo  # torch builds the tiny model: in this worker only
 
-    return ensure_demo_project(store)
+    return make_demo(store)
 
 
 def _delete(store: Store, name: str, force: bool) -> str:
-    from engine.cleanup import delete_project  # SQLAlchemy loads on the first write, in this worker
+    from core.projects import delete_project  # SQLAlchemy loads on the first write, in this worker
 
     delete_project(store, name, force=force)
     return name
