@@ -32,7 +32,7 @@ class PayloadError(TunedeckError):
 class Payload(BaseModel):
     """Base of every payload: lenient on read (unknown keys kept), strict on write (unknown keys refused)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)  # schemas built on first use: imports stay cheap
     _where: str = PrivateAttr("")  # how messages name the payload: "job 7 (merge) config"
 
     @model_validator(mode="after")
@@ -57,7 +57,7 @@ class Payload(BaseModel):
 class Part(BaseModel):
     """A nested record (a merge input, a sweep row...): typed fields, other keys kept as they are."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)  # schemas built on first use: imports stay cheap
 
 
 # ----------------------------------------------------------------------------------------------------- configs
