@@ -9,7 +9,7 @@ from cli.common import UsageError, print_json, table
 
 if TYPE_CHECKING:
     from engine.gpu.estimate import Estimate
-    from engine.gpu.types import OwnJob, Snapshot
+    from engine.gpu.types import Snapshot
     from store.db import Store
 
 GIB = 1024**3
@@ -64,17 +64,6 @@ def existing_store(args: argparse.Namespace) -> Store | None:
     return open_from_args(args)
 
 
-def own_jobs(store: Store | None) -> dict[int, OwnJob]:
-    """Running tunedeck jobs by their engine's pid."""
-    from engine.gpu.types import OwnJob
-    from store.gpu import running_job_pids
-
-    if store is None:
-        return {}
-    with store.raw() as conn:
-        return {pid: OwnJob(*job) for pid, job in running_job_pids(conn).items()}
-
-
 def snapshot_text(snap: Snapshot) -> str:
     """The GPUs as text (what `tunedeck gpu` prints)."""
     from engine.gpu.types import fmt, gib
@@ -103,13 +92,14 @@ def snapshot_text(snap: Snapshot) -> str:
 
 
 def cmd_gpu(args: argparse.Namespace) -> int:
+    from core.gpu import sample_gpus
     from engine.gpu.nvml import Sampler
 
     sampler = Sampler()
     try:
         snap = sampler.sample()
         if snap.available:
-            snap = sampler.sample(own_jobs(existing_store(args)))  # the same sample, with our jobs marked
+            snap = sample_gpus(existing_store(args), sampler)  # the same sample, with our jobs marked
     finally:
         sampler.close()
     if args.json:

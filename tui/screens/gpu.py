@@ -18,6 +18,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
+from core.gpu import sample_gpus
 from tui.screens._common import clip, size_text
 
 if TYPE_CHECKING:
@@ -122,16 +123,6 @@ def sample_procs(store: Store, sampler: ProcSampler) -> tuple[list[EngineProc], 
     return sampler.sample(jobs, runner_pids(store.home)), machine_line()
 
 
-def sample(store: Store, sampler: Any) -> Snapshot:
-    """Read tunedeck's running jobs and sample the GPUs (in a worker thread)."""
-    from engine.gpu.types import OwnJob
-    from store.gpu import running_job_pids
-
-    with store.raw() as conn:
-        own = {pid: OwnJob(*job) for pid, job in running_job_pids(conn).items()}
-    return sampler.sample(own)
-
-
 class GpuScreen(Screen[None]):
     """The GPU panel. `sampler` (an `engine.gpu.nvml.Sampler`) is made on first use unless given."""
 
@@ -185,7 +176,7 @@ class GpuScreen(Screen[None]):
             from engine.gpu.nvml import Sampler
 
             self.sampler = Sampler()
-        snap = sample(self.store, self.sampler)
+        snap = sample_gpus(self.store, self.sampler)
         if snap.available:
             return snap, None
         if self.proc_sampler is None:
