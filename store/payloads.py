@@ -1,9 +1,10 @@
 """What each job kind keeps in its row's `config` and `result` JSON, as pydantic models.
 
-Written through `store.jobs.create_job` / `set_result`, which validate against the kind's model (`for_write`):
-a wrong type or an unknown field is refused, naming the kind and the field, and nothing is written. Read through
-`job_config` / `job_result` (or `read_payload` on a config dict), which validate leniently (`for_read`): a row an
-older version wrote still loads: a field it lacked takes its default, a key it wrote that this version no longer
+Written through `store.jobs.create_job` / `set_result`, which validate against the kind's model
+(`for_write_config` / `for_write_result`): a wrong type or an unknown field is refused, naming the kind and the
+field, and nothing is written. Read through `job_config` / `job_result` / `config_as` (or `read_payload` on a
+config dict, as `engine.jobctx.JobContext.config_as` does), which validate leniently: a row an older version wrote
+still loads: a field it lacked takes its default, a key it wrote that this version no longer
 knows is kept (`extra="allow"`, in `model_extra`). A field the engine cannot do without is checked where it is
 needed (`Payload.require`), so a row that lacks it fails its job with the field's name.
 
@@ -442,7 +443,7 @@ def for_write_config(kind: str, config: Mapping[str, Any] | None) -> dict[str, A
 
 
 def for_write_result(kind: str, result: Mapping[str, Any]) -> dict[str, Any]:
-    """A (whole, merged) result checked against `kind`'s model, as the JSON to store."""
+    """Result fields checked against `kind`'s model, as the JSON to store (set_result adds them to the row's)."""
     model = models_for(kind)[1]
     if _free(model):
         return dict(result)
