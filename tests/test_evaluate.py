@@ -8,16 +8,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import copy_home, run_cli
 
 
 @pytest.fixture(scope="module")
-def evaluated_home(tmp_path_factory: pytest.TempPathFactory, llama_sdist: Path) -> tuple[Path, dict[str, str]]:
+def evaluated_home(tmp_path_factory: pytest.TempPathFactory, llama_sdist: Path,
+                   demo_home_src: Path) -> tuple[Path, dict[str, str]]:
     """A home with the demo project, its model converted to f16 and quantized to q8_0 and q4_k_m."""
-    home = tmp_path_factory.mktemp("eval") / "home"
+    home = copy_home(demo_home_src, tmp_path_factory.mktemp("eval") / "home")
     env = {"TUNEDECK_LLAMA_SDIST": str(llama_sdist), "HF_HUB_OFFLINE": "1",
            "XDG_DATA_HOME": str(home.parent / "xdg")}
-    assert run_cli("demo", home=home, env=env).returncode == 0
     proc = run_cli("convert", "1", "--quant", "q8_0,q4_k_m", "--wait", home=home, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert run_cli("job", "list", home=home, env=env).returncode == 0
@@ -64,6 +64,7 @@ def test_perplexity_matches_its_formula_and_the_gguf_agrees(demo_model_dir: Path
     assert gg["perplexity"] == pytest.approx(hf["perplexity"], rel=0.01)  # f16 GGUF vs fp32 model
 
 
+@pytest.mark.slow
 def test_dataset_eval_on_model_and_gguf(evaluated_home: tuple[Path, dict[str, str]]) -> None:
     home, env = evaluated_home
     hf = _eval(home, env, "1", "--dataset", "demo")
@@ -76,6 +77,7 @@ def test_dataset_eval_on_model_and_gguf(evaluated_home: tuple[Path, dict[str, st
     assert shown["evals"][-1]["dataset"]["perplexity"] == gg["dataset"]["perplexity"]
 
 
+@pytest.mark.slow
 def test_quant_sweep_and_offline_lm_eval(evaluated_home: tuple[Path, dict[str, str]]) -> None:
     home, env = evaluated_home
     f16 = next(a for a in _artifacts(home, env) if a["name"] == "demo-llama-f16.gguf")
@@ -91,6 +93,7 @@ def test_quant_sweep_and_offline_lm_eval(evaluated_home: tuple[Path, dict[str, s
     assert "q4_k_m" in text and "perplexity" in text and "tok/s" in text
 
 
+@pytest.mark.slow
 def test_forgetting_is_flagged_against_the_base(evaluated_home: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM
@@ -117,8 +120,10 @@ def test_forgetting_is_flagged_against_the_base(evaluated_home: tuple[Path, dict
     assert same["forgetting"]["degraded"] is False and same["forgetting"]["change"] == 0
 
 
-def test_eval_refusals(evaluated_home: tuple[Path, dict[str, str]]) -> None:
-    home, env = evaluated_home
+def test_eval_refusals(demo_home_src: Path, tmp_path: Path) -> None:
+    """Refused before queueing; none of them needs the converted models, so a copy of the demo home will do."""
+    home = copy_home(demo_home_src, tmp_path / "home")
+    env = {"HF_HUB_OFFLINE": "1"}
     data = next(a for a in _artifacts(home, env) if a["kind"] == "data")
     before = len(json.loads(run_cli("job", "list", "--json", home=home, env=env).stdout))
     for args, message in [
@@ -133,7 +138,8 @@ def test_eval_refusals(evaluated_home: tuple[Path, dict[str, str]]) -> None:
 
 
 @pytest.mark.slow
-def test_eval_agrees_with_the_runs_own_eval_loss(tmp_path: Path, demo_model_dir: Path, llama_sdist: Path) -> None:
+def test_eval_agrees_with_the_runs_own_eval_loss(tmp_path: Path, demo_model_dir: Path, llama_sdist: Path,
+                                                 demo_home_src: Path) -> None:
     """A run on a plain model folder (no artifact): its final eval loss, `eval` of its adapter (base + adapter)
     and of its merged model give one perplexity on the val split; `--compare base` on the merged model's GGUF
     compares with that folder and names it."""
@@ -141,7 +147,7 @@ def test_eval_agrees_with_the_runs_own_eval_loss(tmp_path: Path, demo_model_dir:
     env = {"TUNEDECK_LLAMA_SDIST": str(llama_sdist), "HF_HUB_OFFLINE": "1"}
     plain = tmp_path / "plain-base"
     shutil.copytree(demo_model_dir, plain)
-    assert run_cli("demo", home=home, env=env).returncode == 0
+    copy_home(demo_home_src, home)
     proc = run_cli("run", "new", "demo", "--preset", "smoke", "--model", str(plain), "--set", "max_steps=12",
                    "--set", "lr=3e-3", "--wait", "--json", home=home, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
