@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, copy_home, run_cli
 
 pytestmark = pytest.mark.slow
 STEPS = 3000  # far more than the test needs: the run must still be going at every check
@@ -87,9 +87,9 @@ class PtyApp:
         os.close(self.master)
 
 
-def test_run_survives_hangup_and_a_killed_tui_and_a_new_tui_reattaches(home: Path,
-                                                                         fault_summary: list[str]) -> None:
-    assert run_cli("demo", home=home, timeout=600).returncode == 0
+def test_run_survives_hangup_and_a_killed_tui_and_a_new_tui_reattaches(home: Path, fault_summary: list[str],
+                                                                         demo_home_src: Path) -> None:
+    copy_home(demo_home_src, home)
     outcomes: dict[str, bool] = {"SIGHUP to the starting process group": False, "TUI killed": False}
     job_id: int | None = None
     try:
