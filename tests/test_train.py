@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import copy_home, run_cli
 
 from engine.demo import demo_chat_messages, make_demo_examples
 
@@ -19,11 +19,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("train") / "home"
-    result = run_cli("demo", "--json", home=home, timeout=600)
-    assert result.returncode == 0, result.stderr
-    return home
+def demo_home(tmp_path_factory: pytest.TempPathFactory, demo_home_src: Path) -> Path:
+    return copy_home(demo_home_src, tmp_path_factory.mktemp("train") / "home")
 
 
 def _run(home: Path, *args: str, timeout: float = 600) -> dict:
