@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import copy_home, run_cli
 
 from engine.train.config import ConfigError, apply_overrides, default_config, parse_config
 from engine.train.trackers import missing_trackers
@@ -40,11 +40,8 @@ def test_missing_tracker_package_names_the_pip_command() -> None:
 
 
 @pytest.fixture(scope="module")
-def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("trackers") / "home"
-    result = run_cli("demo", "--json", home=home, timeout=600)
-    assert result.returncode == 0, result.stderr
-    return home
+def demo_home(tmp_path_factory: pytest.TempPathFactory, demo_home_src: Path) -> Path:
+    return copy_home(demo_home_src, tmp_path_factory.mktemp("trackers") / "home")
 
 
 @pytest.mark.slow
