@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.conftest import copy_home, run_cli
+from conftest import copy_home, processes_with, run_cli
 
 GROUP = "32"  # the demo's hidden size is 64: the default group of 128 does not divide it (refused below)
 
@@ -167,3 +166,43 @@ def test_refusals_name_what_is_wrong_and_queue_nothing(demo_home_src: Path, tmp_
     assert f"artifact {adapter_id} is a LoRA adapter: merge it into its base first" in proc.stderr
     jobs = json.loads(run_cli("job", "list", "demo", "--json", home=home).stdout)
     assert not [j for j in jobs if j["kind"] == "compress"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_cancel_stops_the_worker_and_leaves_no_folder(compress_home: Path, compressor_python: Path) -> None:
+    import time
+
+    # AWQ's grid search keeps the worker busy for a while after it has scored the parent: the cancel lands there
+    proc = run_cli("compress", "demo-llama", "--method", "awq", "--group-size", GROUP, "--calibration", "demo",
+                   "--samples", "32", "--max-length", "64", "--name", "cancelled", "--json", home=compress_home,
+                   env=_env(compressor_python))
+    job_id = json.loads(proc.stdout)["job_id"]
+    log = compress_home / "jobs" / str(job_id) / "job.log"
+    deadline = time.monotonic() + 600
+    while "parent perplexity" not in (log.read_text() if log.is_file() else ""):  # the worker is running
+        assert time.monotonic() < deadline, log.read_text() if log.is_file() else "no log"
+        time.sleep(0.5)
+    assert run_cli("job", "cancel", str(job_id), home=compress_home).returncode == 0
+    while (job := json.loads(run_cli("job", "show", str(job_id), "--json", home=compress_home).stdout))["status"] \
+            in ("queued", "running"):
+        assert time.monotonic() < deadline
+        time.sleep(1)
+    assert job["status"] == "cancelled", job
+    output = compress_home / "jobs" / str(job_id) / "output"
+    assert not output.exists() or not list(output.iterdir())  # neither the folder nor its .partial
+    from engine.compress.job import WORKER
+
+    assert not processes_with(str(WORKER), str(log.parent / "compress" / "spec.json"))
+
+
+def test_tools_fetch_compressor_names_the_environment(tmp_path: Path) -> None:
+    fake = tmp_path / "bin" / "python"
+    fake.parent.mkdir()
+    fake.write_text("")
+    proc = run_cli("tools", "fetch", "compressor", home=tmp_path / "home",
+                   env={"TUNEDECK_COMPRESSOR_PYTHON": str(fake)})
+    assert proc.returncode == 0 and proc.stdout.strip() == str(fake), proc.stderr
+    proc = run_cli("tools", "fetch", "compressor", home=tmp_path / "home",
+                   env={"TUNEDECK_COMPRESSOR_PYTHON": str(tmp_path / "nope")})
+    assert proc.returncode == 1 and f"TUNEDECK_COMPRESSOR_PYTHON={tmp_path / 'nope'}: no such file" in proc.stderr

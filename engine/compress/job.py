@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from engine.jobctx import JobCancelled, JobContext
+from engine.jobctx import JobContext
 
 WORKER = Path(__file__).with_name("worker.py")
 REPO = Path(__file__).resolve().parents[2]
@@ -122,8 +122,10 @@ def run_compress_job(ctx: JobContext) -> None:
             f"{len(calibration)} rows of {cfg['dataset_name']}'s train split; check: {held_out_source}")
     try:
         _run_worker(ctx, python, work / "spec.json")
-    except (JobCancelled, RuntimeError, KeyboardInterrupt):
+    except BaseException:  # nothing half-written stays: cancelled, failed or interrupted, even just after the
+        # worker renamed its folder into place (the folder is this job's own: nothing else registered it)
         shutil.rmtree(out.with_name(f".{out.name}.partial"), ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
         raise
     figures = json.loads(result_path.read_text())
     check = check_delta(figures["parent"]["perplexity"], figures["compressed"]["perplexity"], cfg["method"])

@@ -74,8 +74,18 @@ def _cpu_without_pinning() -> None:
 
 
 def _nll(ppl: Any, model: Any, seqs: list[tuple[list[int], list[int]]], max_length: int) -> dict[str, Any]:
+    """Perplexity over `seqs` as `tunedeck eval` measures it, on the GPU when there is one (the model is left
+    where it was: llm-compressor places it itself)."""
+    import torch
+
     start = time.perf_counter()
-    nll, count = ppl.model_nll(model, seqs, max_length)
+    device = next(model.parameters()).device
+    if torch.cuda.is_available():
+        model.to("cuda")
+    try:
+        nll, count = ppl.model_nll(model, seqs, max_length)
+    finally:
+        model.to(device)
     return ppl._summary(nll, count, time.perf_counter() - start, "transformers")
 
 
@@ -106,7 +116,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 
     start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(spec["source"])
-    model = AutoModelForCausalLM.from_pretrained(spec["source"], dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(spec["source"], dtype="auto")  # saved and served in its dtype
     seconds["load"] = round(time.perf_counter() - start, 2)
     parent = _nll(ppl, model, evaluation, spec["eval_max_length"])
     _say(f"parent perplexity {parent['perplexity']} over {parent['tokens']} held-out tokens")
@@ -135,7 +145,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError(f"{tmp}/config.json: quantization_config.quant_method is {summary['quant_method']!r}, "
                            "not compressed-tensors")
     start = time.perf_counter()
-    reloaded = AutoModelForCausalLM.from_pretrained(str(tmp), dtype=torch.float32)
+    reloaded = AutoModelForCausalLM.from_pretrained(str(tmp), dtype="auto")
     seconds["reload"] = round(time.perf_counter() - start, 2)
     compressed = _nll(ppl, reloaded, evaluation, spec["eval_max_length"])
     _say(f"compressed model, loaded back from disk: perplexity {compressed['perplexity']}")
