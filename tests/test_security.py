@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, copy_home, run_cli
 
 SOURCES = [p for d in ("store", "engine", "tui", "scripts") for p in sorted((ROOT / d).rglob("*.py"))]
 
@@ -58,14 +58,13 @@ def test_hf_token_never_written(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_hostile_names_reach_the_engine_as_plain_data(tmp_path: Path) -> None:
+def test_hostile_names_reach_the_engine_as_plain_data(tmp_path: Path, demo_home_src: Path) -> None:
     """Shell syntax in a data file's path, a model folder's path and a run's name goes through the CLI, the queue,
     the runner and the engine process as data: the run completes, the names are stored verbatim and no command
     in them ran."""
     import shutil
 
-    home = tmp_path / "home"
-    assert run_cli("demo", home=home, timeout=600).returncode == 0
+    home = copy_home(demo_home_src, tmp_path / "home")
     canary = tmp_path / "PWNED"
     trap = f"$(touch {canary}); `touch {canary}` | touch {canary} & x'\"*?"
     folder = tmp_path / f"in {trap.replace('/', '_')}"
