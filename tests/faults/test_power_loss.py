@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import processes_with, run_cli, store_damage
+from conftest import copy_home, processes_with, run_cli, store_damage
 
 pytestmark = pytest.mark.slow
 TRIALS = 5
@@ -54,10 +54,11 @@ def _check_store(home: Path) -> list[str]:
     return problems
 
 
-def test_sigkill_everything_at_random_moments(home: Path, tmp_path: Path, fault_summary: list[str]) -> None:
+def test_sigkill_everything_at_random_moments(home: Path, tmp_path: Path, fault_summary: list[str],
+                                              demo_home_src: Path) -> None:
     from engine.demo import write_demo_dataset
 
-    assert run_cli("demo", home=home).returncode == 0
+    copy_home(demo_home_src, home)
     run = run_cli("run", "new", "demo", "--preset", "smoke", "--set", f"max_steps={PLANNED_STEPS}",
                   "--set", "save_steps=10", "--set", "logging_steps=1", "--set", "eval_steps=0", home=home)
     assert run.returncode == 0, run.stderr
