@@ -71,12 +71,14 @@ def is_ready(venv: Path) -> bool:
         return False
 
 
-def _run(cmd: list[str], what: str, log: Callable[[str], None]) -> str:
+def _run(cmd: list[str], what: str) -> str:
     proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=PIP_TIMEOUT_S)
     if proc.returncode != 0:
         lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()
                  and "is ignored: it is neither a file nor a directory" not in ln]
-        raise CompressorUnavailable(f"{what} failed (exit {proc.returncode}): {' / '.join(lines[-4:])}")
+        raise CompressorUnavailable(f"{what} failed (exit {proc.returncode}): {' / '.join(lines[-4:])}. It needs "
+                                    f"PyPI once; offline, set {PYTHON_ENV} to a python with llmcompressor "
+                                    f"{LLMCOMPRESSOR} installed")
     return proc.stdout
 
 
@@ -101,13 +103,13 @@ def _shared(name: str) -> bool:
     return _norm(name) in _shared_names()
 
 
-def _resolve(python: Path, workdir: Path, log: Callable[[str], None]) -> list[str]:
+def _resolve(python: Path, workdir: Path) -> list[str]:
     """`name==version` of everything llmcompressor needs beside tunedeck's torch (pip's own resolver, dry run)."""
     report = workdir / "resolve.json"
     base_torch = _torch_version().split("+")[0]
     _run([str(python), "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report",
           str(report), f"llmcompressor=={LLMCOMPRESSOR}", f"torch=={base_torch}"],
-         f"resolving llmcompressor {LLMCOMPRESSOR} with torch {base_torch}", log)
+         f"resolving llmcompressor {LLMCOMPRESSOR} with torch {base_torch}")
     picked = []
     for item in json.loads(report.read_text())["install"]:
         name, version = item["metadata"]["name"], item["metadata"]["version"]
@@ -149,16 +151,16 @@ def build_toolenv(dest: Path, log: Callable[[str], None] = print) -> Path:
     try:
         venv = tmp / "venv"
         log(f"making llm-compressor's environment ({LLMCOMPRESSOR}) once; tunedeck's torch is shared with it")
-        _run([sys.executable, "-m", "venv", str(venv)], "python -m venv", log)
-        pins = _resolve(_python(venv), tmp, log)
+        _run([sys.executable, "-m", "venv", str(venv)], "python -m venv")
+        pins = _resolve(_python(venv), tmp)
         (tmp / "requirements.txt").write_text("\n".join(pins) + "\n")
         log(f"installing {len(pins)} packages (pinned by pip's resolver; torch {_torch_version()} shared)")
         _run([str(_python(venv)), "-m", "pip", "install", "--quiet", "--no-deps", "-r",
-              str(tmp / "requirements.txt")], "pip install llmcompressor", log)
+              str(tmp / "requirements.txt")], "pip install llmcompressor")
         _share_torch(venv)
         _run([str(_python(venv)), "-c", "import torch, transformers, compressed_tensors, llmcompressor"],
-             "importing llmcompressor in its environment", log)
-        _run([str(_python(venv)), "-m", "pip", "check"], "pip check in llm-compressor's environment", log)
+             "importing llmcompressor in its environment")
+        _run([str(_python(venv)), "-m", "pip", "check"], "pip check in llm-compressor's environment")
         shutil.copy(tmp / "requirements.txt", venv / "tunedeck-requirements.txt")
         (venv / READY_MARK).write_text(json.dumps(_stamp()))
         if dest.exists():
