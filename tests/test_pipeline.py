@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import copy_home, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -51,8 +51,8 @@ def _merged_logit_gap(base: str, adapter: str, merged: str) -> float:
     return float((ref - got).abs().max())
 
 
-def test_run_adapter_merge_convert_quantize_on_cpu(home: Path, gguf_tools_env: Path) -> None:
-    assert run_cli("demo", home=home).returncode == 0
+def test_run_adapter_merge_convert_quantize_on_cpu(home: Path, gguf_tools_env: Path, demo_home_src: Path) -> None:
+    copy_home(demo_home_src, home)
     run = _ok("run", "new", "demo", "--preset", "smoke", "--set", "max_steps=16", "--set", "lr=3e-3",
               "--wait", home=home)
     adapter = run["result"]["artifact_id"]
