@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cli.common import human_size, open_from_args, print_json, table, when
@@ -183,26 +182,10 @@ def cmd_artifact_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    from core.artifacts import queue_push
 
-    from engine.jobqueue import queue_job
-    from store.artifacts import get_artifact
-    from store.errors import NotFound, Refused
-
-    try:
-        validate_repo_id(args.repo_id)
-    except HFValidationError as exc:
-        raise Refused(f"repo id {args.repo_id!r}: {exc}") from None
-    if "/" not in args.repo_id:
-        raise Refused(f"repo id {args.repo_id!r}: expected org/name")
     store = open_from_args(args)
-    with store.read() as session:
-        artifact = get_artifact(session, args.artifact)
-    if not Path(artifact.path).exists():
-        raise NotFound(f"{artifact.path}: the artifact's files are gone")
-    job_id = queue_job(store, artifact.project_id, "push", {"artifact_id": artifact.id, "path": artifact.path,
-                                                            "repo_id": args.repo_id, "private": args.private,
-                                                            "name": artifact.name}, name=f"push {artifact.name}")
+    job_id = queue_push(store, args.artifact, args.repo_id, private=args.private)
     return finish_queued(args, store, job_id, "push")
 
 

@@ -157,3 +157,25 @@ def test_the_estimate_and_the_forms_line_are_one_computation(store: Store, demo_
     assert form_estimate(store, data).startswith(f"GPU memory ≈ {est.total_bytes / GIB:.1f} GiB · ")
     with pytest.raises(NotFound):
         estimate_model(store, str(demo_model_dir / "nowhere"), form_settings(data))
+
+
+def test_push_is_checked_alike_from_the_cli_and_the_artifact_screen(store: Store, tmp_path: Path, capsys) -> None:
+    """Before core.artifacts.queue_push the screen only counted slashes: `org/na me` was refused by the CLI with
+    the Hub's reason and by the app with its own, and the app queued a push of files that were gone."""
+    from engine.artifacts import register_artifact
+    from tui.screens.artifact import queue_action
+
+    weights = tmp_path / "m.gguf"
+    weights.write_bytes(b"GGUF")
+    with store.write() as session:
+        pid = create_project(session, "p").id
+        artifact_id = int(register_artifact(session, pid, "gguf", weights, name="m").id)  # type: ignore[arg-type]
+    for repo in ("not a repo", "noslash", "org/a..b"):
+        with pytest.raises(Refused) as exc:
+            queue_action(store, "push", artifact_id, {"repo": repo})
+        assert _cli_error(store, capsys, "push", str(artifact_id), repo) == str(exc.value)
+        assert str(exc.value).startswith(f"repo id {repo!r}: ")
+    weights.unlink()
+    with pytest.raises(NotFound, match="the artifact's files are gone"):
+        queue_action(store, "push", artifact_id, {"repo": "org/name"})
+    assert list_jobs(store) == []  # nothing was queued

@@ -115,17 +115,10 @@ def queue_action(store: Store, action: str, artifact_id: int, values: dict[str, 
         return queue_eval(store, ref, dataset=values.get("dataset") or None, compare=values.get("compare") or None,
                           sweep=values.get("sweep", "").lower() in {"y", "yes"})
     if action == "push":
-        from engine.jobqueue import queue_job
-        from store.artifacts import get_artifact
+        from core.artifacts import queue_push
 
-        repo = values.get("repo", "").strip()
-        if repo.count("/") != 1 or any(c.isspace() for c in repo):
-            raise TunedeckError(f"repo id {repo!r}: expected org/name")
-        with store.read() as session:
-            a = get_artifact(session, ref)
-        return queue_job(store, a.project_id, "push", {"artifact_id": a.id, "path": a.path, "repo_id": repo,
-                                                       "private": values.get("private", "").lower() in {"y", "yes"},
-                                                       "name": a.name}, name=f"push {a.name}")
+        return queue_push(store, ref, values.get("repo", "").strip(),
+                          private=values.get("private", "").lower() in {"y", "yes"})
     raise TunedeckError(f"unknown action {action}")
 
 
