@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, small_disk
+from conftest import copy_home, run_cli, small_disk
 
 pytestmark = pytest.mark.slow
 # One checkpoint of the demo LoRA run takes about 310 KB on tmpfs (the optimizer state is half of it): the
@@ -95,9 +95,9 @@ def _checkpoint_intact(folder: Path, step: int) -> None:
     torch.load(folder / "scheduler.pt", weights_only=True)
 
 
-def test_disk_full_during_a_training_run(home: Path, tmp_path: Path, trial: None) -> None:
+def test_disk_full_during_a_training_run(home: Path, tmp_path: Path, trial: None, demo_home_src: Path) -> None:
     """The jobs folder (checkpoints and the job log) fills up at the second checkpoint; the store is elsewhere."""
-    assert run_cli("demo", home=home, timeout=300).returncode == 0
+    copy_home(demo_home_src, home)
     jobs = home / "jobs"
     before = tmp_path / "jobs-before"
     shutil.copytree(jobs, before)  # the demo import's log, put back on the small disk
@@ -132,9 +132,10 @@ def test_disk_full_during_a_training_run(home: Path, tmp_path: Path, trial: None
     assert steps == list(range(1, STEPS + 1))
 
 
-def test_disk_full_while_saving_the_trained_model(home: Path, tmp_path: Path, trial: None) -> None:
+def test_disk_full_while_saving_the_trained_model(home: Path, tmp_path: Path, trial: None,
+                                                  demo_home_src: Path) -> None:
     """No checkpoint on the way, and the trained adapter (~75 KB of weights) does not fit beside the log."""
-    assert run_cli("demo", home=home, timeout=300).returncode == 0
+    copy_home(demo_home_src, home)
     jobs = home / "jobs"
     before = tmp_path / "jobs-before"
     shutil.copytree(jobs, before)
