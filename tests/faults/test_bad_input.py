@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_cli
+from conftest import copy_home, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -87,12 +87,9 @@ def refused_subprocess(home: Path, args: list[str], *needles: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def demo_home(tmp_path_factory: pytest.TempPathFactory, demo_home_src: Path) -> Path:
     """A home with the demo project (model artifact 1, data artifact 2, dataset `demo`); tests only read it."""
-    home = tmp_path_factory.mktemp("bad-input") / "home"
-    result = run_cli("demo", home=home, env={"HF_HUB_OFFLINE": "1"}, timeout=600)
-    assert result.returncode == 0, result.stderr
-    return home
+    return copy_home(demo_home_src, tmp_path_factory.mktemp("bad-input") / "home")
 
 
 def demo_model(home: Path) -> Path:
