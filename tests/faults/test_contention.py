@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, copy_home, run_cli
 from textual.message import Message
 from textual.worker import Worker, WorkerState
 
@@ -152,9 +152,9 @@ def _stop_all(home: Path) -> None:
 
 
 @pytest.fixture
-def demo_run(home: Path) -> Iterator[int]:
+def demo_run(home: Path, demo_home_src: Path) -> Iterator[int]:
     """The demo project with a training run that logs metrics at every step and would go on for hours."""
-    assert run_cli("demo", home=home, timeout=300).returncode == 0
+    copy_home(demo_home_src, home)
     proc = run_cli("run", "new", "demo", "--preset", "smoke", "--set", "max_steps=1000000", "--set",
                    "logging_steps=1", "--set", "eval_steps=0", "--set", "save_steps=1000000", home=home)
     assert proc.returncode == 0, proc.stderr
