@@ -190,8 +190,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from engine.gguf.quantize import parse_quant_list
-    from engine.gguf.queue import queue_convert
+    from core.artifacts import queue_convert
 
     store = open_from_args(args)
     if args.list_pre_tokenizers:
@@ -204,7 +203,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         from cli.common import UsageError
 
         raise UsageError("tunedeck convert: name the artifact to convert")
-    job_id = queue_convert(store, args.artifact, outtype=args.outtype, quants=parse_quant_list(args.quant),
+    job_id = queue_convert(store, args.artifact, outtype=args.outtype, quants=args.quant,
                            pre_tokenizer=args.pre_tokenizer, name=args.name)
     code = finish_queued(args, store, job_id, "convert")
     _print_quant_checks(args, store, job_id)
@@ -224,18 +223,17 @@ def _print_quant_checks(args: argparse.Namespace, store: Any, job_id: int) -> No
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from engine.gguf.quantize import parse_quant_list
-    from engine.gguf.queue import queue_quantize
+    from core.artifacts import queue_quantize
 
     store = open_from_args(args)
-    job_id = queue_quantize(store, args.artifact, parse_quant_list(args.quant))
+    job_id = queue_quantize(store, args.artifact, args.quant)
     code = finish_queued(args, store, job_id, "quantize")
     _print_quant_checks(args, store, job_id)
     return code
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from engine.evaluate.queue import queue_eval
+    from core.artifacts import queue_eval
 
     store = open_from_args(args)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]

@@ -55,7 +55,7 @@ def parse_weights(values: list[str] | None) -> list[float] | None:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from engine.merge.queue import queue_merge
+    from core.artifacts import queue_merge
 
     store = open_from_args(args)
     job_id = queue_merge(store, args.artifact, dtype=args.dtype, name=args.name)
@@ -63,7 +63,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_merge_models(args: argparse.Namespace) -> int:
-    from engine.merge.queue import queue_merge_models
+    from core.artifacts import queue_merge_models
 
     store = open_from_args(args)
     job_id = queue_merge_models(

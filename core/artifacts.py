@@ -1,7 +1,10 @@
-"""The artifact verbs both faces call: how to serve one, and deleting one with its files."""
+"""The artifact verbs both faces call: queue a merge, conversion, quantization, evaluation or push of one, how to
+serve one, and deleting one with its files. Each checks through the engine's queue module (imported when
+called), so `tunedeck convert` and c on the artifact screen refuse the same way."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from store.db import Store
@@ -47,3 +50,46 @@ def queue_push(store: Store, ref: str, repo_id: str, private: bool = False) -> i
     return queue_job(store, artifact.project_id, "push", {"artifact_id": artifact.id, "path": artifact.path,
                                                           "repo_id": repo_id, "private": private,
                                                           "name": artifact.name}, name=f"push {artifact.name}")
+
+
+def queue_merge(store: Store, ref: str, dtype: str = "fp32", name: str | None = None) -> int:
+    """Queue folding adapter `ref` into its base model (in `dtype`); returns the job id."""
+    from engine.merge.queue import queue_merge as queue
+
+    return queue(store, ref, dtype=dtype, name=name)
+
+
+def queue_merge_models(store: Store, project: str, base: str, inputs: list[str], method: str,
+                       weights: list[float] | None = None, density: float | None = None, name: str | None = None,
+                       seed: int = 0, on_warning: Callable[[str], object] | None = None) -> int:
+    """Queue merging models `inputs` over `base` with `method` (linear, slerp, ties, dare_*); returns the job id."""
+    from engine.merge.queue import queue_merge_models as queue
+
+    return queue(store, project, base, inputs, method, weights, density, name, seed=seed, on_warning=on_warning)
+
+
+def queue_convert(store: Store, ref: str, outtype: str = "f16", quants: str = "", pre_tokenizer: str | None = None,
+                  name: str | None = None) -> int:
+    """Queue converting artifact `ref` to GGUF (`outtype`), then to each quant of the comma list `quants`."""
+    from engine.gguf.quantize import parse_quant_list
+    from engine.gguf.queue import queue_convert as queue
+
+    return queue(store, ref, outtype=outtype, quants=parse_quant_list(quants), pre_tokenizer=pre_tokenizer,
+                 name=name)
+
+
+def queue_quantize(store: Store, ref: str, quants: str) -> int:
+    """Queue quantizing GGUF artifact `ref` to each quant of the comma list `quants` (e.g. q8_0,q4_k_m)."""
+    from engine.gguf.quantize import parse_quant_list
+    from engine.gguf.queue import queue_quantize as queue
+
+    return queue(store, ref, parse_quant_list(quants))
+
+
+def queue_eval(store: Store, model: str, dataset: str | None = None, split: str = "val", compare: str | None = None,
+               sweep: bool = False, tasks: list[str] | None = None) -> int:
+    """Queue evaluating `model` (perplexity on `dataset`'s `split`, against `compare`, a quant `sweep`, harness
+    `tasks`); returns the job id."""
+    from engine.evaluate.queue import queue_eval as queue
+
+    return queue(store, model, dataset=dataset, split=split, compare=compare, sweep=sweep, tasks=tasks)

@@ -16,7 +16,7 @@ from cli.main import main
 from core.jobs import cancel_job, follow_log, list_jobs, read_job
 from core.runs import export_run, resume_run, retry_run
 from store.db import Store
-from store.errors import NotFound, Refused
+from store.errors import NotFound, Refused, TunedeckError
 from store.home import job_dir, job_log
 from store.projects import create_project
 from tui.app import TunedeckApp
@@ -179,3 +179,24 @@ def test_push_is_checked_alike_from_the_cli_and_the_artifact_screen(store: Store
     with pytest.raises(NotFound, match="the artifact's files are gone"):
         queue_action(store, "push", artifact_id, {"repo": "org/name"})
     assert list_jobs(store) == []  # nothing was queued
+
+
+@pytest.mark.parametrize(("action", "cli_args", "values"), [
+    ("quantize", ["quantize", "{id}", "--quant", "q4_k_m,q9_9"], {"quant": "q4_k_m,q9_9"}),
+    ("convert", ["convert", "{id}", "--quant", "q9_9"], {"quant": "q9_9"}),
+    ("merge", ["merge", "{id}"], {}),  # a GGUF is no adapter
+])
+def test_queueing_on_an_artifact_is_refused_alike_from_the_cli_and_the_screen(
+        store: Store, tmp_path: Path, capsys, action: str, cli_args: list[str], values: dict[str, str]) -> None:
+    from engine.artifacts import register_artifact
+    from tui.screens.artifact import queue_action
+
+    weights = tmp_path / "m.gguf"
+    weights.write_bytes(b"GGUF")
+    with store.write() as session:
+        pid = create_project(session, "p").id
+        artifact_id = int(register_artifact(session, pid, "gguf", weights, name="m").id)  # type: ignore[arg-type]
+    with pytest.raises(TunedeckError) as exc:
+        queue_action(store, action, artifact_id, values)
+    assert _cli_error(store, capsys, *[a.format(id=artifact_id) for a in cli_args]) == str(exc.value)
+    assert list_jobs(store) == []

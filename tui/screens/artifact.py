@@ -95,22 +95,19 @@ def queue_action(store: Store, action: str, artifact_id: int, values: dict[str, 
     """Queue the engine job for `action` on an artifact; returns the job id."""
     ref = str(artifact_id)
     if action == "merge":
-        from engine.merge.queue import queue_merge
+        from core.artifacts import queue_merge
 
         return queue_merge(store, ref, dtype=values.get("dtype") or "fp32")
     if action == "convert":
-        from engine.gguf.quantize import parse_quant_list
-        from engine.gguf.queue import queue_convert
+        from core.artifacts import queue_convert
 
-        return queue_convert(store, ref, outtype=values.get("outtype") or "f16",
-                             quants=parse_quant_list(values.get("quant", "")))
+        return queue_convert(store, ref, outtype=values.get("outtype") or "f16", quants=values.get("quant", ""))
     if action == "quantize":
-        from engine.gguf.quantize import parse_quant_list
-        from engine.gguf.queue import queue_quantize
+        from core.artifacts import queue_quantize
 
-        return queue_quantize(store, ref, parse_quant_list(values.get("quant", "")))
+        return queue_quantize(store, ref, values.get("quant", ""))
     if action == "eval":
-        from engine.evaluate.queue import queue_eval
+        from core.artifacts import queue_eval
 
         return queue_eval(store, ref, dataset=values.get("dataset") or None, compare=values.get("compare") or None,
                           sweep=values.get("sweep", "").lower() in {"y", "yes"})
