@@ -63,7 +63,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def cmd_dataset_add(args: argparse.Namespace) -> int:
-    from engine.datasets.queue import queue_import
+    from core.datasets import queue_import
 
     _check_args(args)
     store = open_from_args(args)
@@ -113,7 +113,7 @@ def cmd_dataset_list(args: argparse.Namespace) -> int:
 
 
 def cmd_dataset_delete(args: argparse.Namespace) -> int:
-    from engine.cleanup import delete_dataset
+    from core.datasets import delete_dataset
 
     print(delete_dataset(open_from_args(args), args.ref, args.project, force=args.force))
     return 0

@@ -22,7 +22,7 @@ def read_dataset_users(store: Store, dataset_id: int) -> list[tuple[int, str, st
 def delete_dataset_item(store: Store, project: str, item: Any, force: bool) -> str:
     """Delete a Datasets-tab row (a dataset, or a failed import by its name) as `tunedeck dataset delete` does;
     returns what was deleted, in words. Runs in a worker thread."""
-    from engine.cleanup import delete_dataset  # SQLAlchemy loads on the first write, in this worker
+    from core.datasets import delete_dataset  # SQLAlchemy loads on the first write, in this worker
 
     ref = str(item.id) if item.kind == "dataset" else item.name
     return str(delete_dataset(store, ref, project, force=force)).capitalize()

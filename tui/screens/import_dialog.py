@@ -47,7 +47,7 @@ class Queued:
 
 
 def _queue(store: Store, project: str, source: str, name: str | None, options: dict[str, Any]) -> Queued:
-    from engine.datasets.queue import queue_import  # the engine loads in this worker, never at start-up
+    from core.datasets import queue_import  # the engine loads in this worker, never at start-up
 
     job_id = queue_import(store, project, source, name=name, **options)
     with store.raw() as conn:
