@@ -64,7 +64,6 @@ def test_perplexity_matches_its_formula_and_the_gguf_agrees(demo_model_dir: Path
     assert gg["perplexity"] == pytest.approx(hf["perplexity"], rel=0.01)  # f16 GGUF vs fp32 model
 
 
-@pytest.mark.slow
 def test_dataset_eval_on_model_and_gguf(evaluated_home: tuple[Path, dict[str, str]]) -> None:
     home, env = evaluated_home
     hf = _eval(home, env, "1", "--dataset", "demo")
@@ -77,7 +76,6 @@ def test_dataset_eval_on_model_and_gguf(evaluated_home: tuple[Path, dict[str, st
     assert shown["evals"][-1]["dataset"]["perplexity"] == gg["dataset"]["perplexity"]
 
 
-@pytest.mark.slow
 def test_quant_sweep_and_offline_lm_eval(evaluated_home: tuple[Path, dict[str, str]]) -> None:
     home, env = evaluated_home
     f16 = next(a for a in _artifacts(home, env) if a["name"] == "demo-llama-f16.gguf")
@@ -93,7 +91,6 @@ def test_quant_sweep_and_offline_lm_eval(evaluated_home: tuple[Path, dict[str, s
     assert "q4_k_m" in text and "perplexity" in text and "tok/s" in text
 
 
-@pytest.mark.slow
 def test_forgetting_is_flagged_against_the_base(evaluated_home: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM
