@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import copy_home, run_cli
 
 from engine.demo import demo_chat_messages, make_demo_examples
 from engine.train.rewards import builtin_rewards, check_reward_file, load_reward_file
@@ -31,13 +31,11 @@ def _write(path: Path, rows: list[dict]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def home(tmp_path_factory: pytest.TempPathFactory, demo_home_src: Path) -> Path:
     """The demo project with a preference set ("prefs"), a kto set ("ktoset"), GRPO prompts ("prompts": a few, as
     GRPO's final evaluation samples answers to every held-out prompt) and a plain text set ("notes")."""
     root = tmp_path_factory.mktemp("objectives")
-    home = root / "home"
-    result = run_cli("demo", "--json", home=home, timeout=600)
-    assert result.returncode == 0, result.stderr
+    home = copy_home(demo_home_src, root / "home")
     examples = make_demo_examples(160, seed=9)
     prefs = [{"prompt": demo_chat_messages(ex)[:1], "chosen": FIXED, "rejected": ex["output"]} for ex in examples]
     kto = [{"prompt": demo_chat_messages(ex)[0]["content"], "completion": FIXED if i % 2 else ex["output"],
