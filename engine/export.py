@@ -109,10 +109,6 @@ def serve_commands(artifact: Any, base_gguf: str | None = None) -> list[str]:
         from engine.compress.serve import compressed_serve_commands
 
         return compressed_serve_commands(artifact)
-    if artifact.kind == "compressed":  # GPTQ/AWQ in compressed-tensors (engine.compress)
-        from engine.compress.serve import compressed_serve_commands
-
-        return compressed_serve_commands(artifact)
     raise Refused(f"artifact {artifact.id} is a {artifact.kind}: nothing to serve")
 
 
