@@ -36,7 +36,7 @@ APPLIES = {
     "eval": HF_KINDS | {"gguf"},
     "chat": {"gguf"},
     "push": HF_KINDS | {"gguf", "gguf-lora"},
-    "serve": HF_KINDS | {"gguf", "gguf-lora"},
+    "serve": HF_KINDS | {"gguf", "gguf-lora", "compressed"},  # compressed: the vLLM and TGI commands
 }
 
 
