@@ -25,8 +25,8 @@ from store.metrics import latest_metrics
 from store.models import Job, Project
 from tui.app import TunedeckApp
 from tui.screens.gpu import MAX_PROCESSES, GpuScreen, snapshot_markup, spark
-from tui.screens.keys import key_actions
 from tui.screens.projects import ProjectsScreen
+from tui.widgets.key_actions import key_actions
 
 ROOT = Path(__file__).resolve().parents[1]
 

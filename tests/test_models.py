@@ -291,9 +291,9 @@ def test_tui_models_tab_adds_a_model(home: Path, tmp_path: Path, demo_model_dir:
     from store.db import open_store
     from store.projects import create_project
     from tui.app import TunedeckApp
-    from tui.screens.forms import ActionDialog
     from tui.screens.project import ProjectScreen
     from tui.widgets.live_table import LiveTable
+    from tui.widgets.submit_form import ActionDialog
 
     folder = tmp_path / "tui-base"
     shutil.copytree(demo_model_dir, folder)

@@ -10,9 +10,10 @@ from tui_pilot import drive, screen_text, text, type_text, wait_for
 from store.db import Store
 from store.projects import get_project
 from tui.app import TunedeckApp
-from tui.screens.guide import CHECKLIST, QUESTIONS, GuideScreen, guide_summary, guide_verdict
+from tui.screens.guide import CHECKLIST, QUESTIONS, GuideScreen, guide_verdict
 from tui.screens.project import ProjectScreen
 from tui.screens.projects import ProjectsScreen
+from tui.widgets.guide_text import guide_summary
 
 
 def test_verdicts_follow_the_questions() -> None:

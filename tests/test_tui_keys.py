@@ -18,11 +18,11 @@ from store.projects import create_project
 from tui.app import TunedeckApp
 from tui.keymap import KeymapError, binding_ids, keys_path, load_keymap, parse_keymap
 from tui.screens.artifact import ArtifactScreen
-from tui.screens.forms import ActionDialog
 from tui.screens.help import HelpScreen
 from tui.screens.jobs import JobsScreen
 from tui.screens.projects import ProjectsScreen
 from tui.widgets.live_table import LiveTable
+from tui.widgets.submit_form import ActionDialog
 
 
 def _add(store: Store, *names: str) -> None:

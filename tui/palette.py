@@ -6,7 +6,7 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from tui.screens.keys import key_actions
+from tui.widgets.key_actions import key_actions
 
 
 class BindingCommands(Provider):

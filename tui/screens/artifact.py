@@ -22,9 +22,9 @@ from textual.worker import Worker, WorkerState
 from store.db import Store
 from store.errors import NotFound, TunedeckError
 from store.views import ArtifactFamily, artifact_family, artifact_jobs, json_dict
-from tui.screens._common import ago, size_text
-from tui.screens.forms import ActionDialog, FormField
 from tui.widgets.artifact_text import BADGE, badge, home_relative
+from tui.widgets.formatting import ago, size_text
+from tui.widgets.submit_form import ActionDialog, FormField
 
 POLL_SECONDS = 2.0
 HF_KINDS = {"model", "merged", "adapter"}

@@ -58,7 +58,7 @@ class SessionActions:
         if session_id is None:
             return
         from core.chat import session_to_dataset
-        from tui.screens.forms import ActionDialog, FormField
+        from tui.widgets.submit_form import ActionDialog, FormField
 
         def export(values: dict[str, str]) -> Any:
             return session_to_dataset(self.store, session_id, self.project,

@@ -14,8 +14,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Select, Static
 
-from tui.screens.forms import SubmitInWorker
 from tui.widgets.path_input import PathInput
+from tui.widgets.submit_form import SubmitInWorker
 
 GGUF_SUFFIXES = (".gguf",)
 

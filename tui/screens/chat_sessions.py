@@ -12,7 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
 from store.db import Store
-from tui.screens._common import ago, clip
+from tui.widgets.formatting import ago, clip
 from tui.widgets.live_table import LiveTable
 
 

@@ -21,7 +21,7 @@ from textual.worker import Worker, WorkerState
 
 from store.db import Store
 from store.views import CompareRun, compare_runs
-from tui.screens._common import clip
+from tui.widgets.formatting import clip
 from tui.widgets.live_table import KeyTable
 from tui.widgets.metric_chart import STYLES, MetricChart, fmt_value
 

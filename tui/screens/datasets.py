@@ -24,9 +24,9 @@ from textual.worker import Worker, WorkerState
 from store.db import Store
 from store.errors import NotFound
 from store.views import json_dict
-from tui.screens._common import ago
 from tui.widgets.badges import verdict_badge
 from tui.widgets.dataset_files import DatasetData, SplitIndex, index_split, load_dataset, read_record
+from tui.widgets.formatting import ago
 from tui.widgets.histogram import Bin, HistogramBars
 from tui.widgets.record_view import PreviewBody, record_turns, turn_widget
 

@@ -15,8 +15,8 @@ from textual.worker import Worker
 
 from store.db import Store
 from store.views import ProjectSummary
-from tui.screens.forms import SubmitInWorker
 from tui.widgets.confirm import ConfirmDialog
+from tui.widgets.submit_form import SubmitInWorker
 
 
 def _create(store: Store, name: str, description: str) -> str:

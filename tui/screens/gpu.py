@@ -19,7 +19,7 @@ from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
 from core.gpu import sample_gpus
-from tui.screens._common import clip, size_text
+from tui.widgets.formatting import clip, size_text
 
 if TYPE_CHECKING:
     from core.procs import EngineProc, ProcSampler

@@ -16,7 +16,7 @@ from textual.widgets import Checkbox, Label, Static
 from textual.worker import Worker
 
 from store.db import Store
-from tui.screens.forms import SubmitInWorker
+from tui.widgets.submit_form import SubmitInWorker
 
 QUESTIONS = [  # each line fits the dialog at 80 columns
     ("prompt_works", "A prompt with a few examples does the task well"),
@@ -46,15 +46,6 @@ def guide_verdict(answers: dict[str, bool]) -> str:
     if answers.get("changing_knowledge"):
         return "rag"
     return "prompting"
-
-
-def guide_summary(guide: dict[str, Any]) -> str:
-    """The guide's outcome for the project screen: verdict and open checklist items ("" when skipped)."""
-    verdict = guide.get("verdict")
-    if not verdict:
-        return ""
-    missing = [key for key, done in (guide.get("checklist") or {}).items() if not done]
-    return f"guide: {verdict}" + (f" · data checklist: {len(missing)} open" if missing else "")
 
 
 def _save(store: Store, project: str, guide: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from textual.markup import escape as _markup_escape
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
-from tui.screens.keys import KeyAction, key_actions, screen_title
+from tui.widgets.key_actions import KeyAction, key_actions, screen_title
 
 
 def escape(text: str) -> str:

@@ -17,8 +17,8 @@ from textual.widgets import Input, Label, Select, Static
 from textual.worker import Worker
 
 from store.db import Store
-from tui.screens.forms import SubmitInWorker
 from tui.widgets.path_input import PathInput, path_candidates
+from tui.widgets.submit_form import SubmitInWorker
 
 SOURCE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt", ".gz")  # as engine.datasets.queue's
 FORMATS = ("auto", "alpaca", "chat", "sharegpt", "input_output", "preference", "kto", "text")

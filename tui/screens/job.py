@@ -29,8 +29,8 @@ from store.db import Store
 from store.errors import NotFound, first_line
 from store.home import job_log
 from store.views import RunDetail, run_detail
-from tui.screens._common import ago, clip, size_text
 from tui.widgets.badges import status_text
+from tui.widgets.formatting import ago, clip, size_text
 from tui.widgets.job_keys import error_text, job_bindings
 from tui.widgets.log_pane import LogPane, log_bindings
 from tui.widgets.log_search import SearchBox

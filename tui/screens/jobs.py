@@ -23,7 +23,7 @@ from core.progress import EtaEstimator, eta_text, job_estimator, observe_job, pr
 from store.db import Store
 from store.errors import first_line
 from store.views import JobRow, all_jobs
-from tui.screens._common import ago, clip
+from tui.widgets.formatting import ago, clip
 from tui.widgets.job_keys import back_binding, cancel_binding, error_text
 from tui.widgets.live_table import LiveTable
 from tui.widgets.names import middle_clip

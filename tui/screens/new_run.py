@@ -23,7 +23,6 @@ from textual.worker import Worker, WorkerState
 
 from store.db import Store
 from store.errors import TunedeckError
-from tui.screens.forms import SubmitInWorker
 from tui.widgets.path_input import PathInput
 from tui.widgets.run_form import (
     FIELDS,
@@ -46,6 +45,7 @@ from tui.widgets.run_form import (
     read_scalar,
     show_value,
 )
+from tui.widgets.submit_form import SubmitInWorker
 
 
 def _select(options: tuple[str, ...], value: str, widget_id: str, blank: bool = False) -> Select[str]:

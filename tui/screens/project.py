@@ -19,13 +19,13 @@ from core.jobs import reap_stale_jobs
 from store.db import Store
 from store.errors import NotFound, first_line
 from store.views import RunRow, json_dict, project_contents, project_runs
-from tui.screens._common import ago, clip
-from tui.screens.models import COLUMNS as MODEL_COLUMNS
-from tui.screens.models import EMPTY as MODELS_EMPTY
-from tui.screens.models import ModelItem, model_rows
 from tui.screens.project_datasets import DatasetsTab
 from tui.screens.project_runs import RunsTab
+from tui.widgets.formatting import ago, clip
 from tui.widgets.live_table import LiveTable, Row
+from tui.widgets.model_rows import COLUMNS as MODEL_COLUMNS
+from tui.widgets.model_rows import EMPTY as MODELS_EMPTY
+from tui.widgets.model_rows import ModelItem, model_rows
 from tui.widgets.project_rows import DatasetItem, artifact_rows, dataset_rows, gguf_choices, run_cells
 
 TABS: list[tuple[str, str]] = [
@@ -235,7 +235,7 @@ class ProjectScreen(DatasetsTab, RunsTab, Screen[None]):
         if data is None:
             return
         description = self.query_one("#description", Static)
-        from tui.screens.guide import guide_summary
+        from tui.widgets.guide_text import guide_summary
 
         text = escape(data.description) if data.description else "[dim]no description[/dim]"
         if summary := guide_summary(data.guide):

@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Static
 
 from store.errors import first_line
 from store.views import RunRow
-from tui.screens._common import clip
+from tui.widgets.formatting import clip
 from tui.widgets.live_table import LiveTable
 from tui.widgets.project_rows import FAILED
 

@@ -15,8 +15,8 @@ from textual.worker import Worker, WorkerState
 from store.db import Store
 from store.errors import NotFound, TunedeckError
 from store.views import ProjectSummary, project_summaries, project_summary
-from tui.screens._common import ago, clip
 from tui.screens.dialogs import ConfirmDeleteDialog, NewProjectDialog
+from tui.widgets.formatting import ago, clip
 from tui.widgets.live_table import LiveTable, TableFilter
 
 NO_PROJECTS = ("No projects yet. Press [b]n[/b] to create one, or [b]D[/b] for the demo project: a tiny local "

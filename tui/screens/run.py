@@ -30,8 +30,8 @@ from store.errors import NotFound, first_line
 from store.home import job_log
 from store.metrics import last_step, points_since
 from store.views import RunDetail, run_detail
-from tui.screens._common import ago, clip
 from tui.widgets.badges import status_text
+from tui.widgets.formatting import ago, clip
 from tui.widgets.job_keys import error_text, job_bindings
 from tui.widgets.live_table import LiveTable
 from tui.widgets.log_pane import LogPane, log_bindings

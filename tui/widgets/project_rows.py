@@ -11,9 +11,9 @@ from textual.markup import escape
 
 from core.progress import eta_text, fmt_value, progress_bar, remaining_eta
 from store.views import RunRow, json_dict, lineage_order, listed_imports
-from tui.screens._common import ago, clip, size_text
 from tui.widgets.artifact_text import badge, home_relative
 from tui.widgets.badges import verdict_badge
+from tui.widgets.formatting import ago, clip, size_text
 from tui.widgets.live_table import Row
 from tui.widgets.names import middle_clip
 

@@ -1,4 +1,4 @@
-"""Formatting helpers shared by the screens."""
+"""Formatting helpers shared by the screens: how long ago, human sizes, clipped text."""
 
 from __future__ import annotations
 
