@@ -194,10 +194,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     store = open_from_args(args)
     if args.list_pre_tokenizers:
-        from engine.gguf.convert import known_pre_tokenizers
-        from engine.gguf.tools import ensure_tools
+        from core.artifacts import pre_tokenizers
 
-        print("\n".join(known_pre_tokenizers(ensure_tools(store.home, lambda m: print(m, file=sys.stderr)))))
+        print("\n".join(pre_tokenizers(store.home, lambda m: print(m, file=sys.stderr))))
         return 0
     if not args.artifact:
         from cli.common import UsageError
@@ -268,13 +267,8 @@ def print_eval(result: dict[str, Any]) -> None:
 
 
 def cmd_tools_fetch(args: argparse.Namespace) -> int:
-    from engine.gguf.tools import ensure_tools
+    from core.artifacts import fetch_tool
 
     store = open_from_args(args)
-    if args.tool == "compressor":
-        from engine.compress.toolenv import compressor_python
-
-        print(compressor_python(store.home, lambda m: print(m, file=sys.stderr)))
-        return 0
-    print(ensure_tools(store.home, lambda m: print(m, file=sys.stderr)))
+    print(fetch_tool(store.home, args.tool, lambda m: print(m, file=sys.stderr)))
     return 0

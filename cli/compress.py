@@ -28,7 +28,7 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from engine.compress.queue import queue_compress
+    from core.artifacts import queue_compress
 
     store = open_from_args(args)
     job_id = queue_compress(store, args.artifact, method=args.method, scheme=args.scheme, group_size=args.group_size,

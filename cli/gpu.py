@@ -92,10 +92,9 @@ def snapshot_text(snap: Snapshot) -> str:
 
 
 def cmd_gpu(args: argparse.Namespace) -> int:
-    from core.gpu import sample_gpus
-    from engine.gpu.nvml import Sampler
+    from core.gpu import gpu_sampler, sample_gpus
 
-    sampler = Sampler()
+    sampler = gpu_sampler()
     try:
         snap = sampler.sample()
         if snap.available:
@@ -118,9 +117,9 @@ def _free_memory(args: argparse.Namespace) -> tuple[int | None, str]:
         if args.gpu_memory <= 0:
             raise UsageError("estimate: --gpu-memory must be a positive number of GiB")
         return int(args.gpu_memory * GIB), f"{args.gpu_memory:g} GiB given"
-    from engine.gpu.nvml import Sampler
+    from core.gpu import gpu_sampler
 
-    sampler = Sampler()
+    sampler = gpu_sampler()
     try:
         snap = sampler.sample()
     finally:
@@ -149,13 +148,13 @@ def _free_memory(args: argparse.Namespace) -> tuple[int | None, str]:
 
 def run_estimate(args: argparse.Namespace) -> tuple[Estimate, str]:
     """The estimate the arguments ask for, and where the config came from."""
-    from core.estimate import estimate_model
-    from engine.gpu.estimate import Settings
+    from core.estimate import estimate_model, estimate_settings
 
-    settings = Settings(method=args.method, max_length=args.max_length, batch=args.batch, grad_accum=args.grad_accum,
-                        rank=args.rank, gradient_checkpointing=args.gradient_checkpointing, optimizer=args.optimizer,
-                        precision=args.precision, objective=args.objective, full_precision=args.full_precision,
-                        gpus=args.gpus, strategy=args.strategy, offload=args.offload)
+    settings = estimate_settings(
+        method=args.method, max_length=args.max_length, batch=args.batch, grad_accum=args.grad_accum, rank=args.rank,
+        gradient_checkpointing=args.gradient_checkpointing, optimizer=args.optimizer, precision=args.precision,
+        objective=args.objective, full_precision=args.full_precision, gpus=args.gpus, strategy=args.strategy,
+        offload=args.offload)
     free, source = _free_memory(args)
     return estimate_model(existing_store(args), args.model, settings, free_bytes=free, free_source=source,
                           calibrate=not args.no_calibration)

@@ -10,11 +10,13 @@ from cli.job import finish_queued
 
 
 def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    from engine.merge.methods import DTYPES, METHODS  # light: no torch
+    from core.artifacts import merge_choices
+
+    dtypes, methods = merge_choices()
 
     p = verbs.add_parser("merge", help="merge an adapter into its base model (runs as a job)", parents=[common])
     p.add_argument("artifact", metavar="ARTIFACT", help="the adapter artifact (id or name)")
-    p.add_argument("--dtype", choices=DTYPES, default="fp32", help="dtype to load and save the model in")
+    p.add_argument("--dtype", choices=dtypes, default="fp32", help="dtype to load and save the model in")
     p.add_argument("--name", help="name of the merged artifact (default: ADAPTER-merged)")
     p.add_argument("--wait", action="store_true", help="wait for the job; exit non-zero unless it completed")
     p.add_argument("--json", action="store_true")
@@ -30,7 +32,7 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
     )
     p.add_argument("project")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="models or adapters to merge")
-    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--method", required=True, choices=methods)
     p.add_argument("--base", required=True, metavar="BASE", help="the base model (artifact or folder)")
     p.add_argument("--weights", nargs="+", metavar="W",
                    help="one weight per input (default equal), or t for slerp (default 0.5); give them after the "

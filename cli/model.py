@@ -41,7 +41,7 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def cmd_model_add(args: argparse.Namespace) -> int:
-    from engine.models.queue import queue_model_add
+    from core.models import queue_model_add
 
     store = open_from_args(args)
     job_id = queue_model_add(store, args.project, args.source, name=args.name, dtype=args.dtype)
@@ -77,11 +77,9 @@ def cmd_model_list(args: argparse.Namespace) -> int:
 
 
 def cmd_model_modules(args: argparse.Namespace) -> int:
-    from engine.train.modules import linear_module_names
-    from engine.train.queue import resolve_model
+    from core.models import model_modules
 
-    path, _ = resolve_model(open_from_args(args), args.model, need_weights=False)  # reads the config only
-    names = linear_module_names(path)
+    names = model_modules(open_from_args(args), args.model)
     if args.json:
         print_json(names)
     else:

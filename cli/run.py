@@ -87,23 +87,18 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def _build_config(args: argparse.Namespace) -> RunConfig:
-    from engine.train.config import apply_overrides, load_config, merge
-    from engine.train.presets import preset_config
+    from core.run_config import build_config
 
     if args.config and args.preset:
         raise UsageError("give --config or --preset, not both (use --set to change a config's fields)")
-    cfg = load_config(args.config) if args.config else preset_config(args.preset or "lora")
     updates = {k: v for k, v in (("dataset", args.dataset), ("model", args.model)) if v}
-    if updates:
-        cfg = merge(cfg, updates, source="command line")
-    return apply_overrides(cfg, args.overrides) if args.overrides else cfg
+    return build_config(args.config, args.preset, updates, args.overrides)
 
 
 def cmd_run_template(args: argparse.Namespace) -> int:
-    from engine.train.config import template_yaml
-    from engine.train.presets import preset_config
+    from core.run_config import template_yaml
 
-    sys.stdout.write(template_yaml(preset_config(args.preset)))
+    sys.stdout.write(template_yaml(args.preset))
     return 0
 
 
@@ -117,20 +112,20 @@ def _no_cluster_options(args: argparse.Namespace) -> None:
 
 
 def cmd_run_new(args: argparse.Namespace) -> int:
-    from engine.train.config import warnings
+    from core.run_config import run_warnings
 
     if not args.cluster:
         _no_cluster_options(args)
     cfg = _build_config(args)
-    notes = warnings(cfg)
+    notes = run_warnings(cfg)
     for note in notes:
         print(f"warning: {note}", file=sys.stderr)
     store = open_from_args(args)
     cluster = None
     if args.cluster:
-        from engine.cluster.slurm import ClusterOptions
+        from core.runs import cluster_options
 
-        cluster = ClusterOptions(partition=args.partition, nodes=args.nodes, time=args.time,
+        cluster = cluster_options(partition=args.partition, nodes=args.nodes, time=args.time,
                                  gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
                                  sbatch_args=list(args.sbatch_args))
     job_id = queue_run(store, args.project, cfg, cluster)

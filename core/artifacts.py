@@ -1,10 +1,12 @@
-"""The artifact verbs both faces call: queue a merge, conversion, quantization, evaluation or push of one, how to
-serve one, and deleting one with its files. Each checks through the engine's queue module (imported when
-called), so `tunedeck convert` and c on the artifact screen refuse the same way."""
+"""The artifact verbs both faces call: queue a merge, conversion, quantization, compression, evaluation or push of
+one, how to serve one, deleting one with its files, and fetching the tools they need. Each checks through the
+engine's queue module (imported when called), so `tunedeck convert` and c on the artifact screen refuse the same
+way."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from store.db import Store
@@ -50,6 +52,40 @@ def queue_push(store: Store, ref: str, repo_id: str, private: bool = False) -> i
     return queue_job(store, artifact.project_id, "push", {"artifact_id": artifact.id, "path": artifact.path,
                                                           "repo_id": repo_id, "private": private,
                                                           "name": artifact.name}, name=f"push {artifact.name}")
+
+
+def merge_choices() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the dtypes `merge` loads and saves in, the `merge-models` methods)."""
+    from engine.merge.methods import DTYPES, METHODS  # light: no torch
+
+    return DTYPES, METHODS
+
+
+def queue_compress(store: Store, ref: str, *, method: str, **options: Any) -> int:
+    """Queue a GPTQ or AWQ compression of model artifact `ref`; `options` (scheme, group_size, calibration,
+    samples, max_length, name) default as engine.compress.queue says. Returns the job id."""
+    from engine.compress.queue import queue_compress as queue
+
+    return queue(store, ref, method=method, **options)
+
+
+def fetch_tool(home: Path, tool: str, log: Callable[[str], None] = print) -> Path:
+    """Fetch (or find) a tool under `home`/tools: "compressor" (llm-compressor's venv; its python) or else
+    llama.cpp's converter and quantizer (their folder)."""
+    if tool == "compressor":
+        from engine.compress.toolenv import compressor_python
+
+        return compressor_python(home, log)
+    from engine.gguf.tools import ensure_tools
+
+    return ensure_tools(home, log)
+
+
+def pre_tokenizers(home: Path, log: Callable[[str], None] = print) -> list[str]:
+    """The pre-tokenizer names llama.cpp's converter knows (fetching the converter first if needed)."""
+    from engine.gguf.convert import known_pre_tokenizers
+
+    return known_pre_tokenizers(fetch_tool(home, "llama.cpp", log))
 
 
 def queue_merge(store: Store, ref: str, dtype: str = "fp32", name: str | None = None) -> int:

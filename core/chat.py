@@ -133,6 +133,20 @@ def sampling_params(**values: Any) -> SamplingParams:
     return SamplingParams().replace(**values)
 
 
+def params_from_text(texts: dict[str, str]) -> SamplingParams:
+    """Sampling parameters from the text boxes of a form (empty: the default); BadParams names a bad one."""
+    from engine.chat.params import SamplingParams
+
+    return SamplingParams.from_text(texts)
+
+
+def default_threads() -> int:
+    """The CPU threads llama.cpp uses by default on this machine."""
+    from engine.chat.system import default_threads as threads
+
+    return threads()
+
+
 def stored_params(params: dict[str, Any]) -> SamplingParams:
     """A saved session's sampling parameters (the defaults when the stored ones are no longer valid)."""
     from engine.chat.params import SamplingParams

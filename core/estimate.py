@@ -11,6 +11,13 @@ if TYPE_CHECKING:
     from engine.gpu.estimate import Estimate, Settings
 
 
+def estimate_settings(**values: Any) -> Settings:
+    """The run settings an estimate is for (method, max_length, batch, grad_accum, rank, precision, gpus...)."""
+    from engine.gpu.estimate import Settings
+
+    return Settings(**values)
+
+
 def estimate_model(store: Store | None, model: str, settings: Settings, *, free_bytes: int | None = None,
                    free_source: str = "", calibrate: bool = True) -> tuple[Estimate, str]:
     """The estimate for training `model` (a folder, config.json, hub id or `model add` name) with `settings`,

@@ -22,6 +22,14 @@ def own_jobs(store: Store | None) -> dict[int, OwnJob]:
         return {pid: OwnJob(*job) for pid, job in running_job_pids(conn).items()}
 
 
+def gpu_sampler() -> Any:
+    """A live NVML sampler (engine.gpu.nvml.Sampler; it answers "not available" without a driver). The caller
+    samples with `sample_gpus` and closes it."""
+    from engine.gpu.nvml import Sampler
+
+    return Sampler()
+
+
 def sample_gpus(store: Store | None, sampler: Any) -> Snapshot:
     """A GPU sample from `sampler` (an engine.gpu.nvml.Sampler) with tunedeck's own jobs marked."""
     return sampler.sample(own_jobs(store))

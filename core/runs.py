@@ -71,6 +71,14 @@ def retry_run(store: Store, job_id: int) -> str:
     return _requeue(store, job_id, fresh=True)
 
 
+def cluster_options(**options: Any) -> ClusterOptions:
+    """Where and how a run goes on a SLURM cluster (partition, nodes, time, gpus_per_node, cpus_per_task,
+    sbatch_args), for `queue_run`."""
+    from engine.cluster.slurm import ClusterOptions
+
+    return ClusterOptions(**options)
+
+
 def queue_run(store: Store, project: str, cfg: RunConfig, cluster: ClusterOptions | None = None) -> int:
     """Validate and queue a training run of `project` (on a SLURM cluster with `cluster`); returns its job id."""
     if cluster is not None:

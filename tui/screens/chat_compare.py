@@ -99,7 +99,7 @@ class ChatCompareScreen(PanelKeys, Screen[None]):
         return any(side.busy for side in self.sides.values())
 
     def on_mount(self) -> None:
-        from engine.chat.system import default_threads
+        from core.chat import default_threads
 
         options = {"threads": max(1, default_threads() // 2), **self.load_options}  # the two share the cores
         for key in SIDES:

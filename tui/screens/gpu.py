@@ -173,9 +173,9 @@ class GpuScreen(Screen[None]):
 
     def _sample(self) -> tuple[Snapshot, tuple[list[EngineProc], str] | None]:
         if self.sampler is None:
-            from engine.gpu.nvml import Sampler
+            from core.gpu import gpu_sampler
 
-            self.sampler = Sampler()
+            self.sampler = gpu_sampler()
         snap = sample_gpus(self.store, self.sampler)
         if snap.available:
             return snap, None

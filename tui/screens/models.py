@@ -14,7 +14,7 @@ from tui.widgets.submit_form import ActionDialog, FormField
 
 
 def _queue(store: Store, project: str, values: dict[str, str]) -> int:
-    from engine.models.queue import queue_model_add  # the engine loads in this worker, never at start-up
+    from core.models import queue_model_add  # the engine loads in this worker, never at start-up
 
     return queue_model_add(store, project, values["source"], name=values.get("name") or None,
                            dtype=values.get("dtype") or "auto")

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Input, Label, Static
 
-from core.chat import sampling_params
+from core.chat import params_from_text, sampling_params
 
 if TYPE_CHECKING:
     from engine.chat.params import SamplingParams
@@ -60,9 +60,7 @@ class ParamsPanel(VerticalScroll):
         """(system prompt, params) from the boxes; BadParams when a box does not parse or is out of range."""
         texts = {name: self.query_one(f"#param-{name}", Input).value for name, _ in FIELDS}
         system = self.query_one("#param-system", Input).value.strip()
-        from engine.chat.params import SamplingParams
-
-        return system, SamplingParams.from_text(texts)
+        return system, params_from_text(texts)
 
     def set_values(self, system: str, params: SamplingParams) -> None:
         """Fill the boxes (a reopened session's settings)."""

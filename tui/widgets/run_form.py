@@ -1,6 +1,7 @@
 """The new-run form's model: its fields and their recommended ranges, and the work behind the form, run in
 worker threads (the project's datasets and models, the schema's descriptions, presets, validation, the
-YAML preview, the GPU estimate and queueing). The engine's config modules are imported inside the functions.
+YAML preview, the GPU estimate and queueing), through core/ (core.run_config, core.runs, core.estimate) as
+`tunedeck run new` does; the engine loads inside those functions, in the worker.
 """
 
 from __future__ import annotations
@@ -130,36 +131,16 @@ def field_node(data: dict[str, Any], path: str, create: bool = False) -> tuple[d
     return data.get(section) or {}, leaf
 
 
-def _descriptions() -> dict[str, str]:
-    from pydantic import BaseModel
-
-    from engine.train.config.schema import RunConfig
-
-    out: dict[str, str] = {}
-    for name, info in RunConfig.model_fields.items():
-        annotation = info.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            for sub, sub_info in annotation.model_fields.items():
-                out[f"{name}.{sub}"] = sub_info.description or ""
-        else:
-            out[name] = info.description or ""
-    return out
-
-
 def prepare(store: Store, project: str, initial: dict[str, Any] | None) -> Prepared:
     """The project's datasets and models, the schema's descriptions and the starting config."""
-    from engine.train.config.errors import ConfigError
-    from engine.train.config.loader import parse_config
-    from engine.train.presets import PRESET_TITLES, preset_config
+    from core.run_config import field_descriptions, preset_config, preset_titles, validate
 
     with store.raw() as conn:
         choices = run_choices(conn, project)
         verdicts = dataset_verdicts(conn, choices.project_id)
     if initial is not None:
-        try:
-            base = parse_config(initial).model_dump(mode="python")
-        except ConfigError:
-            base = dict(initial)
+        valid, _ = validate(initial)
+        base = valid.model_dump(mode="python") if valid is not None else dict(initial)
         preset = None
     else:
         model = ""
@@ -169,12 +150,12 @@ def prepare(store: Store, project: str, initial: dict[str, Any] | None) -> Prepa
         dataset = Prepared({}, None, choices.datasets, [], verdicts=verdicts).default_dataset()
         preset = "smoke" if project == DEMO_PROJECT else "lora"
         base = preset_config(preset, model=model, dataset=dataset).model_dump(mode="python")
-    return Prepared(base, preset, choices.datasets, choices.models, _descriptions(), dict(PRESET_TITLES), verdicts)
+    return Prepared(base, preset, choices.datasets, choices.models, field_descriptions(), preset_titles(), verdicts)
 
 
 def preset_base(preset: str, model: str, dataset: str, name: str) -> dict[str, Any]:
     """The full config of a preset for this model, dataset and name."""
-    from engine.train.presets import preset_config
+    from core.run_config import preset_config
 
     return preset_config(preset, model=model, dataset=dataset, name=name).model_dump(mode="python")
 
@@ -192,38 +173,35 @@ def read_scalar(text: str) -> Any:
 
 def check(data: dict[str, Any]) -> Checked:
     """Validate form data: the config, or its problems (one line each); recipe warnings when valid."""
-    from engine.train.config.errors import ConfigError
-    from engine.train.config.loader import parse_config
-    from engine.train.config.warnings import warnings
+    from core.run_config import run_warnings, validate
 
     checked = Checked(data)
-    try:
-        checked.config = parse_config(data, source="form")
-    except ConfigError as error:
-        checked.problems = [p.removeprefix("form: ") for p in error.problems]
+    checked.config, problems = validate(data, source="form")
+    if checked.config is None:
+        checked.problems = [p.removeprefix("form: ") for p in problems]
         return checked
-    checked.warnings = warnings(checked.config)
+    checked.warnings = run_warnings(checked.config)
     return checked
 
 
 def config_yaml(config: Any) -> str:
     """The config as the YAML the run will save (the form's ctrl+y view)."""
-    from engine.train.config.template import dump_yaml
+    from core.run_config import config_yaml as dump_yaml
 
     return dump_yaml(config)
 
 
 def queue(store: Store, project: str, data: dict[str, Any]) -> int:
     """Validate again and queue the run (the engine checks the model, the dataset and their fit)."""
-    from engine.train.config.loader import parse_config
-    from engine.train.queue import queue_run
+    from core.run_config import parse_config
+    from core.runs import queue_run
 
     return queue_run(store, project, parse_config(data, source="form"))
 
 
 def gpu_estimate(store: Store, data: dict[str, Any]) -> str:
-    """One line: the GPU memory the run would need, and whether it fits (engine/gpu/summary.py)."""
-    from engine.gpu.summary import form_estimate
+    """One line: the GPU memory the run would need, and whether it fits (core.estimate, as `tunedeck estimate`)."""
+    from core.estimate import form_estimate
 
     return form_estimate(store, data)
 
