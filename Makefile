@@ -21,9 +21,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache
 
+# The suite runs on TEST_WORKERS pytest-xdist workers, a test file per worker at a time (its module fixtures
+# are built once): tests that wait on processes overlap tests that compute. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: lint
 	@bash scripts/test_deps.sh
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) scripts/bench/startup.py

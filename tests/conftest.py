@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # transformers) at collection, before any fixture runs: set here, or in-process hub calls wait on the network.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+# One OpenMP/BLAS thread per process (torch reads this at import; the engines the tests start inherit it). The
+# tests' models are tiny, so a second thread buys nothing alone (demo LoRA, 40 steps: 12.6 s with 2 threads,
+# 13.0 s with 1), while two processes of 2 threads each on 2 cores spin against each other: two such runs at once
+# took 24 s each, with 1 thread 11-12 s each. The suite runs engines side by side (xdist workers, runners).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)
@@ -48,18 +54,21 @@ def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny demo Llama, built once per test session (read-only for tests)."""
     from engine.demo_project import install_demo_model
 
-    return install_demo_model(tmp_path_factory.mktemp("demo") / "demo-llama")
+    return built_once(tmp_path_factory, "demo", lambda folder: install_demo_model(folder / "demo-llama"))
 
 
 @pytest.fixture(scope="session")
 def demo_home_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A home after `tunedeck demo` (model, dataset imported), made once per session. Read-only: a test or
     module that writes gets its own with `copy_home(demo_home_src, dest)`."""
-    home = tmp_path_factory.mktemp("demo-home") / "home"
-    result = run_cli("demo", "--json", home=home, timeout=600)
-    assert result.returncode == 0, result.stderr
-    _quiesce(home)
-    return home
+    def build(folder: Path) -> Path:
+        home = folder / "home"
+        result = run_cli("demo", "--json", home=home, timeout=600)
+        assert result.returncode == 0, result.stderr
+        _quiesce(home)
+        return home
+
+    return built_once(tmp_path_factory, "demo-home", build)
 
 
 @pytest.fixture(scope="session")
@@ -68,13 +77,52 @@ def trained_home_src(demo_home_src: Path, tmp_path_factory: pytest.TempPathFacto
     adapter each), made once per session. Read-only: copy it with `copy_home` to write."""
     import json
 
-    home = copy_home(demo_home_src, tmp_path_factory.mktemp("trained-home") / "home")
-    for _ in range(2):
-        result = run_cli("run", "new", "demo", "--preset", "smoke", "--set", "max_steps=4", "--set", "save_steps=2",
-                         "--set", "eval_steps=0", "--wait", "--json", home=home, timeout=600)
-        assert json.loads(result.stdout)["status"] == "completed", result.stdout + result.stderr
-    _quiesce(home)
-    return home
+    def build(folder: Path) -> Path:
+        home = copy_home(demo_home_src, folder / "home")
+        for _ in range(2):
+            result = run_cli("run", "new", "demo", "--preset", "smoke", "--set", "max_steps=4", "--set",
+                             "save_steps=2", "--set", "eval_steps=0", "--wait", "--json", home=home, timeout=600)
+            assert json.loads(result.stdout)["status"] == "completed", result.stdout + result.stderr
+        _quiesce(home)
+        return home
+
+    return built_once(tmp_path_factory, "trained-home", build)
+
+
+# Test files that take longest, started first so that no long file starts last on an otherwise idle worker
+# (make test runs xdist with --dist loadfile --no-loadscope-reorder: files go to workers in collection order).
+LONGEST_FIRST = ("test_smollm2_pipeline.py", "test_power_loss.py", "test_kill_storm.py", "test_evaluate.py",
+                 "test_train.py", "test_pipeline.py", "test_slurm.py", "test_train_objectives.py",
+                 "test_distributed.py", "test_outside_home.py", "test_contention.py", "test_disk_full.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]) -> Path:
+    """What `build(folder)` makes, made once per test run. Under pytest-xdist (`make test` runs the suite on
+    several workers) the first worker to ask builds it in the run's shared temp folder, under a file lock, and
+    the others wait for it and reuse it; a build that failed is started over by the next one to ask."""
+    import shutil
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build(tmp_path_factory.mktemp(name))
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent / "shared"  # every worker's basetemp sits in one run folder
+    shared.mkdir(exist_ok=True)
+    done = shared / f"{name}.done"
+    with FileLock(str(shared / f"{name}.lock")):
+        if done.is_file():
+            return Path(done.read_text())
+        folder = shared / name
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        result = build(folder)
+        done.write_text(str(result))
+        return result
 
 
 def _quiesce(home: Path, timeout: float = 60) -> None:
@@ -162,9 +210,11 @@ def demo_gguf(tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path, ll
     from engine.gguf.convert import convert_model
     from engine.gguf.tools import unpack_sdist
 
-    folder = tmp_path_factory.mktemp("demo-gguf")
-    tools = unpack_sdist(llama_sdist, folder / "tools")
-    return convert_model(tools, demo_model_dir, folder / "demo-llama-f16.gguf", "f16")
+    def build(folder: Path) -> Path:
+        tools = unpack_sdist(llama_sdist, folder / "tools")
+        return convert_model(tools, demo_model_dir, folder / "demo-llama-f16.gguf", "f16")
+
+    return built_once(tmp_path_factory, "demo-gguf", build)
 
 
 def mount_tmpfs(where: Path, size: str) -> bool:
@@ -192,7 +242,29 @@ def small_disk(where: Path, size: str) -> Iterator[Path]:
             subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
-FAULT_SUMMARY: list[str] = []
+FAULT_LINES_ENV = "TUNEDECK_TEST_FAULT_LINES"
+
+
+class _FaultLines(list[str]):
+    """The fault classes' summary lines. An xdist worker also writes each to a file of its own in the folder
+    the controlling process named, which prints them all at the end."""
+
+    def append(self, line: str) -> None:
+        super().append(line)
+        folder, worker = os.environ.get(FAULT_LINES_ENV), os.environ.get("PYTEST_XDIST_WORKER")
+        if folder and worker:
+            with open(Path(folder) / f"{worker}.txt", "a") as out:
+                out.write(line + "\n")
+
+
+FAULT_SUMMARY = _FaultLines()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the controlling process (or a run without xdist)
+        import tempfile
+
+        os.environ[FAULT_LINES_ENV] = tempfile.mkdtemp(prefix="tunedeck-fault-lines-")
 
 
 @pytest.fixture(scope="session")
@@ -202,9 +274,18 @@ def fault_summary() -> list[str]:
 
 
 def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
-    if FAULT_SUMMARY:
+    import shutil
+
+    if hasattr(terminalreporter.config, "workerinput"):  # an xdist worker: the controlling process prints them
+        return
+    lines = list(FAULT_SUMMARY)
+    if folder := os.environ.get(FAULT_LINES_ENV):
+        for part in sorted(Path(folder).glob("*.txt")):
+            lines += part.read_text().splitlines()
+        shutil.rmtree(folder, ignore_errors=True)
+    if lines:
         terminalreporter.section("fault classes")
-        for line in FAULT_SUMMARY:
+        for line in lines:
             terminalreporter.write_line(line)
 
 

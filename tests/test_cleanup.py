@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import copy_home, run_cli
 
 from engine.artifacts import register_artifact
 from store.db import open_store
@@ -16,15 +16,10 @@ from store.jobs import create_job
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A demo home with two completed smoke runs (2 and 3), each with checkpoints and an adapter."""
-    home = tmp_path_factory.mktemp("cleanup") / "home"
-    assert run_cli("demo", home=home, timeout=600).returncode == 0
-    for _ in range(2):
-        result = run_cli("run", "new", "demo", "--preset", "smoke", "--set", "max_steps=4", "--set", "save_steps=2",
-                         "--set", "eval_steps=0", "--wait", "--json", home=home, timeout=600)
-        assert json.loads(result.stdout)["status"] == "completed", result.stderr
-    return home
+def trained(trained_home_src: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A demo home with two completed smoke runs (2 and 3), each with checkpoints and an adapter: a copy of the
+    session's trained home, since these tests delete from it."""
+    return copy_home(trained_home_src, tmp_path_factory.mktemp("cleanup") / "home")
 
 
 def _count(home: Path, sql: str, *args: object) -> int:

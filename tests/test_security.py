@@ -65,9 +65,9 @@ def test_hostile_names_reach_the_engine_as_plain_data(tmp_path: Path, demo_home_
     import shutil
 
     home = copy_home(demo_home_src, tmp_path / "home")
-    canary = tmp_path / "PWNED"
-    trap = f"$(touch {canary}); `touch {canary}` | touch {canary} & x'\"*?"
-    folder = tmp_path / f"in {trap.replace('/', '_')}"
+    # The trap is relative (an absolute one can make a name over 255 bytes in a deep temp folder): run, it would
+    # leave a PWNED file in the working folder of the process that ran it (the suite's root or the home).
+    folder = tmp_path / "in $(touch PWNED); `touch PWNED` | touch PWNED & x'\"*?"
     folder.mkdir()
     from engine.demo import write_demo_dataset
 
@@ -86,4 +86,5 @@ def test_hostile_names_reach_the_engine_as_plain_data(tmp_path: Path, demo_home_
     done = json.loads(run.stdout)
     assert done["status"] == "completed" and done["name"] == name
     assert done["config"]["model_path"] == str(model.resolve())
-    assert not canary.exists() and not list(tmp_path.rglob("x"))
+    assert not list(tmp_path.rglob("x"))
+    assert not list(tmp_path.rglob("PWNED")) and not (ROOT / "PWNED").exists()
