@@ -150,7 +150,9 @@ def _wait(home: Path, job_id: int, statuses: set[str], timeout: float = 400) -> 
 def test_two_process_ddp_on_cpu_through_the_runner_with_cancel_kill_and_resume(home: Path,
                                                                                 demo_home_src: Path) -> None:
     copy_home(demo_home_src, home)
-    steps = 120  # far past where the cancel (~step 6-20) and the kill (8 steps after the resume) land
+    # Far past where the cancel (~step 6-20 idle) and the kill (8 steps after the resume) land: a one-thread step
+    # takes tens of ms, and a loaded machine's CLI polls can let the cancel land 100 steps late.
+    steps = 400
     job_id = int(run_cli("run", "new", "demo", "--preset", "smoke", "--set", "cpu_processes=2",
                          "--set", f"max_steps={steps}", "--set", "save_steps=4", "--set", "logging_steps=1",
                          "--set", "eval_steps=0", "--set", "batch=2", "--set", "grad_accum=1",
