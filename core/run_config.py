@@ -31,16 +31,13 @@ def preset_titles() -> dict[str, str]:
 
 def field_descriptions() -> dict[str, str]:
     """The schema's description of every field, by dotted path ("training.seed", "model")."""
-    from pydantic import BaseModel
-
-    from engine.train.config.schema import RunConfig
+    from engine.train.config.schema import SECTIONS, RunConfig
 
     out: dict[str, str] = {}
     for name, info in RunConfig.model_fields.items():
-        annotation = info.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            for sub, sub_info in annotation.model_fields.items():
-                out[f"{name}.{sub}"] = sub_info.description or ""
+        if name in SECTIONS:
+            out.update({f"{name}.{sub}": sub_info.description or ""
+                        for sub, sub_info in SECTIONS[name].model_fields.items()})
         else:
             out[name] = info.description or ""
     return out
