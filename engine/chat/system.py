@@ -6,7 +6,11 @@ import os
 import sys
 from pathlib import Path
 
+from engine.cpu_threads import default_threads, usable_cores
+
 MEMINFO = Path("/proc/meminfo")
+__all__ = ["default_threads", "free_memory_bytes", "gpu_offload_available", "gpu_offload_supported", "gpu_present",
+           "usable_cores"]
 FREE_MEMORY_ENV = "TUNEDECK_FREE_MEMORY"  # bytes: stands in for MemAvailable (a cap on what a model may use; tests)
 
 
@@ -22,29 +26,6 @@ def free_memory_bytes(meminfo: Path = MEMINFO) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def default_threads() -> int:
-    """CPU threads for generation: the usable cores that are not busy, at least 1, at most 8.
-
-    llama.cpp's threads wait for each other at every step, so one that has to share its core
-    with another busy process stalls them all: on 2 cores with one other busy process, 1 thread
-    decoded 3-4x faster than 2. The 1-minute load average stands for the other processes.
-    """
-    cores = usable_cores()
-    try:
-        busy = int(os.getloadavg()[0] + 0.5)
-    except OSError:
-        busy = 0
-    return max(1, min(8, cores - min(busy, cores - 1)))
 
 
 def gpu_present() -> bool:

@@ -8,7 +8,6 @@ on exactly the same predictions. Long sequences are cut into windows of `max_len
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +28,9 @@ def _windows(seq: Sequence, size: int) -> list[Sequence]:
 
 
 def _threads(threads: int | None) -> int:
-    return threads or max(1, os.cpu_count() or 1)
+    from engine.cpu_threads import default_threads
+
+    return threads or default_threads()
 
 
 def model_nll(model: Any, seqs: list[Sequence], max_length: int = 512,

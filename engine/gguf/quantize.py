@@ -85,11 +85,13 @@ def quantize(src: Path, out: Path, qtype: str, threads: int | None = None) -> di
     """Quantize `src` into `out` as `qtype`; returns a report of tensor types and k-quant fallbacks."""
     import llama_cpp
 
+    from engine.cpu_threads import default_threads
+
     if qtype not in QUANT_TYPES:
         raise ConversionError(f"unknown quant type {qtype!r}; expected one of {', '.join(QUANT_TYPES)}")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, QUANT_TYPES[qtype])
-    params.nthread = threads or max(1, os.cpu_count() or 1)
+    params.nthread = threads or default_threads()
     params.allow_requantize = True
     partial = out.with_name(out.name + ".partial")
     partial.unlink(missing_ok=True)
