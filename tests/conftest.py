@@ -174,6 +174,43 @@ def run_cli(*args: str, home: Path | None = None, env: dict[str, str] | None = N
     )
 
 
+def job_row(home: Path, job_id: int) -> dict[str, Any]:
+    """A job's status, step, pid and error read straight from the home's store. For progress polls: a CLI call
+    per poll starts a Python process (~1 s of CPU under load), which slows the very run the test watches and lets
+    it run past the step the test aims at. Reads only; a CLI reader also reaps dead jobs, this does not."""
+    import sqlite3
+
+    conn = sqlite3.connect(home / "tunedeck.db", timeout=30)
+    try:
+        row = conn.execute("SELECT status, step, pid, error FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    finally:
+        conn.close()
+    assert row is not None, f"no job {job_id} in {home}"
+    return dict(zip(("status", "step", "pid", "error"), row, strict=True))
+
+
+def ended(row: dict[str, Any]) -> bool:
+    """Whether a job row (job_row) is past queued and running."""
+    return row["status"] not in ("queued", "running")
+
+
+def wait_job(home: Path, job_id: int, done: Callable[[dict[str, Any]], bool] = ended, what: str = "did not end",
+             timeout: float = 300, every: float = 0.2) -> dict[str, Any]:
+    """Poll the job's row (job_row) until `done(row)`; returns that row. A CLI reader (`job show`) runs every ~5 s,
+    since a reader is what marks a job whose processes all died as interrupted."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    next_reader = time.monotonic() + 5
+    while not done(row := job_row(home, job_id)):
+        assert time.monotonic() < deadline, f"job {job_id} {what}: {row['status']} at step {row['step']}"
+        if time.monotonic() >= next_reader:
+            run_cli("job", "show", str(job_id), "--json", home=home)
+            next_reader = time.monotonic() + 5
+        time.sleep(every)
+    return row
+
+
 @pytest.fixture(scope="session")
 def llama_sdist() -> Path:
     """The llama-cpp-python sdist of the installed version (llama.cpp's converter), downloaded once and kept

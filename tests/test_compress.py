@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import copy_home, processes_with, run_cli
+from conftest import copy_home, processes_with, run_cli, wait_job
 
 GROUP = "32"  # the demo's hidden size is 64: the default group of 128 does not divide it (refused below)
 
@@ -184,10 +184,8 @@ def test_cancel_stops_the_worker_and_leaves_no_folder(compress_home: Path, compr
         assert time.monotonic() < deadline, log.read_text() if log.is_file() else "no log"
         time.sleep(0.5)
     assert run_cli("job", "cancel", str(job_id), home=compress_home).returncode == 0
-    while (job := json.loads(run_cli("job", "show", str(job_id), "--json", home=compress_home).stdout))["status"] \
-            in ("queued", "running"):
-        assert time.monotonic() < deadline
-        time.sleep(1)
+    wait_job(compress_home, job_id, timeout=max(1.0, deadline - time.monotonic()))
+    job = json.loads(run_cli("job", "show", str(job_id), "--json", home=compress_home).stdout)
     assert job["status"] == "cancelled", job
     output = compress_home / "jobs" / str(job_id) / "output"
     assert not output.exists() or not list(output.iterdir())  # neither the folder nor its .partial

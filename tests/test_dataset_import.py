@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, wait_job
 
 from engine.datasets.importer import split_ids
 from engine.demo import make_demo_examples
@@ -169,16 +169,11 @@ def test_cancel_a_running_import_stores_nothing(home: Path, project: str, tmp_pa
             fh.write(json.dumps({"text": f"line {i} " + "word " * 20}) + "\n")
     job_id = json.loads(run_cli("dataset", "add", project, str(src), "--dedup", "near", "--no-wait", "--json",
                                 home=home).stdout)["job_id"]
-    import time
 
-    deadline = time.time() + 120
-    while json.loads(run_cli("job", "show", str(job_id), "--json", home=home).stdout)["status"] != "running":
-        assert time.time() < deadline
-        time.sleep(0.1)
+    wait_job(home, job_id, lambda row: row["status"] != "queued", "never started", 120, every=0.05)
     assert run_cli("job", "cancel", str(job_id), home=home).returncode == 0
-    while (job := json.loads(run_cli("job", "show", str(job_id), "--json", home=home).stdout))["status"] == "running":
-        assert time.time() < deadline
-        time.sleep(0.2)
+    wait_job(home, job_id, lambda row: row["status"] != "running", "did not honour the cancel", 120)
+    job = json.loads(run_cli("job", "show", str(job_id), "--json", home=home).stdout)
     assert job["status"] == "cancelled", job
     listed = json.loads(run_cli("dataset", "list", project, "--json", home=home).stdout)
     assert [(d["kind"], d["status"], d["job_id"]) for d in listed] == [("failed", "cancelled", job_id)]

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import copy_home, processes_with, run_cli
+from conftest import copy_home, job_row, processes_with, run_cli
 
 from engine.distributed import accelerate_config, check_plan, child_command, plan_for
 from engine.launch import start_runner
@@ -139,39 +139,48 @@ def _job_processes(home: Path, job_id: int) -> list[int]:
 
 
 def _wait(home: Path, job_id: int, statuses: set[str], timeout: float = 400) -> dict:
+    """`run show` of the job once the store shows one of `statuses` (polled directly; a CLI reader every ~5 s,
+    since a reader reaps a job whose processes died)."""
     deadline = time.time() + timeout
-    while (data := _show(home, job_id))["status"] not in statuses:
-        assert time.time() < deadline, f"run {job_id} still {data['status']}"
-        time.sleep(0.5)
-    return data
+    polls = 0
+    while (row := job_row(home, job_id))["status"] not in statuses:
+        assert time.time() < deadline, f"run {job_id} still {row['status']}"
+        polls += 1
+        if polls % 25 == 0:
+            _show(home, job_id)
+        time.sleep(0.2)
+    return _show(home, job_id)
 
 
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu_through_the_runner_with_cancel_kill_and_resume(home: Path,
                                                                                 demo_home_src: Path) -> None:
     copy_home(demo_home_src, home)
-    # Far past where the cancel (~step 6-20 idle) and the kill (8 steps after the resume) land: a one-thread step
-    # takes tens of ms, and a loaded machine's CLI polls can let the cancel land 100 steps late.
-    steps = 400
+    # Past where the cancel (aimed at step 6) and the kill (8 steps after the resume) land, polled from the store
+    # and sent in-process (core's cancel, which `run cancel` calls): a one-thread step takes tens of ms.
+    steps = 120
     job_id = int(run_cli("run", "new", "demo", "--preset", "smoke", "--set", "cpu_processes=2",
                          "--set", f"max_steps={steps}", "--set", "save_steps=4", "--set", "logging_steps=1",
                          "--set", "eval_steps=0", "--set", "batch=2", "--set", "grad_accum=1",
                          home=home).stdout.strip())
     folder = home / "jobs" / str(job_id)
-    while _show(home, job_id)["step"] < 6:
-        assert _show(home, job_id)["status"] in {"queued", "running"}, (folder / "job.log").read_text()[-3000:]
-        time.sleep(0.3)
-    assert run_cli("run", "cancel", str(job_id), home=home).returncode == 0
+    while (row := job_row(home, job_id))["step"] < 6:
+        assert row["status"] in {"queued", "running"}, (folder / "job.log").read_text()[-3000:]
+        time.sleep(0.1)
+    from core.jobs import cancel_job
+
+    cancel_job(Store(home), job_id)
     cancelled = _wait(home, job_id, {"cancelled", "failed", "completed", "interrupted"})
     assert cancelled["status"] == "cancelled", cancelled["error"]
     stopped_at = cancelled["step"]
+    assert stopped_at < steps - 16, f"the cancel landed at step {stopped_at} of {steps}"
     assert (folder / "checkpoints" / f"checkpoint-{stopped_at}" / "trainer_state.json").is_file()
 
     assert run_cli("run", "resume", str(job_id), home=home).returncode == 0
     # kill -9 of rank 0 mid-run: the job is interrupted, the other rank does not linger, resume carries on.
-    while (running := _show(home, job_id))["step"] < stopped_at + 8:
+    while (running := job_row(home, job_id))["step"] < stopped_at + 8:
         assert running["status"] in {"queued", "running"}, running["error"]
-        time.sleep(0.2)
+        time.sleep(0.1)
     os.kill(running["pid"], signal.SIGKILL)
     killed = _wait(home, job_id, {"interrupted", "completed", "failed"})
     assert killed["status"] == "interrupted", killed["error"]

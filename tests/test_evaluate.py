@@ -136,7 +136,7 @@ def test_eval_refusals(demo_home_src: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_eval_agrees_with_the_runs_own_eval_loss(tmp_path: Path, demo_model_dir: Path, llama_sdist: Path,
-                                                 demo_home_src: Path) -> None:
+                                                 demo_home_src: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A run on a plain model folder (no artifact): its final eval loss, `eval` of its adapter (base + adapter)
     and of its merged model give one perplexity on the val split; `--compare base` on the merged model's GGUF
     compares with that folder and names it."""
@@ -163,7 +163,10 @@ def test_eval_agrees_with_the_runs_own_eval_loss(tmp_path: Path, demo_model_dir:
     proc = run_cli("convert", str(merged), "--wait", "--json", home=home, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     gguf = json.loads(proc.stdout)["result"]["artifact_id"]
-    result = _eval(home, env, str(gguf), "--compare", "base")["forgetting"]
+    compared = _eval(home, env, str(gguf), "--compare", "base")
+    result = compared["forgetting"]
     assert result["base"] == str(plain.resolve()) and result["base_label"] == str(plain.resolve())
-    text = run_cli("eval", str(gguf), "--compare", "base", "--wait", home=home, env=env, timeout=300).stdout
-    assert f"vs base {plain.resolve()}" in text
+    from cli.artifact import print_eval  # what `eval --wait` prints without --json (not a second eval job)
+
+    print_eval(compared)
+    assert f"vs base {plain.resolve()}" in capsys.readouterr().out

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import copy_home, run_cli
+from conftest import copy_home, ended, run_cli, wait_job
 
 from engine.demo import demo_chat_messages, make_demo_examples
 
@@ -104,13 +104,9 @@ def test_dpo_on_a_preference_set(demo_home: Path, tmp_path: Path) -> None:
 
 
 def _wait(home: Path, job_id: int, statuses: set[str], timeout: float = 300) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        data = json.loads(run_cli("run", "show", str(job_id), "--json", home=home).stdout)
-        if data["status"] in statuses:
-            return data
-        time.sleep(0.2)
-    raise AssertionError(f"run {job_id} still {data['status']}")
+    """`run show` of the run once the store shows one of `statuses` (polled directly, not through the CLI)."""
+    wait_job(home, job_id, lambda row: row["status"] in statuses, f"never reached {statuses}", timeout)
+    return json.loads(run_cli("run", "show", str(job_id), "--json", home=home).stdout)
 
 
 RESUME_ARGS = ("--preset", "smoke", "--set", "max_steps=80", "--set", "save_steps=10", "--set", "logging_steps=1",
@@ -148,10 +144,7 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(demo_home: Path) -> Non
 def test_cancel_saves_a_checkpoint(demo_home: Path) -> None:
     job_id = int(run_cli("run", "new", "demo", "--preset", "smoke", "--set", "max_steps=5000", "--set",
                          "save_steps=1000", "--set", "eval_steps=0", home=demo_home).stdout.strip())
-    deadline = time.time() + 300
-    while json.loads(run_cli("run", "show", str(job_id), "--json", home=demo_home).stdout)["step"] < 5:
-        assert time.time() < deadline
-        time.sleep(0.2)
+    wait_job(demo_home, job_id, lambda row: row["step"] >= 5 or ended(row), "never reached step 5")
     result = run_cli("run", "cancel", str(job_id), home=demo_home)
     assert result.returncode == 0 and "asked the engine to stop" in result.stdout
     done = _wait(demo_home, job_id, {"cancelled", "failed", "completed"}, timeout=120)

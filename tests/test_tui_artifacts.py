@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, wait_job
 from textual.pilot import Pilot
 from textual.widgets import Input, Tree
 from tui_pilot import drive, notes, screen_text, type_text, wait_for
@@ -108,11 +108,8 @@ def test_artifacts_tab_tree_and_artifact_screen(converted_home: Path) -> None:
     assert "Fidelity" in seen["artifact"] and "agreement" in seen["artifact"]
     quantize_jobs = [j for j in _jobs(converted_home) if j["kind"] == "quantize"]
     assert len(quantize_jobs) == 1 and quantize_jobs[0]["config"]["quants"] == ["q6_k"]
-    deadline = time.monotonic() + 120
-    while run_cli("job", "show", str(quantize_jobs[0]["id"]), "--json", home=converted_home).stdout.count(
-            '"status": "completed"') == 0:
-        assert time.monotonic() < deadline, "quantize job did not finish"
-        time.sleep(0.5)
+    done = wait_job(converted_home, quantize_jobs[0]["id"], timeout=120)
+    assert done["status"] == "completed", done
     store.close()
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import copy_home, run_cli, small_disk
+from conftest import copy_home, run_cli, small_disk, wait_job
 
 pytestmark = pytest.mark.slow
 # One checkpoint of the demo LoRA run takes about 310 KB on tmpfs (the optimizer state is half of it): the
@@ -58,11 +58,8 @@ def _job(home: Path, job_id: int) -> dict:
 
 
 def _wait_end(home: Path, job_id: int, timeout: float = 300) -> dict:
-    deadline = time.monotonic() + timeout
-    while (job := _job(home, job_id))["status"] in ("queued", "running"):
-        assert time.monotonic() < deadline, f"job {job_id} did not end"
-        time.sleep(1)
-    return job
+    wait_job(home, job_id, timeout=timeout)
+    return _job(home, job_id)
 
 
 def _remount(where: Path, size: str) -> None:

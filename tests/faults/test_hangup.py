@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, copy_home, run_cli
+from conftest import ROOT, copy_home, ended, run_cli, wait_job
 
 pytestmark = pytest.mark.slow
 STEPS = 3000  # far more than the test needs: the run must still be going at every check
@@ -26,10 +26,7 @@ def _show(home: Path, job_id: int) -> dict:
 
 def _progressing(home: Path, job_id: int, past: int, timeout: float = 120) -> dict:
     """The run once it is beyond step `past`; fails if it stops running first."""
-    deadline = time.time() + timeout
-    while (run := _show(home, job_id))["step"] <= past:
-        assert run["status"] in ("queued", "running") and time.time() < deadline, run["status"]
-        time.sleep(0.3)
+    run = wait_job(home, job_id, lambda row: row["step"] > past or ended(row), f"did not pass step {past}", timeout)
     assert run["status"] == "running", run["status"]
     return run
 
@@ -146,8 +143,5 @@ def test_run_survives_hangup_and_a_killed_tui_and_a_new_tui_reattaches(home: Pat
         if survived < len(outcomes) and job_id is not None:  # a failed trial must not leave its run training
             run_cli("run", "cancel", str(job_id), home=home)
     assert run_cli("run", "cancel", str(job_id), home=home).returncode == 0
-    deadline = time.time() + 120
-    while (run := _show(home, job_id))["status"] == "running":
-        assert time.time() < deadline, "the cancel was not honoured"
-        time.sleep(0.5)
+    run = wait_job(home, job_id, lambda row: row["status"] != "running", "did not honour the cancel", 120)
     assert run["status"] == "cancelled"

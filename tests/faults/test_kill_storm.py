@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import copy_home, run_cli, store_damage
+from conftest import copy_home, run_cli, store_damage, wait_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 KILLS = 9
@@ -147,13 +147,8 @@ def _metrics(home: Path, job_id: int) -> dict[tuple[str, int], float]:
 
 
 def _wait_done(home: Path, job_id: int) -> dict:
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        job = json.loads(run_cli("run", "show", str(job_id), "--json", home=home).stdout)
-        if job["status"] not in ("queued", "running"):
-            return job
-        assert time.monotonic() < deadline, f"run {job_id} did not end"
-        time.sleep(1)
+    wait_job(home, job_id, timeout=WAIT_S)
+    return json.loads(run_cli("run", "show", str(job_id), "--json", home=home).stdout)
 
 
 def _being_written(folder: Path, since: float) -> bool:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import copy_home, processes_with, run_cli, store_damage
+from conftest import copy_home, processes_with, run_cli, store_damage, wait_job
 
 pytestmark = pytest.mark.slow
 TRIALS = 5
@@ -84,15 +84,10 @@ def test_sigkill_everything_at_random_moments(home: Path, tmp_path: Path, fault_
             survived += 1
         assert not problems, f"trial {trial}: {problems}"
         assert run_cli("run", "resume", str(run_id), home=home).returncode == 0
-    finish = run_cli("job", "show", str(run_id), "--json", home=home)
     deadline = time.monotonic() + 300
-    while json.loads(finish.stdout)["status"] in ("queued", "running", "interrupted"):
-        if json.loads(finish.stdout)["status"] == "interrupted":
-            assert run_cli("run", "resume", str(run_id), home=home).returncode == 0
-        assert time.monotonic() < deadline, "the run did not finish after the last resume"
-        time.sleep(1)
-        finish = run_cli("job", "show", str(run_id), "--json", home=home)
-    job = json.loads(finish.stdout)
+    while wait_job(home, run_id, timeout=max(1.0, deadline - time.monotonic()))["status"] == "interrupted":
+        assert run_cli("run", "resume", str(run_id), home=home).returncode == 0
+    job = json.loads(run_cli("job", "show", str(run_id), "--json", home=home).stdout)
     fault_summary.append(f"power loss (SIGKILL of every process, {TRIALS} random moments): trials "
                          f"{survived + lost}, survived {survived}, lost {lost}")
     assert job["status"] == "completed", job["error"]
