@@ -169,9 +169,13 @@ def run_cli(*args: str, home: Path | None = None, env: dict[str, str] | None = N
     cmd = [sys.executable, "-m", "cli"]
     if home is not None:
         cmd += ["--home", str(home)]
-    return subprocess.run(
+    proc = subprocess.run(
         [*cmd, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=full_env, stdin=subprocess.DEVNULL
     )
+    if log := os.environ.get("TUNEDECK_TEST_CLI_LOG"):  # which tests start how many CLI processes (suite tuning)
+        with open(log, "a") as f:
+            f.write(f"{os.environ.get('PYTEST_CURRENT_TEST', '?').split(' ')[0]}\t{' '.join(args[:2])}\n")
+    return proc
 
 
 def job_row(home: Path, job_id: int) -> dict[str, Any]:
