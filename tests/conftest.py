@@ -91,9 +91,11 @@ def trained_home_src(demo_home_src: Path, tmp_path_factory: pytest.TempPathFacto
 
 # Test files that take longest, started first so that no long file starts last on an otherwise idle worker
 # (make test runs xdist with --dist loadfile --no-loadscope-reorder: files go to workers in collection order).
-LONGEST_FIRST = ("test_smollm2_pipeline.py", "test_power_loss.py", "test_kill_storm.py", "test_evaluate.py",
-                 "test_train.py", "test_pipeline.py", "test_slurm.py", "test_train_objectives.py",
-                 "test_distributed.py", "test_outside_home.py", "test_contention.py", "test_disk_full.py")
+LONGEST_FIRST = ("test_smollm2_pipeline.py", "test_train_objectives.py", "test_train.py", "test_evaluate.py",
+                 "test_kill_storm.py", "test_power_loss.py", "test_slurm.py", "test_contention.py",
+                 "test_distributed.py", "test_pipeline.py", "test_disk_full.py", "test_models.py", "test_tui_runs.py",
+                 "test_outside_home.py", "test_dataset_import.py", "test_compress.py", "test_hangup.py",
+                 "test_gguf.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import copy_home, ended, run_cli, wait_job
+from conftest import copy_home, ended, job_row, run_cli, wait_job
 
 from engine.demo import demo_chat_messages, make_demo_examples
 
@@ -123,8 +123,7 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(demo_home: Path) -> Non
     while not (ckpts / "checkpoint-20" / "trainer_state.json").exists():
         assert time.time() < deadline, "no checkpoint-20"
         time.sleep(0.02)
-    running = json.loads(run_cli("run", "show", str(job_id), "--json", home=demo_home).stdout)
-    os.kill(running["pid"], signal.SIGKILL)
+    os.kill(job_row(demo_home, job_id)["pid"], signal.SIGKILL)  # at once: the 60 steps left take about a second
     killed = _wait(demo_home, job_id, {"interrupted", "completed"})
     assert killed["status"] == "interrupted", "the run finished before the kill; make it longer"
     assert "killed by signal 9" in killed["error"]
