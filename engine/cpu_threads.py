@@ -23,14 +23,15 @@ def thread_limit() -> int | None:
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
-def default_threads(cap: int = 8) -> int:
-    """CPU threads for llama.cpp: the usable cores that are not busy, at least 1, at most `cap` and at most
-    $OMP_NUM_THREADS when set. The 1-minute load average stands for the other processes."""
+def default_threads(cap: int | None = 8) -> int:
+    """CPU threads for llama.cpp: the usable cores that are not busy, at least 1, at most `cap` (None: no cap; for
+    batch work such as quantizing and perplexity, which keeps gaining from cores where decoding stops at ~8) and
+    at most $OMP_NUM_THREADS when set. The 1-minute load average stands for the other processes."""
     cores = usable_cores()
     try:
         busy = int(os.getloadavg()[0] + 0.5)
     except OSError:
         busy = 0
-    threads = max(1, min(cap, cores - min(busy, cores - 1)))
+    threads = max(1, min(cap or cores, cores - min(busy, cores - 1)))
     limit = thread_limit()
     return min(threads, limit) if limit else threads

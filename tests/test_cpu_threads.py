@@ -13,7 +13,7 @@ from engine import cpu_threads
     (2, 0.0, None, 2),   # idle: every core
     (2, 1.2, None, 1),   # one other busy process on 2 cores: 1 thread (2 would stall on the shared core)
     (2, 9.0, None, 1),   # never below 1
-    (16, 0.0, None, 8),  # at most 8
+    (16, 0.0, None, 8),  # at most 8 by default (decoding)
     (16, 0.0, "4", 4),   # OMP_NUM_THREADS caps it
     (2, 0.0, "1", 1),
     (2, 0.0, "0", 2),    # 0 and junk are not a setting
@@ -35,3 +35,13 @@ def test_chat_system_keeps_its_names() -> None:
 
     assert system.default_threads is cpu_threads.default_threads
     assert system.usable_cores is cpu_threads.usable_cores
+
+
+def test_batch_work_is_not_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Quantizing and perplexity take every free core (cap=None), still under $OMP_NUM_THREADS."""
+    monkeypatch.setattr(cpu_threads, "usable_cores", lambda: 64)
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.0, 2.0, 2.0))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert cpu_threads.default_threads(cap=None) == 62 and cpu_threads.default_threads() == 8
+    monkeypatch.setenv("OMP_NUM_THREADS", "16")
+    assert cpu_threads.default_threads(cap=None) == 16

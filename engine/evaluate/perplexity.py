@@ -30,7 +30,7 @@ def _windows(seq: Sequence, size: int) -> list[Sequence]:
 def _threads(threads: int | None) -> int:
     from engine.cpu_threads import default_threads
 
-    return threads or default_threads()
+    return threads or default_threads(cap=None)
 
 
 def model_nll(model: Any, seqs: list[Sequence], max_length: int = 512,

@@ -74,7 +74,7 @@ def load_llama(gguf_path: Path, *, vocab_only: bool = False, logits_all: bool = 
     import llama_cpp
 
     return llama_cpp.Llama(model_path=str(gguf_path), vocab_only=vocab_only, logits_all=logits_all, n_ctx=n_ctx,
-                           n_threads=default_threads(), n_gpu_layers=0, verbose=False)
+                           n_threads=default_threads(cap=None), n_gpu_layers=0, verbose=False)
 
 
 def check_tokens(tokenizer: Any, llm: Any) -> dict[str, Any]:
@@ -262,6 +262,6 @@ def check_adapter_conversion(base_dir: Path, adapter_dir: Path, base_gguf: Path,
 
     n_ctx = max(len(c) for c in chunks) + 8
     llm = llama_cpp.Llama(model_path=str(base_gguf), lora_path=str(lora_gguf), logits_all=True, n_ctx=n_ctx,
-                          n_threads=default_threads(), n_gpu_layers=0, verbose=False)
+                          n_threads=default_threads(cap=None), n_gpu_layers=0, verbose=False)
     agreement = check_agreement(model, llm, chunks)
     return {"status": agreement["status"], "agreement": agreement}

@@ -91,7 +91,7 @@ def quantize(src: Path, out: Path, qtype: str, threads: int | None = None) -> di
         raise ConversionError(f"unknown quant type {qtype!r}; expected one of {', '.join(QUANT_TYPES)}")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, QUANT_TYPES[qtype])
-    params.nthread = threads or default_threads()
+    params.nthread = threads or default_threads(cap=None)
     params.allow_requantize = True
     partial = out.with_name(out.name + ".partial")
     partial.unlink(missing_ok=True)
