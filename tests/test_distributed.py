@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import copy_home, job_row, processes_with, run_cli
+from conftest import copy_home, job_row, processes_with, run_cli, wait_job
 
 from engine.distributed import accelerate_config, check_plan, child_command, plan_for
 from engine.launch import start_runner
@@ -141,14 +141,7 @@ def _job_processes(home: Path, job_id: int) -> list[int]:
 def _wait(home: Path, job_id: int, statuses: set[str], timeout: float = 400) -> dict:
     """`run show` of the job once the store shows one of `statuses` (polled directly; a CLI reader every ~5 s,
     since a reader reaps a job whose processes died)."""
-    deadline = time.time() + timeout
-    polls = 0
-    while (row := job_row(home, job_id))["status"] not in statuses:
-        assert time.time() < deadline, f"run {job_id} still {row['status']}"
-        polls += 1
-        if polls % 25 == 0:
-            _show(home, job_id)
-        time.sleep(0.2)
+    wait_job(home, job_id, lambda row: row["status"] in statuses, f"never reached {statuses}", timeout)
     return _show(home, job_id)
 
 

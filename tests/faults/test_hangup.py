@@ -20,10 +20,6 @@ pytestmark = pytest.mark.slow
 STEPS = 3000  # far more than the test needs: the run must still be going at every check
 
 
-def _show(home: Path, job_id: int) -> dict:
-    return json.loads(run_cli("run", "show", str(job_id), "--json", home=home).stdout)
-
-
 def _progressing(home: Path, job_id: int, past: int, timeout: float = 120) -> dict:
     """The run once it is beyond step `past`; fails if it stops running first."""
     run = wait_job(home, job_id, lambda row: row["step"] > past or ended(row), f"did not pass step {past}", timeout)
