@@ -21,17 +21,23 @@ def library_cache_env(home: Path) -> dict[str, str]:
             "TRITON_CACHE_DIR": str(home / "cache" / "triton")}
 
 
+def runner_env(home: Path) -> dict[str, str]:
+    """The environment of a runner for `home` started from this process (its jobs inherit it)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    for var, path in library_cache_env(home).items():
+        env.setdefault(var, path)
+    return env
+
+
 def start_runner(home: Path, slot: str) -> int:
     """Spawn `python -m engine runner --slot SLOT`; a no-op in effect if one already serves the slot.
 
     Returns the spawned process id.
     """
     logs = subdir(home, "logs")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    for var, path in library_cache_env(home).items():
-        env.setdefault(var, path)
+    env = runner_env(home)
     with (logs / f"runner-{slot}.log").open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "engine", "--home", str(home), "runner", "--slot", slot],

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from engine.distributed import child_command
+from engine.warm import run_warm
 from store.db import Store
 from store.errors import IllegalTransition
 from store.home import job_dir, subdir
@@ -91,9 +92,11 @@ def _run_child(store: Store, job: Job, slot: str) -> int:
         run = None
     argv, env = child_command(store.home, job.id, run, folder)
     with DeviceLocks(store.home, _slot_devices(slot)), (folder / "job.log").open("ab") as fh:
-        child = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, check=False,
-                               env=env)
-    return child.returncode
+        code = run_warm(store.home, argv, env, fh.fileno())  # None: no warm engine could take it
+        if code is None:
+            code = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                                  check=False, env=env).returncode
+    return code
 
 
 def _settle(store: Store, job_id: int, code: int) -> None:

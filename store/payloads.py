@@ -88,10 +88,12 @@ class SelftestConfig(JobConfig):
     steps: int = 10  # ticks
     seconds: float = 1.0  # total duration of the ticks
     fail_at: int | None = None  # the tick at which to fail on purpose
+    report_env: list[str] = Field(default_factory=list)  # variables whose values the job records in its result
 
 
 class SelftestResult(ResultBase):
     steps: int | None = None  # ticks done
+    env: dict[str, str | None] | None = None  # the job process's values of the config's `report_env`
 
 
 class DatasetImportConfig(JobConfig):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -303,11 +304,44 @@ class _FaultLines(list[str]):
 FAULT_SUMMARY = _FaultLines()
 
 
+WARM_DIR_ENV = "TUNEDECK_WARM_DIR"
+_OWN_WARM_DIR = pytest.StashKey[bool]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):  # the controlling process (or a run without xdist)
         import tempfile
 
         os.environ[FAULT_LINES_ENV] = tempfile.mkdtemp(prefix="tunedeck-fault-lines-")
+        # One warm engine (engine/warm.py) for the whole run, shared by every test's home, as for a user's one
+        # home: each job's start then costs a fork instead of importing torch, transformers, peft and trl.
+        if not os.environ.get(WARM_DIR_ENV):  # one given is kept, with its warm engines' logs
+            os.environ[WARM_DIR_ENV] = tempfile.mkdtemp(prefix="tunedeck-warm-")
+            config.stash[_OWN_WARM_DIR] = True
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+    import signal
+
+    folder = os.environ.get(WARM_DIR_ENV)
+    if hasattr(config, "workerinput") or not folder or not config.stash.get(_OWN_WARM_DIR, False):
+        return
+    for pid in warm_engines(folder):  # they would exit after their idle time anyway
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def warm_engines(folder: str) -> list[int]:
+    """The warm engines started for the warm-engine folder `folder`."""
+    wanted = f"{WARM_DIR_ENV}={folder}".encode()
+    found = []
+    for pid in processes_with("engine.warm"):
+        with contextlib.suppress(OSError):
+            if wanted in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                found.append(pid)
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,10 @@ while it writes a checkpoint, while it holds the store's write lock for a metric
 adapter), resume after each kill, and check the store, the checkpoints each resume chose, and that the run
 ends exactly where an uninterrupted run with the same seed ends.
 
-Each kill costs an engine start (torch, transformers, trl and the model: ~8 s on an idle core, far more than
-the steps), so the storm aims a few kills at each moment instead of many at random: 20 kills took ~550 s of
-the suite, these 9 cover the same five moments."""
+Each kill costs an engine start (the model and the trainer: about a second from a warm engine, ~8 s on an
+idle core when torch, transformers and trl are imported cold), so the storm aims a few kills at each moment
+instead of many at random: 20 kills took ~550 s of the suite before warm engines, these 9 cover the same five
+moments."""
 
 from __future__ import annotations
 
@@ -164,8 +165,8 @@ def _being_written(folder: Path, since: float) -> bool:
 def _aim(phase: str, watch: Watch, pid: int, since: float, target: int, rng: random.Random) -> str:
     """Wait for the moment `phase` aims at in the engine `pid`, then SIGKILL it; returns where it landed."""
     deadline = time.monotonic() + WAIT_S
-    if phase == "startup":
-        time.sleep(rng.uniform(0.5, 4.0))
+    if phase == "startup":  # a warm engine's child starts training within about a second
+        time.sleep(rng.uniform(0.05, 0.6))
     elif phase == "finish":
         tmp = watch.ckpts.parent / ".output-tmp"
         while not tmp.exists():
