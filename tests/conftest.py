@@ -182,18 +182,18 @@ def run_cli(*args: str, home: Path | None = None, env: dict[str, str] | None = N
 
 
 def job_row(home: Path, job_id: int) -> dict[str, Any]:
-    """A job's status, step, pid and error read straight from the home's store. For progress polls: a CLI call
+    """A job's status, step, pid, error and slot read straight from the home's store. For progress polls: a CLI call
     per poll starts a Python process (~1 s of CPU under load), which slows the very run the test watches and lets
     it run past the step the test aims at. Reads only; a CLI reader also reaps dead jobs, this does not."""
     import sqlite3
 
     conn = sqlite3.connect(home / "tunedeck.db", timeout=30)
     try:
-        row = conn.execute("SELECT status, step, pid, error FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = conn.execute("SELECT status, step, pid, error, slot FROM jobs WHERE id = ?", (job_id,)).fetchone()
     finally:
         conn.close()
     assert row is not None, f"no job {job_id} in {home}"
-    return dict(zip(("status", "step", "pid", "error"), row, strict=True))
+    return dict(zip(("status", "step", "pid", "error", "slot"), row, strict=True))
 
 
 def ended(row: dict[str, Any]) -> bool:

@@ -72,7 +72,7 @@ def test_jobs_of_two_homes_start_as_children_of_one_warm_engine(tmp_path: Path, 
         assert time.monotonic() - started < 30
         result = _result(home, job_id)
         assert result["env"] == {"TUNEDECK_TEST_MARK": "job-env",  # the job's environment, not the warm engine's
-                                 "TORCHINDUCTOR_CACHE_DIR": str(home / "cache" / "torchinductor")}
+                                 "TORCHINDUCTOR_CACHE_DIR": runner_env(home)["TORCHINDUCTOR_CACHE_DIR"]}
         log = (home / "jobs" / str(job_id) / "job.log").read_text()
         assert f"job {job_id} (selftest) started, pid {pid}" in log and "selftest done after 20 steps" in log
     assert "ready in" in (folder / "warm-engine.log").read_text()
