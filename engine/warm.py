@@ -120,11 +120,18 @@ def _start(folder: Path, name: str, env: dict[str, str]) -> None:
 
 def start_warm(home: Path, env: dict[str, str], wait_s: float = START_WAIT_S) -> int | None:
     """Start the warm engine that serves jobs with environment `env` (if none does) and wait until it has
-    imported everything; its pid, or None when it is not enabled or not ready in `wait_s`."""
+    imported everything; its pid, or None when it is not enabled or not ready in `wait_s` (with `wait_s` 0:
+    without waiting)."""
     if not enabled(env):
         return None
     folder = warm_dir(home, env)
     name = socket_name(folder, warm_key(env))
+    if wait_s <= 0:  # start it and go on
+        if (sock := _connect(name)) is None:
+            _start(folder, name, env)
+        else:
+            sock.close()
+        return None
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         sock = _connect(name)

@@ -318,6 +318,11 @@ def pytest_configure(config: pytest.Config) -> None:
         if not os.environ.get(WARM_DIR_ENV):  # one given is kept, with its warm engines' logs
             os.environ[WARM_DIR_ENV] = tempfile.mkdtemp(prefix="tunedeck-warm-")
             config.stash[_OWN_WARM_DIR] = True
+        from engine.launch import runner_env
+        from engine.warm import start_warm
+
+        folder = Path(os.environ[WARM_DIR_ENV])
+        start_warm(folder, runner_env(folder), wait_s=0)  # importing while the workers start: every job warm
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -327,15 +332,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     folder = os.environ.get(WARM_DIR_ENV)
     if hasattr(config, "workerinput") or not folder or not config.stash.get(_OWN_WARM_DIR, False):
         return
-    for pid in warm_engines(folder):  # they would exit after their idle time anyway
+    for pid in warm_engines(WARM_DIR_ENV, folder):  # they would exit after their idle time anyway
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGTERM)
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def warm_engines(folder: str) -> list[int]:
-    """The warm engines started for the warm-engine folder `folder`."""
-    wanted = f"{WARM_DIR_ENV}={folder}".encode()
+def warm_engines(name: str, value: str) -> list[int]:
+    """The warm engines (engine/warm.py) started with the environment variable `name` set to `value`."""
+    wanted = f"{name}={value}".encode()
     found = []
     for pid in processes_with("engine.warm"):
         with contextlib.suppress(OSError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from chat_models import smollm_path
-from conftest import ROOT, processes_with
+from conftest import ROOT, processes_with, warm_engines
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +31,8 @@ WATCHED = {"HOME": "user-home", "TMPDIR": "tmp", "XDG_DATA_HOME": "xdg-data", "X
            "XDG_CONFIG_HOME": "xdg-config", "XDG_STATE_HOME": "xdg-state", "XDG_RUNTIME_DIR": "xdg-runtime"}
 # Variables that would send a library's writes somewhere this test does not watch.
 UNSET = ("HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE", "HF_XET_CACHE", "TRANSFORMERS_CACHE", "TORCH_HOME",
-         "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "PYTHONPYCACHEPREFIX", "MPLCONFIGDIR", "TUNEDECK_LLAMA_SDIST")
+         "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "PYTHONPYCACHEPREFIX", "MPLCONFIGDIR", "TUNEDECK_LLAMA_SDIST",
+         "TUNEDECK_WARM_DIR")  # the home's own warm engine: the training run starts from it
 
 
 def _listing(folders: list[Path]) -> set[Path]:
@@ -75,6 +77,9 @@ def test_nothing_is_written_outside_the_home_but_named_paths(tmp_path: Path) -> 
     deadline = time.monotonic() + 60
     while processes_with("engine", str(home)) and time.monotonic() < deadline:  # runners exit once their queue is empty
         time.sleep(0.2)
+    assert "ready in" in (home / "logs" / "warm-engine.log").read_text()  # the home's warm engine, started by the
+    for pid in warm_engines("HOME", str(folders["HOME"])):  # import job, ran the training; it would idle 5 min
+        os.kill(pid, signal.SIGTERM)
 
     cache = folders["XDG_CACHE_HOME"] / "tunedeck"
     new = _listing(watched) - before
