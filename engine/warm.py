@@ -47,7 +47,8 @@ PRELOAD: dict[str, tuple[str, ...]] = {  # module: names whose (lazy) import to 
 # still serves a job that has these.
 _CALL_TIME = {"PWD", "OLDPWD", "SHLVL", "_", "XDG_DATA_HOME", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR",
               "COLUMNS", "LINES"}
-_CALL_TIME_PREFIXES = ("TUNEDECK_", "PYTEST_", "SSH_")
+_CALL_TIME_PREFIXES = ("TUNEDECK_", "PYTEST_", "SSH_", "TEXTUAL_")  # the engine never imports textual
+KEYS_KEPT = 100  # how many keys' first cold starts `warm-keys` remembers
 
 
 def enabled(env: dict[str, str]) -> bool:
@@ -162,8 +163,9 @@ def run_warm(home: Path, argv: list[str], env: dict[str, str], log_fd: int) -> i
     folder = warm_dir(home, env)
     name = socket_name(folder, warm_key(env))
     sock = _connect(name)
-    if sock is None:  # this job starts cold while a warm engine imports for the next ones
-        _start(folder, name, env)
+    if sock is None:  # this job starts cold, while a warm engine imports for the next ones
+        if _seen_before(folder, name):
+            _start(folder, name, env)
         return None
     with sock:
         request = json.dumps({"argv": argv[1:], "env": env, "cwd": str(home)}).encode()
@@ -189,6 +191,24 @@ def run_warm(home: Path, argv: list[str], env: dict[str, str], log_fd: int) -> i
     while _alive(pid):  # the warm engine went away first: the job (now init's child) may still run
         time.sleep(1)
     return 1
+
+
+def _seen_before(folder: Path, name: str) -> bool:
+    """Whether a job with this warm engine's key started here before; remembers it if not. An environment seen
+    once (a one-off setting) never costs a warm engine's imports and memory."""
+    digest = name.rsplit("-", 1)[-1]
+    path = folder / "warm-keys"
+    try:
+        seen = path.read_text().split()
+    except OSError:
+        seen = []
+    if digest in seen:
+        return True
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"warm-keys.{os.getpid()}.tmp")
+    tmp.write_text("".join(f"{d}\n" for d in [*seen, digest][-KEYS_KEPT:]))
+    tmp.replace(path)  # a race between two runners loses a key at worst: one more cold start
+    return False
 
 
 def _alive(pid: int) -> bool:

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_job
+from sqlmodel import select
 
 from engine.launch import runner_env, start_runner
 from engine.warm import enabled, run_warm, socket_name, start_warm, warm_dir, warm_key
 from store.db import open_store
 from store.jobs import create_job, get_job
+from store.models import Project
 from store.projects import create_project
 
 pytestmark = pytest.mark.skipif(not enabled(dict(os.environ)), reason="warm engines are off where a GPU is visible")
@@ -25,8 +27,8 @@ pytestmark = pytest.mark.skipif(not enabled(dict(os.environ)), reason="warm engi
 def _queue(home: Path, **config: object) -> int:
     store = open_store(home)
     with store.write() as session:
-        pid = create_project(session, "p").id
-        return create_job(session, pid, "selftest", dict(config), slot="w").id
+        project = session.exec(select(Project).where(Project.name == "p")).first() or create_project(session, "p")
+        return create_job(session, project.id, "selftest", dict(config), slot="w").id
 
 
 def _result(home: Path, job_id: int) -> dict[str, object]:
@@ -122,3 +124,41 @@ def test_switched_off_or_another_command_runs_cold(tmp_path: Path) -> None:
     accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "x", *argv[1:]]
     assert run_warm(tmp_path, accelerate, dict(os.environ), 1) is None
     assert not (tmp_path / "logs").exists()  # nothing was started for either
+
+
+def test_a_job_outlives_its_warm_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "warm"  # a warm engine of its own: this test kills it
+    monkeypatch.setenv("TUNEDECK_WARM_DIR", str(folder))
+    home = tmp_path / "home"
+    warm = start_warm(home, runner_env(home), wait_s=300)
+    assert warm is not None
+    job_id = _queue(home, steps=30, seconds=3.0)
+    start_runner(home, "w")
+    pid = wait_job(home, job_id, lambda r: r["status"] == "running" and r["step"], "the job running")["pid"]
+    assert _ppid(pid) == warm
+    os.kill(warm, signal.SIGKILL)
+    row = wait_job(home, job_id)
+    assert row["status"] == "completed", row["error"]  # the runner waited for the orphan, then found it done
+    assert _result(home, job_id)["steps"] == 30
+
+
+def test_an_environment_seen_once_costs_no_warm_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "warm"
+    monkeypatch.setenv("TUNEDECK_WARM_DIR", str(folder))
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", str(tmp_path))  # an environment no other test has: its own key
+    home = tmp_path / "home"
+    parents = []
+    for _ in range(3):
+        job_id = _queue(home, steps=10, seconds=1.0)
+        start_runner(home, "w")
+        pid = wait_job(home, job_id, lambda r: r["status"] == "running" and r["step"], "the job running")["pid"]
+        parents.append(_ppid(pid))
+        assert wait_job(home, job_id)["status"] == "completed"
+        if len(parents) == 1:
+            assert len((folder / "warm-keys").read_text().split()) == 1  # remembered, and nothing started
+            assert not (folder / "warm-engine.log").exists()
+        elif len(parents) == 2:  # seen before: this cold start also started a warm engine
+            warm = start_warm(home, runner_env(home), wait_s=300)  # (waits for its imports; starts nothing)
+            assert warm is not None
+    assert parents[2] == warm != parents[0]
+    os.kill(warm, signal.SIGTERM)
