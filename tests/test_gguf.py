@@ -21,7 +21,7 @@ def _artifacts(home: Path, project: str = "demo") -> list[dict]:
 def _generate(path: Path, lora: Path | None = None) -> str:
     import llama_cpp
 
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=128, n_threads=2, verbose=False,
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=128, n_threads=1, n_threads_batch=1, verbose=False,
                           lora_path=str(lora) if lora else None)
     out = llm.create_completion("reverse: red green", max_tokens=8, temperature=0, seed=1)
     return out["choices"][0]["text"], out["usage"]["completion_tokens"]

@@ -21,7 +21,7 @@ def _ok(*args: str, home: Path, timeout: float = 600) -> dict:
 def _generate(path: Path, lora: Path | None = None) -> list[int]:
     import llama_cpp
 
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False,
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=1, n_threads_batch=1, verbose=False,
                           lora_path=str(lora) if lora else None)
     prompt = "<|im_start|>user\nReverse the order of these words.\n\nred blue<|im_end|>\n<|im_start|>assistant\n"
     tokens = llm.tokenize(prompt.encode(), add_bos=True, special=True)

@@ -93,8 +93,9 @@ def open_gguf(gguf_path: str | Path, n_ctx: int, threads: int | None = None) -> 
     """A llama.cpp model that keeps the logits of every position (CPU)."""
     import llama_cpp
 
+    n = _threads(threads)  # prompt processing runs on n_threads_batch: llama-cpp-python's default is every core
     return llama_cpp.Llama(model_path=str(gguf_path), n_ctx=n_ctx, logits_all=True, verbose=False,
-                           n_threads=_threads(threads), n_gpu_layers=0)
+                           n_threads=n, n_threads_batch=n, n_gpu_layers=0)
 
 
 def gguf_sequences(gguf_path: str | Path, texts: list[str] | tuple[str, ...]) -> list[Sequence]:
@@ -147,8 +148,9 @@ def gguf_generation_speed(gguf_path: str | Path, n_tokens: int = 32, threads: in
     """Generation tokens/s of a GGUF on a fixed prompt (greedy, EOS ignored so every run makes n_tokens)."""
     import llama_cpp
 
+    n = _threads(threads)
     llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=256, verbose=False, n_gpu_layers=0,
-                          n_threads=_threads(threads))
+                          n_threads=n, n_threads_batch=n)
     llm.eval(llm.tokenize(b"The weather today is", add_bos=True))
     for _ in range(4):  # warm-up: the first calls pay for allocations
         llm.eval([llm.sample(temp=0.0)])

@@ -73,8 +73,9 @@ def load_llama(gguf_path: Path, *, vocab_only: bool = False, logits_all: bool = 
     """A llama.cpp model on the CPU, quiet."""
     import llama_cpp
 
+    threads = default_threads(cap=None)  # for n_threads_batch too: llama-cpp-python's default is every core
     return llama_cpp.Llama(model_path=str(gguf_path), vocab_only=vocab_only, logits_all=logits_all, n_ctx=n_ctx,
-                           n_threads=default_threads(cap=None), n_gpu_layers=0, verbose=False)
+                           n_threads=threads, n_threads_batch=threads, n_gpu_layers=0, verbose=False)
 
 
 def check_tokens(tokenizer: Any, llm: Any) -> dict[str, Any]:
@@ -261,7 +262,8 @@ def check_adapter_conversion(base_dir: Path, adapter_dir: Path, base_gguf: Path,
     import llama_cpp
 
     n_ctx = max(len(c) for c in chunks) + 8
+    threads = default_threads(cap=None)
     llm = llama_cpp.Llama(model_path=str(base_gguf), lora_path=str(lora_gguf), logits_all=True, n_ctx=n_ctx,
-                          n_threads=default_threads(cap=None), n_gpu_layers=0, verbose=False)
+                          n_threads=threads, n_threads_batch=threads, n_gpu_layers=0, verbose=False)
     agreement = check_agreement(model, llm, chunks)
     return {"status": agreement["status"], "agreement": agreement}
