@@ -201,10 +201,21 @@ def ended(row: dict[str, Any]) -> bool:
     return row["status"] not in ("queued", "running")
 
 
+def _reap(home: Path) -> None:
+    from core.jobs import reap_stale_jobs
+    from store.db import open_store
+
+    store = open_store(home)
+    try:
+        reap_stale_jobs(store)
+    finally:
+        store.close()
+
+
 def wait_job(home: Path, job_id: int, done: Callable[[dict[str, Any]], bool] = ended, what: str = "did not end",
              timeout: float = 300, every: float = 0.2) -> dict[str, Any]:
-    """Poll the job's row (job_row) until `done(row)`; returns that row. A CLI reader (`job show`) runs every ~5 s,
-    since a reader is what marks a job whose processes all died as interrupted."""
+    """Poll the job's row (job_row) until `done(row)`; returns that row. Every ~5 s it also does what every reader
+    (the CLI, the TUI) does first, in this process: mark a job whose processes all died interrupted."""
     import time
 
     deadline = time.monotonic() + timeout
@@ -212,7 +223,7 @@ def wait_job(home: Path, job_id: int, done: Callable[[dict[str, Any]], bool] = e
     while not done(row := job_row(home, job_id)):
         assert time.monotonic() < deadline, f"job {job_id} {what}: {row['status']} at step {row['step']}"
         if time.monotonic() >= next_reader:
-            run_cli("job", "show", str(job_id), "--json", home=home)
+            _reap(home)
             next_reader = time.monotonic() + 5
         time.sleep(every)
     return row
