@@ -134,10 +134,13 @@ def start_warm(home: Path, env: dict[str, str], wait_s: float = START_WAIT_S) ->
             sock.close()
         return None
     deadline = time.monotonic() + wait_s
+    started = False
     while time.monotonic() < deadline:
         sock = _connect(name)
         if sock is None:
-            _start(folder, name, env)
+            if not started:  # once: it binds its name within a fraction of a second
+                _start(folder, name, env)
+                started = True
             time.sleep(0.1)
             continue
         with sock:
@@ -164,8 +167,11 @@ def run_warm(home: Path, argv: list[str], env: dict[str, str], log_fd: int) -> i
     name = socket_name(folder, warm_key(env))
     sock = _connect(name)
     if sock is None:  # this job starts cold, while a warm engine imports for the next ones
-        if _seen_before(folder, name):
-            _start(folder, name, env)
+        try:
+            if _seen_before(folder, name):
+                _start(folder, name, env)
+        except OSError:  # a full disk, an unwritable folder: the job starts cold all the same
+            pass
         return None
     with sock:
         request = json.dumps({"argv": argv[1:], "env": env, "cwd": str(home)}).encode()
