@@ -31,6 +31,14 @@ def _queue(home: Path, **config: object) -> int:
         return create_job(session, project.id, "selftest", dict(config), slot="w").id
 
 
+def _running(home: Path, **config: object) -> tuple[int, int]:
+    """Queue a selftest with `config`, start its runner and wait for its first tick: (job id, engine pid)."""
+    job_id = _queue(home, **config)
+    start_runner(home, "w")
+    row = wait_job(home, job_id, lambda r: r["status"] == "running" and r["step"], "the job running")
+    return job_id, row["pid"]
+
+
 def _result(home: Path, job_id: int) -> dict[str, object]:
     with open_store(home).read() as session:
         return dict(get_job(session, job_id).result)
@@ -58,11 +66,9 @@ def test_jobs_of_two_homes_start_as_children_of_one_warm_engine(tmp_path: Path, 
     monkeypatch.setenv("TUNEDECK_TEST_MARK", "job-env")  # read at run time: the same warm engine serves it
     for name in ("one", "two"):
         home = tmp_path / name
-        job_id = _queue(home, steps=20, seconds=2.0, report_env=["TUNEDECK_TEST_MARK", "TORCHINDUCTOR_CACHE_DIR"])
         started = time.monotonic()
-        start_runner(home, "w")
-        row = wait_job(home, job_id, lambda r: r["status"] == "running" and r["step"], "the job running")
-        pid = row["pid"]
+        job_id, pid = _running(home, steps=20, seconds=2.0,
+                               report_env=["TUNEDECK_TEST_MARK", "TORCHINDUCTOR_CACHE_DIR"])
         assert _ppid(pid) == warm, "the job's engine is not the warm engine's child"
         assert (Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:8]
                 == [os.fsencode(w) for w in (sys.executable, "-m", "engine", "--home", str(home), "job", "--id",
@@ -85,9 +91,7 @@ def test_a_killed_child_is_reaped_and_its_job_interrupted(tmp_path: Path, monkey
     folder, warm = shared
     monkeypatch.setenv("TUNEDECK_WARM_DIR", str(folder))
     home = tmp_path / "home"
-    job_id = _queue(home, steps=100, seconds=60.0)
-    start_runner(home, "w")
-    pid = wait_job(home, job_id, lambda r: r["status"] == "running" and r["step"], "the job running")["pid"]
+    job_id, pid = _running(home, steps=100, seconds=60.0)
     assert _ppid(pid) == warm
     os.kill(pid, signal.SIGKILL)
     row = wait_job(home, job_id)
@@ -132,9 +136,7 @@ def test_a_job_outlives_its_warm_engine(tmp_path: Path, monkeypatch: pytest.Monk
     home = tmp_path / "home"
     warm = start_warm(home, runner_env(home), wait_s=300)
     assert warm is not None
-    job_id = _queue(home, steps=30, seconds=3.0)
-    start_runner(home, "w")
-    pid = wait_job(home, job_id, lambda r: r["status"] == "running" and r["step"], "the job running")["pid"]
+    job_id, pid = _running(home, steps=30, seconds=3.0)
     assert _ppid(pid) == warm
     os.kill(warm, signal.SIGKILL)
     row = wait_job(home, job_id)
@@ -149,9 +151,7 @@ def test_an_environment_seen_once_costs_no_warm_engine(tmp_path: Path, monkeypat
     home = tmp_path / "home"
     parents = []
     for _ in range(3):
-        job_id = _queue(home, steps=10, seconds=1.0)
-        start_runner(home, "w")
-        pid = wait_job(home, job_id, lambda r: r["status"] == "running" and r["step"], "the job running")["pid"]
+        job_id, pid = _running(home, steps=10, seconds=1.0)
         parents.append(_ppid(pid))
         assert wait_job(home, job_id)["status"] == "completed"
         if len(parents) == 1:
