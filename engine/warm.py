@@ -18,6 +18,7 @@ Imports only the standard library: the runner loads this module.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -194,7 +195,9 @@ def run_warm(home: Path, argv: list[str], env: dict[str, str], log_fd: int) -> i
             ended = {}
     if isinstance(ended.get("exit"), int):
         return ended["exit"]
-    while _alive(pid):  # the warm engine went away first: the job (now init's child) may still run
+    from store.jobs import process_gone  # (the runner has it loaded already)
+
+    while not process_gone(pid, None):  # the warm engine went away first: the job (now init's child) may still run
         time.sleep(1)
     return 1
 
@@ -215,14 +218,6 @@ def _seen_before(folder: Path, name: str) -> bool:
     tmp.write_text("".join(f"{d}\n" for d in [*seen, digest][-KEYS_KEPT:]))
     tmp.replace(path)  # a race between two runners loses a key at worst: one more cold start
     return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 # --- the warm engine's side ----------------------------------------------------------------------------------
@@ -296,7 +291,7 @@ def _child(request: dict[str, object], fds: list[int]) -> None:
         tempfile.tempdir = None  # follow the job's TMPDIR, not the one the imports may have cached
         argv = [str(a) for a in request["argv"]]  # type: ignore[attr-defined]
         assert argv[:2] == ["-m", "engine"], argv
-        with __import__("contextlib").suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError):
             _show_argv([sys.executable, *argv])
         from engine.__main__ import main
 
@@ -314,7 +309,7 @@ def _child(request: dict[str, object], fds: list[int]) -> None:
 
         atexit._run_exitfuncs()
         for stream in (sys.stdout, sys.stderr):
-            with __import__("contextlib").suppress(Exception):
+            with contextlib.suppress(Exception):
                 stream.flush()
         os._exit(code)
 
@@ -348,10 +343,10 @@ def serve(name: str, idle_s: float = IDLE_S) -> int:
         for key, _ in selector.select(timeout=5):
             if key.fileobj is listener:
                 conn, _ = listener.accept()
-                _accept(conn, children, listener, wake_r, wake_w)
+                _accept(conn, children)
                 last = time.monotonic()
             else:
-                with __import__("contextlib").suppress(BlockingIOError):
+                with contextlib.suppress(BlockingIOError):
                     os.read(wake_r, 4096)
         while children:
             try:
@@ -362,14 +357,14 @@ def serve(name: str, idle_s: float = IDLE_S) -> int:
                 break
             conn = children.pop(pid, None)
             if conn is not None:
-                with conn, __import__("contextlib").suppress(OSError):
+                with conn, contextlib.suppress(OSError):
                     conn.sendall(json.dumps({"exit": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
             last = time.monotonic()
     print(f"[{time.strftime('%H:%M:%S')}] warm engine {os.getpid()} idle for {idle_s:.0f} s: exiting", flush=True)
     return 0
 
 
-def _accept(conn: socket.socket, children: dict[int, socket.socket], *own: object) -> None:
+def _accept(conn: socket.socket, children: dict[int, socket.socket]) -> None:
     """Fork the child one request asks for, and tell the runner its pid (the exit status follows at its end)."""
     fds: list[int] = []
     try:
@@ -383,7 +378,7 @@ def _accept(conn: socket.socket, children: dict[int, socket.socket], *own: objec
         if not fds:
             raise ValueError("no log file given")
         conn.setblocking(False)
-        with __import__("contextlib").suppress(BlockingIOError):
+        with contextlib.suppress(BlockingIOError):
             if conn.recv(1, socket.MSG_PEEK) == b"":
                 raise ValueError("the runner stopped waiting (it runs the job itself)")
         pid = os.fork()

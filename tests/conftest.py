@@ -201,6 +201,28 @@ def ended(row: dict[str, Any]) -> bool:
     return row["status"] not in ("queued", "running")
 
 
+@contextmanager
+def held_slot(home: Path, slot: str, timeout: float = 60) -> Iterator[None]:
+    """Keep `slot`'s queue of `home` still inside the block (its runner lock held: a runner started meanwhile exits
+    at once), then start its runner. For tests that must see a job queued, which a warm engine would finish
+    between two looks."""
+    import time
+
+    from engine.launch import start_runner
+    from engine.runner import SlotLock
+
+    lock = SlotLock(home, slot)
+    deadline = time.monotonic() + timeout
+    while not lock.acquire():
+        assert time.monotonic() < deadline, f"a runner still holds the {slot} slot of {home}"
+        time.sleep(0.1)
+    try:
+        yield
+    finally:
+        lock.release()
+    start_runner(home, slot)
+
+
 def _reap(home: Path) -> None:
     from core.jobs import reap_stale_jobs
     from store.db import open_store

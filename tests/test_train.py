@@ -11,11 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import copy_home, ended, job_row, run_cli, wait_job
+from conftest import copy_home, ended, held_slot, job_row, run_cli, wait_job
 
 from engine.demo import demo_chat_messages, make_demo_examples
-from engine.launch import start_runner
-from engine.runner import SlotLock
 
 pytestmark = pytest.mark.slow
 
@@ -165,20 +163,12 @@ def test_queued_runs_run_in_order_past_a_failure(demo_home: Path, tmp_path: Path
     args = ("--preset", "smoke", "--set", "max_steps=2", "--set", "eval_steps=0")
     # The slot's lock keeps the queue still until the second run's model is broken: a run started from a warm
     # engine would otherwise load it before the third is queued.
-    lock = SlotLock(demo_home, "cpu")
-    deadline = time.monotonic() + 60
-    while not lock.acquire():
-        assert time.monotonic() < deadline, "a runner of an earlier test still holds the slot"
-        time.sleep(0.1)
-    try:
+    with held_slot(demo_home, "cpu"):
         first = int(run_cli("run", "new", "demo", *args, home=demo_home).stdout)
         second = int(run_cli("run", "new", "demo", *args, "--model", str(doomed), home=demo_home).stdout)
         third = int(run_cli("run", "new", "demo", *args, home=demo_home).stdout)
         (doomed / "config.json").write_text("{ broken")  # breaks only the second run, after it was queued
-    finally:
-        lock.release()
     assert {job_row(demo_home, j)["slot"] for j in (first, second, third)} == {"cpu"}
-    start_runner(demo_home, "cpu")
     done = [_wait(demo_home, j, {"completed", "failed", "interrupted"}) for j in (first, second, third)]
     assert [d["status"] for d in done] == ["completed", "failed", "completed"]
     assert done[0]["finished_at"] <= done[1]["started_at"] <= done[1]["finished_at"] <= done[2]["started_at"]

@@ -8,13 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, wait_job
+from conftest import held_slot, run_cli, wait_job
 from textual.pilot import Pilot
 from textual.widgets import Input, Tree
 from tui_pilot import drive, notes, screen_text, type_text, wait_for
 
-from engine.launch import start_runner
-from engine.runner import SlotLock
 from store.db import open_store
 from tui.app import TunedeckApp
 from tui.screens.artifact import ActionDialog, ArtifactScreen, ConfirmArtifactDelete
@@ -107,17 +105,9 @@ def test_artifacts_tab_tree_and_artifact_screen(converted_home: Path) -> None:
 
     # The slot's lock keeps the quantize job queued while the screen shows it: from a warm engine it would end
     # between two reads of the screen. Afterwards it runs, as the next tests expect.
-    lock = SlotLock(converted_home, "post")  # the slot of conversions and quantizations
-    deadline = time.monotonic() + 60
-    while not lock.acquire():
-        assert time.monotonic() < deadline, "a runner of the fixture still holds the slot"
-        time.sleep(0.1)
-    try:
+    with held_slot(converted_home, "post"):  # the slot of conversions and quantizations
         drive(store, scenario)
-    finally:
-        lock.release()
-    (job,) = [j for j in _jobs(converted_home) if j["kind"] == "quantize" and j["status"] == "queued"]
-    start_runner(converted_home, "post")
+        (job,) = [j for j in _jobs(converted_home) if j["kind"] == "quantize" and j["status"] == "queued"]
     assert wait_job(converted_home, job["id"])["status"] == "completed"
     assert "✓ pass" in seen["tab"] and "└ gguf" in seen["tab"]
     assert "Fidelity" in seen["artifact"] and "agreement" in seen["artifact"]
